@@ -1,0 +1,58 @@
+SHELL := /bin/bash
+# fleetgate — two commands on a fresh machine: `make run` and `make test`.
+GO        ?= go
+BIN       := bin/fleetgate
+PKGS      := ./...
+FUZZTIME  ?= 5s
+E2E_APT   := prometheus prometheus-alertmanager victoria-metrics
+
+.PHONY: build run test unit fuzz e2e e2e-deps bench lint fmt vet clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/fleetgate
+
+## run: start fleetgate on its embedded defaults (dev mode, data in ./data)
+run: build
+	./$(BIN) --storage.path=data/
+
+## test: vet, unit tests (incl. Prometheus's PromQL corpus over fleetgate storage) and short fuzzing
+test: vet unit fuzz
+
+vet:
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./e2e/
+
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+# Each decoder's fuzz target runs briefly; run longer by hand with FUZZTIME=5m.
+fuzz:
+	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+	  dir=$$(dirname $$spec); \
+	  for fn in $$(grep -h '^func Fuzz' $$spec | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$dir $$fn"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
+	done
+
+## e2e: end-to-end tests against real Prometheus, Alertmanager and VictoriaMetrics
+e2e: e2e-deps
+	set -o pipefail; $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out
+
+e2e-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null || ! command -v victoria-metrics >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(E2E_APT); \
+	fi
+
+## bench: Go benchmarks of the hot paths (comparison runner: see bench/README.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin data e2e.out

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/promrw"
+	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/store/metrics"
+)
+
+// Config is the whole configuration file. Each part is owned and validated
+// by the package that uses it.
+type Config struct {
+	Clusters    []fleet.ClusterConfig `yaml:"clusters"`
+	Identity    identityConfig        `yaml:"identity"`
+	Ingest      pipeline.Config       `yaml:"ingest"`
+	RemoteWrite promrw.Config         `yaml:"remote_write"`
+	Storage     metrics.Config        `yaml:"storage"`
+	Query       query.Config          `yaml:"query"`
+}
+
+type identityConfig struct {
+	OnConflict        fleet.ConflictPolicy `yaml:"on_conflict"`
+	DevDefaultCluster string               `yaml:"dev_default_cluster"`
+}
+
+func (c *Config) fleet() fleet.Config {
+	return fleet.Config{Clusters: c.Clusters, OnConflict: c.Identity.OnConflict, DevDefaultCluster: c.Identity.DevDefaultCluster}
+}
+
+// Validate checks every part; storage.path comes from a flag and is checked at start.
+func (c *Config) Validate() error {
+	fc := c.fleet()
+	if err := fc.Validate(); err != nil {
+		return err
+	}
+	if err := c.Ingest.Validate(); err != nil {
+		return err
+	}
+	if err := c.RemoteWrite.Validate(); err != nil {
+		return err
+	}
+	st := c.Storage
+	if st.Path == "" {
+		st.Path = "-"
+	}
+	if err := st.Validate(); err != nil {
+		return err
+	}
+	return c.Query.Validate()
+}
+
+// loadConfig reads and validates a config file. An empty path gives the
+// embedded defaults.
+func loadConfig(path string) (*Config, error) {
+	cfg := &Config{}
+	if path == "" {
+		return cfg, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("parsing config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}

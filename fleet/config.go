@@ -1,0 +1,152 @@
+// Package fleet is the cluster registry: who the clusters of the fleet are,
+// which credential proves which cluster, and what each cluster has sent.
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/prometheus/common/model"
+)
+
+// Role of a cluster in a failover group.
+type Role string
+
+const (
+	RolePrimary Role = "primary"
+	RoleStandby Role = "standby"
+)
+
+// ConflictPolicy says what happens to a series whose own `cluster` label
+// names a different cluster than the authenticated one.
+type ConflictPolicy string
+
+const (
+	ConflictReject    ConflictPolicy = "reject"
+	ConflictOverwrite ConflictPolicy = "overwrite"
+)
+
+// ClusterLabel is the label that carries cluster identity on every signal.
+const ClusterLabel = "cluster"
+
+// DevHeader names the cluster of an unauthenticated sender in dev mode.
+const DevHeader = "X-Fleetgate-Cluster"
+
+// Config is the `fleet` part of the configuration file.
+type Config struct {
+	// Clusters of the fleet. Empty means dev mode: identity is taken from the
+	// sender and marked unverified.
+	Clusters []ClusterConfig `yaml:"clusters"`
+	// OnConflict is reject (default) or overwrite.
+	OnConflict ConflictPolicy `yaml:"on_conflict"`
+	// DevDefaultCluster names data that carries no identity at all in dev mode.
+	DevDefaultCluster string `yaml:"dev_default_cluster"`
+}
+
+// ClusterConfig describes one cluster.
+type ClusterConfig struct {
+	Name        string            `yaml:"name"`
+	Region      string            `yaml:"region"`
+	Zone        string            `yaml:"zone"`
+	Role        Role              `yaml:"role"`
+	Labels      map[string]string `yaml:"labels"`
+	Credentials Credentials       `yaml:"credentials"`
+}
+
+// Credentials names where the secrets proving a cluster live. Secrets never
+// appear in the config text itself.
+type Credentials struct {
+	// BearerTokenFile is a file whose trimmed content is the bearer token.
+	BearerTokenFile string `yaml:"bearer_token_file"`
+	// BearerTokenEnv is an environment variable holding the bearer token.
+	BearerTokenEnv string `yaml:"bearer_token_env"`
+	// TLSNames are the mTLS client certificate DNS SANs or Common Name that
+	// prove this cluster.
+	TLSNames []string `yaml:"tls_names"`
+}
+
+var clusterNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,62})$`)
+
+// Validate checks the config and names the first bad field.
+func (c *Config) Validate() error {
+	switch c.OnConflict {
+	case "", ConflictReject, ConflictOverwrite:
+	default:
+		return fmt.Errorf("fleet.on_conflict: %q is not one of reject, overwrite", c.OnConflict)
+	}
+	if c.DevDefaultCluster != "" && !clusterNameRE.MatchString(c.DevDefaultCluster) {
+		return fmt.Errorf("fleet.dev_default_cluster: %q is not a valid cluster name", c.DevDefaultCluster)
+	}
+	seen := map[string]bool{}
+	tlsSeen := map[string]string{}
+	for i, cl := range c.Clusters {
+		field := fmt.Sprintf("fleet.clusters[%d]", i)
+		if cl.Name == "" {
+			return fmt.Errorf("%s.name: must be set", field)
+		}
+		field = fmt.Sprintf("fleet.clusters[%d] (%s)", i, cl.Name)
+		if !clusterNameRE.MatchString(cl.Name) {
+			return fmt.Errorf("%s.name: %q must be 1-63 characters of letters, digits, '.', '_' or '-'", field, cl.Name)
+		}
+		if seen[cl.Name] {
+			return fmt.Errorf("%s.name: duplicate cluster name %q", field, cl.Name)
+		}
+		seen[cl.Name] = true
+		switch cl.Role {
+		case "", RolePrimary, RoleStandby:
+		default:
+			return fmt.Errorf("%s.role: %q is not one of primary, standby", field, cl.Role)
+		}
+		for k := range cl.Labels {
+			if !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__") {
+				return fmt.Errorf("%s.labels: %q is not a valid label name", field, k)
+			}
+			if k == ClusterLabel {
+				return fmt.Errorf("%s.labels: %q is set from the cluster name and cannot be overridden", field, k)
+			}
+		}
+		cr := cl.Credentials
+		if cr.BearerTokenFile != "" && cr.BearerTokenEnv != "" {
+			return fmt.Errorf("%s.credentials: set only one of bearer_token_file and bearer_token_env", field)
+		}
+		if cr.BearerTokenFile == "" && cr.BearerTokenEnv == "" && len(cr.TLSNames) == 0 {
+			return fmt.Errorf("%s.credentials: a cluster needs bearer_token_file, bearer_token_env or tls_names", field)
+		}
+		for _, n := range cr.TLSNames {
+			if other, ok := tlsSeen[n]; ok {
+				return fmt.Errorf("%s.credentials.tls_names: %q already proves cluster %q", field, n, other)
+			}
+			tlsSeen[n] = cl.Name
+		}
+	}
+	return nil
+}
+
+// loadToken reads the bearer token of a cluster from its file or environment variable.
+func (cr Credentials) loadToken() (string, error) {
+	switch {
+	case cr.BearerTokenFile != "":
+		b, err := os.ReadFile(cr.BearerTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("bearer_token_file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("bearer_token_file %s: file is empty", cr.BearerTokenFile)
+		}
+		return t, nil
+	case cr.BearerTokenEnv != "":
+		t := strings.TrimSpace(os.Getenv(cr.BearerTokenEnv))
+		if t == "" {
+			return "", fmt.Errorf("bearer_token_env: environment variable %s is empty or unset", cr.BearerTokenEnv)
+		}
+		return t, nil
+	}
+	return "", nil
+}
+
+// ErrUnauthenticated is returned when a credential proves no cluster.
+var ErrUnauthenticated = errors.New("unauthenticated")

@@ -1,0 +1,464 @@
+// Package pipeline takes decoded series from every ingest protocol, proves and
+// stamps their cluster identity, validates and limits them, and appends them
+// to the sink (the embedded TSDB, or the forward-only WAL).
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/storage"
+
+	"github.com/fleetgate/fleetgate/fleet"
+)
+
+// Config limits what one request may carry.
+type Config struct {
+	MaxSeriesPerRequest int `yaml:"max_series_per_request"`
+	MaxLabelsPerSeries  int `yaml:"max_labels_per_series"`
+	MaxLabelNameLength  int `yaml:"max_label_name_length"`
+	MaxLabelValueLength int `yaml:"max_label_value_length"`
+}
+
+// DefaultConfig is used for fields left zero.
+var DefaultConfig = Config{
+	MaxSeriesPerRequest: 100_000,
+	MaxLabelsPerSeries:  64,
+	MaxLabelNameLength:  1024,
+	MaxLabelValueLength: 4096,
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	for name, v := range map[string]int{
+		"ingest.max_series_per_request": c.MaxSeriesPerRequest,
+		"ingest.max_labels_per_series":  c.MaxLabelsPerSeries,
+		"ingest.max_label_name_length":  c.MaxLabelNameLength,
+		"ingest.max_label_value_length": c.MaxLabelValueLength,
+	} {
+		if v < 0 {
+			return fmt.Errorf("%s: must not be negative, got %d", name, v)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig
+	if c.MaxSeriesPerRequest > 0 {
+		d.MaxSeriesPerRequest = c.MaxSeriesPerRequest
+	}
+	if c.MaxLabelsPerSeries > 0 {
+		d.MaxLabelsPerSeries = c.MaxLabelsPerSeries
+	}
+	if c.MaxLabelNameLength > 0 {
+		d.MaxLabelNameLength = c.MaxLabelNameLength
+	}
+	if c.MaxLabelValueLength > 0 {
+		d.MaxLabelValueLength = c.MaxLabelValueLength
+	}
+	return d
+}
+
+// MetadataSink keeps metric metadata (type, help, unit) per metric family.
+type MetadataSink interface {
+	SetMetadata(cluster, family string, m metadata.Metadata)
+}
+
+// Pipeline is shared by every receiver. It is safe for concurrent use.
+type Pipeline struct {
+	cfg    Config
+	reg    *fleet.Registry
+	sink   storage.AppendableV2
+	meta   MetadataSink
+	logger *slog.Logger
+	now    func() time.Time
+
+	samples    *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
+	commitTime prometheus.Histogram
+}
+
+// New builds a pipeline appending to sink. meta may be nil.
+func New(cfg Config, reg *fleet.Registry, sink storage.AppendableV2, meta MetadataSink, r prometheus.Registerer, logger *slog.Logger) (*Pipeline, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Pipeline{
+		cfg: cfg.withDefaults(), reg: reg, sink: sink, meta: meta, logger: logger, now: time.Now,
+		samples: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetgate_ingest_samples_total",
+			Help: "Samples, histograms and exemplars accepted into storage, by cluster and kind.",
+		}, []string{"cluster", "kind"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetgate_ingest_rejected_total",
+			Help: "Samples rejected at ingest, by cluster and reason.",
+		}, []string{"cluster", "reason"}),
+		commitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:                        "fleetgate_ingest_commit_duration_seconds",
+			Help:                        "Time to commit one request's samples to the WAL.",
+			Buckets:                     prometheus.ExponentialBuckets(0.0001, 4, 10),
+			NativeHistogramBucketFactor: 1.1,
+		}),
+	}
+	if r != nil {
+		for _, c := range []prometheus.Collector{p.samples, p.rejected, p.commitTime} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("registering pipeline metrics: %w", err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// Registry is the cluster registry the pipeline stamps identity from.
+func (p *Pipeline) Registry() *fleet.Registry { return p.reg }
+
+// MaxSeriesPerRequest is the configured per-request series limit.
+func (p *Pipeline) MaxSeriesPerRequest() int { return p.cfg.MaxSeriesPerRequest }
+
+// Sample is one float sample. ST is the optional start (created) timestamp.
+type Sample struct {
+	ST, T int64
+	V     float64
+}
+
+// HistogramSample is one native histogram sample; exactly one of H and FH is set.
+type HistogramSample struct {
+	ST, T int64
+	H     *histogram.Histogram
+	FH    *histogram.FloatHistogram
+}
+
+// Series is one decoded series of a request. Receivers reuse it between series.
+type Series struct {
+	Labels     labels.Labels
+	Samples    []Sample
+	Histograms []HistogramSample
+	Exemplars  []exemplar.Exemplar
+	// Metadata, when Type is set, is recorded for the series' metric family.
+	Metadata metadata.Metadata
+}
+
+// Reset empties s for reuse, keeping capacity.
+func (s *Series) Reset() {
+	s.Labels = labels.EmptyLabels()
+	s.Samples = s.Samples[:0]
+	s.Histograms = s.Histograms[:0]
+	s.Exemplars = s.Exemplars[:0]
+	s.Metadata = metadata.Metadata{}
+}
+
+// Error is an ingest error with the HTTP status it maps to.
+type Error struct {
+	Status int
+	Reason string // metric label: conflict, invalid_labels, out_of_order, too_old, duplicate, limit, ...
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// ErrorStatus is the HTTP status for err: the one of *Error, or 500.
+func ErrorStatus(err error) int {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Status
+	}
+	return http.StatusInternalServerError
+}
+
+// Written counts what a batch committed.
+type Written struct {
+	Series, Samples, Histograms, Exemplars int
+}
+
+type clusterCount struct {
+	c *fleet.Cluster
+	Written
+}
+
+// Batch is one request's data from one sender. Identity conflicts abort the
+// whole batch; invalid series and samples are skipped and reported, the rest
+// are committed, as Prometheus's own remote-write receiver does.
+type Batch struct {
+	p       *Pipeline
+	ctx     context.Context
+	cluster *fleet.Cluster // nil: dev mode, identity from the data
+	app     storage.AppenderV2
+	sb      labels.ScratchBuilder
+	counts  []clusterCount
+	bad     []error
+	badN    int
+	fatal   error
+	series  int
+}
+
+// Begin starts a batch for cluster c (nil in dev mode without a claimed cluster).
+func (p *Pipeline) Begin(ctx context.Context, c *fleet.Cluster) *Batch {
+	return &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16)}
+}
+
+func (b *Batch) count(c *fleet.Cluster) *Written {
+	for i := range b.counts {
+		if b.counts[i].c == c {
+			return &b.counts[i].Written
+		}
+	}
+	b.counts = append(b.counts, clusterCount{c: c})
+	return &b.counts[len(b.counts)-1].Written
+}
+
+func (b *Batch) reject(c *fleet.Cluster, reason string, n int, err error) {
+	name := "unknown"
+	if c != nil {
+		name = c.Name
+		c.Rejected(reason, n, err.Error())
+	}
+	b.p.rejected.WithLabelValues(name, reason).Add(float64(n))
+	b.badN += n
+	if len(b.bad) < 10 {
+		b.bad = append(b.bad, err)
+	}
+}
+
+// Fatal is the identity error that aborted the batch, if any.
+func (b *Batch) Fatal() error { return b.fatal }
+
+// stamp validates s.Labels and returns them with the cluster identity stamped.
+func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *Error) {
+	cfg := &b.p.cfg
+	c := b.cluster
+	if c == nil {
+		c = b.p.reg.Dev(ls.Get(fleet.ClusterLabel))
+		if c == nil {
+			return ls, nil, &Error{Status: http.StatusUnauthorized, Reason: "unauthenticated", Msg: "no cluster identity"}
+		}
+	}
+	if ls.Len() == 0 || ls.Get(model.MetricNameLabel) == "" {
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has no metric name", ls.String())}
+	}
+	if ls.Len() > cfg.MaxLabelsPerSeries {
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s has %d labels, more than the limit of %d", ls.String(), ls.Len(), cfg.MaxLabelsPerSeries)}
+	}
+	if !ls.IsValid(model.UTF8Validation) {
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has an invalid label name or value", ls.String())}
+	}
+	if dup, ok := ls.HasDuplicateLabelNames(); ok {
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has duplicate label %q", ls.String(), dup)}
+	}
+	var lerr *Error
+	ls.Range(func(l labels.Label) {
+		if lerr != nil {
+			return
+		}
+		if len(l.Name) > cfg.MaxLabelNameLength || len(l.Value) > cfg.MaxLabelValueLength {
+			lerr = &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: label %.64q is longer than the limit", ls.Get(model.MetricNameLabel), l.Name)}
+		}
+	})
+	if lerr != nil {
+		return ls, c, lerr
+	}
+	if claimed := ls.Get(fleet.ClusterLabel); claimed != "" && claimed != c.Name && b.p.reg.OnConflict() == fleet.ConflictReject {
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "conflict",
+			Msg: fmt.Sprintf("series %s claims cluster %q but the credential proves cluster %q", ls.String(), claimed, c.Name)}
+	}
+	// Merge the sorted series labels with the sorted stamp, the stamp winning.
+	stamp := c.StampLabels()
+	b.sb.Reset()
+	i := 0
+	ls.Range(func(l labels.Label) {
+		for i < len(stamp) && stamp[i][0] < l.Name {
+			b.sb.Add(stamp[i][0], stamp[i][1])
+			i++
+		}
+		if i < len(stamp) && stamp[i][0] == l.Name {
+			return // the stamped value replaces the sent one
+		}
+		b.sb.Add(l.Name, l.Value)
+	})
+	for ; i < len(stamp); i++ {
+		b.sb.Add(stamp[i][0], stamp[i][1])
+	}
+	return b.sb.Labels(), c, nil
+}
+
+func classify(err error) (string, bool) {
+	switch {
+	case errors.Is(err, storage.ErrOutOfOrderSample):
+		return "out_of_order", true
+	case errors.Is(err, storage.ErrOutOfBounds), errors.Is(err, storage.ErrTooOldSample):
+		return "too_old", true
+	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
+		return "duplicate", true
+	case errors.Is(err, histogram.ErrHistogramCountMismatch), errors.Is(err, histogram.ErrHistogramCountNotBigEnough),
+		errors.Is(err, histogram.ErrHistogramNegativeBucketCount), errors.Is(err, histogram.ErrHistogramSpanNegativeOffset),
+		errors.Is(err, histogram.ErrHistogramSpansBucketsMismatch), errors.Is(err, histogram.ErrHistogramCustomBucketsMismatch),
+		errors.Is(err, histogram.ErrHistogramsIncompatibleSchema), errors.Is(err, histogram.ErrHistogramsInvalidSchema),
+		errors.Is(err, storage.ErrNativeHistogramsDisabled):
+		return "invalid_histogram", true
+	}
+	return "", false
+}
+
+// Add appends one series. It returns an error only when the batch must stop:
+// an identity conflict (the batch is aborted), a limit, or a storage failure.
+// Invalid series and samples are counted and reported by Commit.
+func (b *Batch) Add(s *Series) error {
+	if b.fatal != nil {
+		return b.fatal
+	}
+	b.series++
+	if b.series > b.p.cfg.MaxSeriesPerRequest {
+		b.fatal = &Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
+			Msg: fmt.Sprintf("request has more than %d series (ingest.max_series_per_request)", b.p.cfg.MaxSeriesPerRequest)}
+		b.abort()
+		return b.fatal
+	}
+	n := len(s.Samples) + len(s.Histograms)
+	ls, c, perr := b.stamp(s.Labels)
+	if perr != nil {
+		if perr.Reason == "conflict" || perr.Status == http.StatusUnauthorized {
+			b.reject(c, perr.Reason, n, perr)
+			b.fatal = perr
+			b.abort()
+			return perr
+		}
+		b.reject(c, perr.Reason, n, perr)
+		return nil
+	}
+	if n == 0 {
+		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", s.Labels.String())})
+		return nil
+	}
+	w := b.count(c)
+	w.Series++
+	if s.Metadata.Type != "" && b.p.meta != nil {
+		b.p.meta.SetMetadata(c.Name, s.Labels.Get(model.MetricNameLabel), s.Metadata)
+	}
+	var ref storage.SeriesRef
+	opts := storage.AOptions{}
+	exemplarsLeft := s.Exemplars
+	for i := range s.Samples {
+		sm := &s.Samples[i]
+		if i == len(s.Samples)-1 && len(s.Histograms) == 0 {
+			opts.Exemplars = exemplarsLeft
+		}
+		r, err := b.app.Append(ref, ls, sm.ST, sm.T, sm.V, nil, nil, opts)
+		if err := b.appendErr(c, ls, sm.T, err, &opts, w); err != nil {
+			return err
+		}
+		if r != 0 {
+			ref = r
+		}
+		if err == nil || errors.Is(err, (*storage.AppendPartialError)(nil)) {
+			w.Samples++
+		}
+	}
+	for i := range s.Histograms {
+		hs := &s.Histograms[i]
+		if i == len(s.Histograms)-1 {
+			opts.Exemplars = exemplarsLeft
+		}
+		r, err := b.app.Append(ref, ls, hs.ST, hs.T, 0, hs.H, hs.FH, opts)
+		if err := b.appendErr(c, ls, hs.T, err, &opts, w); err != nil {
+			return err
+		}
+		if r != 0 {
+			ref = r
+		}
+		if err == nil || errors.Is(err, (*storage.AppendPartialError)(nil)) {
+			w.Histograms++
+		}
+	}
+	return nil
+}
+
+// appendErr sorts an append error into reported (nil returned) or fatal.
+func (b *Batch) appendErr(c *fleet.Cluster, ls labels.Labels, t int64, err error, opts *storage.AOptions, w *Written) error {
+	if opts.Exemplars != nil {
+		w.Exemplars += len(opts.Exemplars)
+		var pe *storage.AppendPartialError
+		if errors.As(err, &pe) {
+			w.Exemplars -= len(pe.ExemplarErrors)
+			for _, ee := range pe.ExemplarErrors {
+				if !errors.Is(ee.Err, storage.ErrOutOfOrderExemplar) && !errors.Is(ee.Err, storage.ErrDuplicateExemplar) {
+					b.reject(c, "invalid_exemplar", 1, fmt.Errorf("series %s: exemplar: %w", ls.String(), ee.Err))
+				}
+			}
+			err = nil
+		}
+		opts.Exemplars = nil
+	}
+	if err == nil {
+		return nil
+	}
+	if reason, ok := classify(err); ok {
+		b.reject(c, reason, 1, fmt.Errorf("series %s at %s: %w", ls.String(), time.UnixMilli(t).UTC().Format(time.RFC3339Nano), err))
+		return nil
+	}
+	b.fatal = fmt.Errorf("appending series %s: %w", ls.String(), err)
+	b.abort()
+	return b.fatal
+}
+
+func (b *Batch) abort() {
+	if b.app != nil {
+		if err := b.app.Rollback(); err != nil {
+			b.p.logger.Warn("rollback failed", "err", err)
+		}
+		b.app = nil
+	}
+}
+
+// Abort discards everything appended in the batch.
+func (b *Batch) Abort() { b.abort() }
+
+// Commit makes the batch durable in the WAL. It returns what was written;
+// err is an *Error with status 400 when some series or samples were rejected
+// (the rest are committed), or a storage failure.
+func (b *Batch) Commit() (Written, error) {
+	if b.fatal != nil {
+		return Written{}, b.fatal
+	}
+	start := time.Now()
+	if err := b.app.Commit(); err != nil {
+		b.app = nil
+		return Written{}, fmt.Errorf("committing to storage: %w", err)
+	}
+	b.app = nil
+	b.p.commitTime.Observe(time.Since(start).Seconds())
+	now := b.p.now()
+	var total Written
+	for _, cc := range b.counts {
+		cc.c.Written(now, cc.Series, cc.Samples, cc.Histograms, cc.Exemplars)
+		b.p.samples.WithLabelValues(cc.c.Name, "sample").Add(float64(cc.Samples))
+		if cc.Histograms > 0 {
+			b.p.samples.WithLabelValues(cc.c.Name, "histogram").Add(float64(cc.Histograms))
+		}
+		if cc.Exemplars > 0 {
+			b.p.samples.WithLabelValues(cc.c.Name, "exemplar").Add(float64(cc.Exemplars))
+		}
+		total.Series += cc.Series
+		total.Samples += cc.Samples
+		total.Histograms += cc.Histograms
+		total.Exemplars += cc.Exemplars
+	}
+	if len(b.bad) > 0 {
+		msg := fmt.Sprintf("%d samples rejected: %v", b.badN, errors.Join(b.bad...))
+		return total, &Error{Status: http.StatusBadRequest, Reason: "rejected", Msg: msg}
+	}
+	return total, nil
+}
+
+// MetadataSink is where metric metadata goes, or nil.
+func (p *Pipeline) MetadataSink() MetadataSink { return p.meta }

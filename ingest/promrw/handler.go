@@ -1,0 +1,399 @@
+// Package promrw receives Prometheus remote-write 1.0 and 2.0.
+package promrw
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/prompb"
+	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
+
+	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
+)
+
+// Config of the remote-write receiver.
+type Config struct {
+	// MaxRequestBytes bounds the compressed body; MaxDecodedBytes the
+	// snappy-decoded message. Larger requests get 413.
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+	MaxDecodedBytes int `yaml:"max_decoded_bytes"`
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if c.MaxRequestBytes < 0 {
+		return fmt.Errorf("remote_write.max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
+	}
+	if c.MaxDecodedBytes < 0 {
+		return fmt.Errorf("remote_write.max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
+	}
+	return nil
+}
+
+const (
+	defaultMaxRequestBytes = 16 << 20
+	defaultMaxDecodedBytes = 64 << 20
+
+	// Header names of the remote-write 2.0 spec.
+	headerSamplesWritten    = "X-Prometheus-Remote-Write-Samples-Written"
+	headerHistogramsWritten = "X-Prometheus-Remote-Write-Histograms-Written"
+	headerExemplarsWritten  = "X-Prometheus-Remote-Write-Exemplars-Written"
+	headerVersion           = "X-Prometheus-Remote-Write-Version"
+
+	protoV1 = "prometheus.WriteRequest"
+	protoV2 = "io.prometheus.write.v2.Request"
+)
+
+// Handler serves POST /api/v1/write.
+type Handler struct {
+	cfg      Config
+	pipe     *pipeline.Pipeline
+	logger   *slog.Logger
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+
+	bufPool sync.Pool // *[]byte
+	v1Pool  sync.Pool // *prompb.WriteRequest
+	v2Pool  sync.Pool // *writev2.Request
+	sPool   sync.Pool // *decodeState
+}
+
+type decodeState struct {
+	series pipeline.Series
+	sb     labels.ScratchBuilder
+}
+
+// NewHandler builds the receiver. r may be nil.
+func NewHandler(cfg Config, p *pipeline.Pipeline, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = defaultMaxRequestBytes
+	}
+	if cfg.MaxDecodedBytes == 0 {
+		cfg.MaxDecodedBytes = defaultMaxDecodedBytes
+	}
+	h := &Handler{
+		cfg: cfg, pipe: p, logger: logger,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetgate_remote_write_requests_total",
+			Help: "Remote-write requests by protocol version and HTTP status code.",
+		}, []string{"version", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:                        "fleetgate_remote_write_request_duration_seconds",
+			Help:                        "Remote-write request latency, from first byte to response.",
+			Buckets:                     prometheus.ExponentialBuckets(0.0005, 4, 9),
+			NativeHistogramBucketFactor: 1.1,
+		}, []string{"version"}),
+	}
+	h.v1Pool.New = func() any { return &prompb.WriteRequest{} }
+	h.v2Pool.New = func() any { return &writev2.Request{} }
+	h.sPool.New = func() any { return &decodeState{sb: labels.NewScratchBuilder(16)} }
+	if r != nil {
+		for _, c := range []prometheus.Collector{h.requests, h.duration} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("registering remote-write metrics: %w", err)
+			}
+		}
+	}
+	return h, nil
+}
+
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+// parseContentType returns the protobuf message the Content-Type asks for.
+func parseContentType(ct string) (string, error) {
+	if ct == "" {
+		return protoV1, nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", fmt.Errorf("Content-Type %q: %w", ct, err)
+	}
+	if mt != "application/x-protobuf" {
+		return "", fmt.Errorf("Content-Type %q is not supported; use application/x-protobuf", ct)
+	}
+	switch p := params["proto"]; p {
+	case "", protoV1:
+		return protoV1, nil
+	case protoV2:
+		return protoV2, nil
+	default:
+		return "", fmt.Errorf("Content-Type proto=%q is not supported; use %s or %s", p, protoV1, protoV2)
+	}
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	version := "1.0"
+	status, err := h.serve(w, r, &version)
+	if err != nil {
+		if status >= 500 {
+			h.logger.Error("remote-write failed", "err", err, "status", status)
+		} else {
+			h.logger.Debug("remote-write rejected", "err", err, "status", status)
+		}
+		http.Error(w, err.Error(), status)
+	} else {
+		w.WriteHeader(status)
+	}
+	h.requests.WithLabelValues(version, strconv.Itoa(status)).Inc()
+	h.duration.WithLabelValues(version).Observe(time.Since(start).Seconds())
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, version *string) (int, error) {
+	msg, err := parseContentType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return http.StatusUnsupportedMediaType, err
+	}
+	if msg == protoV2 {
+		*version = "2.0"
+	}
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "snappy":
+	default:
+		return http.StatusUnsupportedMediaType, fmt.Errorf("Content-Encoding %q is not supported; use snappy", enc)
+	}
+	cluster, err := h.pipe.Registry().Identify(fleet.CredentialFromHTTP(r))
+	if err != nil {
+		return http.StatusUnauthorized, err
+	}
+	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body of %d bytes is larger than remote_write.max_request_bytes (%d)", r.ContentLength, h.cfg.MaxRequestBytes)
+	}
+	bufp, _ := h.bufPool.Get().(*[]byte)
+	if bufp == nil {
+		b := make([]byte, 0, 64<<10)
+		bufp = &b
+	}
+	defer h.bufPool.Put(bufp)
+	compressed, err := readAll(r.Body, (*bufp)[:0], h.cfg.MaxRequestBytes)
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			return he.status, he
+		}
+		return http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
+	}
+	*bufp = compressed
+	n, err := snappy.DecodedLen(compressed)
+	if err != nil {
+		return http.StatusBadRequest, fmt.Errorf("body is not snappy-compressed: %w", err)
+	}
+	if n > h.cfg.MaxDecodedBytes {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("decoded body of %d bytes is larger than remote_write.max_decoded_bytes (%d)", n, h.cfg.MaxDecodedBytes)
+	}
+	decp, _ := h.bufPool.Get().(*[]byte)
+	if decp == nil {
+		b := make([]byte, 0, n)
+		decp = &b
+	}
+	defer h.bufPool.Put(decp)
+	if cap(*decp) < n {
+		*decp = make([]byte, 0, n)
+	}
+	decoded, err := snappy.Decode((*decp)[:n], compressed)
+	if err != nil {
+		return http.StatusBadRequest, fmt.Errorf("body is not valid snappy: %w", err)
+	}
+	st := h.sPool.Get().(*decodeState)
+	defer h.sPool.Put(st)
+	if msg == protoV2 {
+		return h.writeV2(w, r, cluster, decoded, st)
+	}
+	return h.writeV1(w, r, cluster, decoded, st)
+}
+
+func readAll(rd io.Reader, buf []byte, limit int) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if len(buf) > limit {
+			return buf, &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body is larger than remote_write.max_request_bytes (%d)", limit)}
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet.Cluster, body []byte, st *decodeState) (int, error) {
+	req := h.v1Pool.Get().(*prompb.WriteRequest)
+	defer func() {
+		req.Timeseries = req.Timeseries[:0]
+		req.Metadata = req.Metadata[:0]
+		h.v1Pool.Put(req)
+	}()
+	req.Timeseries = req.Timeseries[:0]
+	req.Metadata = req.Metadata[:0]
+	if err := req.Unmarshal(body); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 1.0 request: %w", err)
+	}
+	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
+	}
+	batch := h.pipe.Begin(r.Context(), cluster)
+	s := &st.series
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		s.Reset()
+		s.Labels = ts.ToLabels(&st.sb, nil)
+		for _, sm := range ts.Samples {
+			s.Samples = append(s.Samples, pipeline.Sample{T: sm.Timestamp, V: sm.Value})
+		}
+		for _, hp := range ts.Histograms {
+			if hp.IsFloatHistogram() {
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, FH: hp.ToFloatHistogram()})
+			} else {
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, H: hp.ToIntHistogram()})
+			}
+		}
+		for _, e := range ts.Exemplars {
+			s.Exemplars = append(s.Exemplars, e.ToExemplar(&st.sb, nil))
+		}
+		if err := batch.Add(s); err != nil {
+			return pipeline.ErrorStatus(err), err
+		}
+	}
+	if ms := h.pipe.MetadataSink(); ms != nil && len(req.Metadata) > 0 {
+		for _, m := range req.Metadata {
+			name := cluster
+			if name == nil {
+				name = h.pipe.Registry().Dev("")
+			}
+			ms.SetMetadata(name.Name, m.MetricFamilyName, metadata.Metadata{
+				Type: metricTypeV1(m.Type), Help: m.Help, Unit: m.Unit,
+			})
+		}
+	}
+	_, err := batch.Commit()
+	w.Header().Set(headerVersion, "0.1.0")
+	if err != nil {
+		return pipeline.ErrorStatus(err), err
+	}
+	return http.StatusNoContent, nil
+}
+
+func metricTypeV1(t prompb.MetricMetadata_MetricType) model.MetricType {
+	switch t {
+	case prompb.MetricMetadata_COUNTER:
+		return model.MetricTypeCounter
+	case prompb.MetricMetadata_GAUGE:
+		return model.MetricTypeGauge
+	case prompb.MetricMetadata_HISTOGRAM:
+		return model.MetricTypeHistogram
+	case prompb.MetricMetadata_GAUGEHISTOGRAM:
+		return model.MetricTypeGaugeHistogram
+	case prompb.MetricMetadata_SUMMARY:
+		return model.MetricTypeSummary
+	case prompb.MetricMetadata_INFO:
+		return model.MetricTypeInfo
+	case prompb.MetricMetadata_STATESET:
+		return model.MetricTypeStateset
+	}
+	return model.MetricTypeUnknown
+}
+
+func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet.Cluster, body []byte, st *decodeState) (int, error) {
+	req := h.v2Pool.Get().(*writev2.Request)
+	defer func() {
+		req.Symbols = req.Symbols[:0]
+		req.Timeseries = req.Timeseries[:0]
+		h.v2Pool.Put(req)
+	}()
+	req.Symbols = req.Symbols[:0]
+	req.Timeseries = req.Timeseries[:0]
+	w.Header().Set(headerVersion, "2.0.0")
+	setWritten := func(wr pipeline.Written) {
+		w.Header().Set(headerSamplesWritten, strconv.Itoa(wr.Samples))
+		w.Header().Set(headerHistogramsWritten, strconv.Itoa(wr.Histograms))
+		w.Header().Set(headerExemplarsWritten, strconv.Itoa(wr.Exemplars))
+	}
+	setWritten(pipeline.Written{})
+	if err := req.Unmarshal(body); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 2.0 request: %w", err)
+	}
+	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
+	}
+	batch := h.pipe.Begin(r.Context(), cluster)
+	s := &st.series
+	var badSeries []error
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		s.Reset()
+		ls, err := ts.ToLabels(&st.sb, req.Symbols)
+		if err != nil {
+			badSeries = append(badSeries, fmt.Errorf("series %d: label references %v: %w", i, ts.LabelsRefs, err))
+			continue
+		}
+		s.Labels = ls
+		md, err := ts.ToMetadata(req.Symbols)
+		if err != nil {
+			badSeries = append(badSeries, fmt.Errorf("series %s: metadata: %w", ls.String(), err))
+			continue
+		}
+		if md.Type != model.MetricTypeUnknown || md.Help != "" || md.Unit != "" {
+			s.Metadata = md
+		}
+		for _, sm := range ts.Samples {
+			s.Samples = append(s.Samples, pipeline.Sample{ST: sm.StartTimestamp, T: sm.Timestamp, V: sm.Value})
+		}
+		for _, hp := range ts.Histograms {
+			if hp.IsFloatHistogram() {
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, FH: hp.ToFloatHistogram()})
+			} else {
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, H: hp.ToIntHistogram()})
+			}
+		}
+		for _, e := range ts.Exemplars {
+			ex, err := e.ToExemplar(&st.sb, req.Symbols)
+			if err != nil {
+				badSeries = append(badSeries, fmt.Errorf("series %s: exemplar: %w", ls.String(), err))
+				continue
+			}
+			s.Exemplars = append(s.Exemplars, ex)
+		}
+		if err := batch.Add(s); err != nil {
+			return pipeline.ErrorStatus(err), err
+		}
+	}
+	written, err := batch.Commit()
+	setWritten(written)
+	if err != nil {
+		if len(badSeries) > 0 && pipeline.ErrorStatus(err) == http.StatusBadRequest {
+			err = fmt.Errorf("%w; %w", err, errors.Join(badSeries...))
+		}
+		return pipeline.ErrorStatus(err), err
+	}
+	if len(badSeries) > 0 {
+		return http.StatusBadRequest, errors.Join(badSeries...)
+	}
+	return http.StatusNoContent, nil
+}

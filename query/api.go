@@ -1,0 +1,276 @@
+// Package query answers PromQL through the Prometheus HTTP API, over the
+// embedded TSDB and (later) per-cluster remote sources.
+package query
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/common/route"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/rules"
+	"github.com/prometheus/prometheus/scrape"
+	"github.com/prometheus/prometheus/storage"
+	v1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/fleetgate/fleetgate/store/metrics"
+)
+
+// Config of the query engine (flags --query.timeout, --query.max-samples,
+// --query.lookback-delta).
+type Config struct {
+	Timeout       model.Duration `yaml:"timeout"`
+	MaxSamples    int            `yaml:"max_samples"`
+	LookbackDelta model.Duration `yaml:"lookback_delta"`
+}
+
+// DefaultConfig matches Prometheus's defaults.
+var DefaultConfig = Config{
+	Timeout:       model.Duration(2 * time.Minute),
+	MaxSamples:    50_000_000,
+	LookbackDelta: model.Duration(5 * time.Minute),
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if c.Timeout < 0 {
+		return fmt.Errorf("query.timeout: must not be negative, got %s", c.Timeout)
+	}
+	if c.MaxSamples < 0 {
+		return fmt.Errorf("query.max_samples: must not be negative, got %d", c.MaxSamples)
+	}
+	if c.LookbackDelta < 0 {
+		return fmt.Errorf("query.lookback_delta: must not be negative, got %s", c.LookbackDelta)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Timeout == 0 {
+		c.Timeout = DefaultConfig.Timeout
+	}
+	if c.MaxSamples == 0 {
+		c.MaxSamples = DefaultConfig.MaxSamples
+	}
+	if c.LookbackDelta == 0 {
+		c.LookbackDelta = DefaultConfig.LookbackDelta
+	}
+	return c
+}
+
+// Options are what the API reads from.
+type Options struct {
+	Config     Config
+	Queryable  storage.SampleAndChunkQueryable
+	Exemplars  storage.ExemplarQueryable
+	TSDB       v1.TSDBAdminStats // may be nil when there is no embedded TSDB
+	TSDBDir    string
+	Metadata   *metrics.Metadata
+	Rules      func(context.Context) v1.RulesRetriever // may be nil: no rules
+	Flags      map[string]string
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	Logger     *slog.Logger
+	Ready      func() bool
+}
+
+// API is the Prometheus-compatible HTTP API.
+type API struct {
+	engine *promql.Engine
+	parser parser.Parser
+	inner  *v1.API
+	router *route.Router
+	meta   *metrics.Metadata
+	logger *slog.Logger
+	start  time.Time
+}
+
+// NewEngine builds the PromQL engine with fleetgate's settings; health, SLO
+// and cost evaluate through the same engine.
+func NewEngine(cfg Config, r prometheus.Registerer, logger *slog.Logger) *promql.Engine {
+	cfg = cfg.withDefaults()
+	return promql.NewEngine(promql.EngineOpts{
+		Logger:               logger.With("component", "query engine"),
+		Reg:                  r,
+		MaxSamples:           cfg.MaxSamples,
+		Timeout:              time.Duration(cfg.Timeout),
+		LookbackDelta:        time.Duration(cfg.LookbackDelta),
+		EnableAtModifier:     true,
+		EnableNegativeOffset: true,
+		EnablePerStepStats:   true,
+		Parser:               parser.NewParser(parser.Options{}),
+		NoStepSubqueryIntervalFn: func(int64) int64 {
+			return int64(time.Minute / time.Millisecond)
+		},
+	})
+}
+
+// New builds the API over opts.Queryable.
+func New(engine *promql.Engine, o Options) (*API, error) {
+	if err := o.Config.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := o.Config.withDefaults()
+	a := &API{engine: engine, parser: parser.NewParser(parser.Options{}), meta: o.Metadata, logger: o.Logger, start: time.Now()}
+	ready := func(f http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if o.Ready != nil && !o.Ready() {
+				http.Error(w, "fleetgate is starting up", http.StatusServiceUnavailable)
+				return
+			}
+			f(w, r)
+		}
+	}
+	rules := o.Rules
+	if rules == nil {
+		rules = func(context.Context) v1.RulesRetriever { return noRules{} }
+	}
+	var tsdbStats v1.TSDBAdminStats = noTSDB{}
+	if o.TSDB != nil {
+		tsdbStats = o.TSDB
+	}
+	gatherer := o.Gatherer
+	if gatherer == nil {
+		gatherer = prometheus.NewRegistry()
+	}
+	reg := o.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	exemplars := o.Exemplars
+	if exemplars == nil {
+		exemplars = noExemplars{}
+	}
+	bi := &v1.PrometheusVersion{
+		Version: version.Version, Revision: version.Revision, Branch: version.Branch,
+		BuildUser: version.BuildUser, BuildDate: version.BuildDate, GoVersion: runtime.Version(),
+	}
+	if bi.Version == "" {
+		bi.Version = "3.16.0-fleetgate"
+	}
+	a.inner = v1.NewAPI(
+		engine, o.Queryable, nil, exemplars,
+		func(context.Context) v1.ScrapePoolsRetriever { return noTargets{} },
+		func(context.Context) v1.TargetRetriever { return noTargets{} },
+		func(context.Context) v1.AlertmanagerRetriever { return noAlertmanagers{} },
+		func() config.Config { return config.DefaultConfig },
+		o.Flags,
+		v1.GlobalURLOptions{},
+		ready,
+		tsdbStats, o.TSDBDir,
+		false, // admin APIs stay off
+		false, 0,
+		o.Logger.With("component", "api"),
+		rules,
+		5e7, 10, 1048576, // remote-read limits: Prometheus's defaults
+		false, nil,
+		a.runtimeInfo, bi,
+		nil, nil,
+		gatherer, reg,
+		nil,
+		false, nil, false, false, false,
+		time.Duration(cfg.LookbackDelta),
+		false, false,
+		nil,
+		nil,
+		v1.OpenAPIOptions{Version: bi.Version},
+		a.parser,
+		false,
+		time.Duration(cfg.Timeout),
+	)
+	a.router = route.New()
+	a.inner.Register(a.router.WithPrefix("/api/v1"))
+	return a, nil
+}
+
+// Engine is the PromQL engine behind the API.
+func (a *API) Engine() *promql.Engine { return a.engine }
+
+// Register mounts the API on mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.Handle("/api/v1/", a.router)
+	mux.HandleFunc("GET /api/v1/metadata", a.metadata)
+	mux.HandleFunc("POST /api/v1/metadata", a.metadata)
+}
+
+func (a *API) runtimeInfo() (v1.RuntimeInfo, error) {
+	cwd, _ := os.Getwd()
+	host, _ := os.Hostname()
+	return v1.RuntimeInfo{
+		StartTime: a.start, CWD: cwd, Hostname: host, ServerTime: time.Now().UTC(),
+		ReloadConfigSuccess: true, LastConfigTime: a.start,
+		GoroutineCount: runtime.NumGoroutine(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+		GOGC: os.Getenv("GOGC"), GODEBUG: os.Getenv("GODEBUG"),
+		StorageRetention: "see --storage.retention",
+	}, nil
+}
+
+// metadata serves /api/v1/metadata from what senders reported.
+func (a *API) metadata(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("parsing form: %v", err))
+		return
+	}
+	limit, err := intParam(r, "limit", -1)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_data", err.Error())
+		return
+	}
+	perMetric, err := intParam(r, "limit_per_metric", -1)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_data", err.Error())
+		return
+	}
+	data := map[string][]metrics.Entry{}
+	if a.meta != nil {
+		data = a.meta.List(r.Form.Get("metric"), limit, perMetric)
+	}
+	writeJSON(w, http.StatusOK, Success{Status: "success", Data: data})
+}
+
+func intParam(r *http.Request, name string, def int) (int, error) {
+	s := r.Form.Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid %s %q: %w", name, s, err)
+	}
+	if n <= 0 {
+		return -1, nil
+	}
+	return n, nil
+}
+
+type noRules struct{}
+
+func (noRules) RuleGroups() []*rules.Group            { return nil }
+func (noRules) AlertingRules() []*rules.AlertingRule { return nil }
+
+type noTargets struct{}
+
+func (noTargets) ScrapePools() []string                        { return []string{} }
+func (noTargets) TargetsActive() map[string][]*scrape.Target  { return map[string][]*scrape.Target{} }
+func (noTargets) TargetsDropped() map[string][]*scrape.Target { return map[string][]*scrape.Target{} }
+func (noTargets) TargetsDroppedCounts() map[string]int        { return map[string]int{} }
+func (noTargets) ScrapePoolConfig(name string) (*config.ScrapeConfig, error) {
+	return nil, fmt.Errorf("fleetgate does not scrape: no scrape pool %q", name)
+}
+
+type noAlertmanagers struct{}
+
+func (noAlertmanagers) Alertmanagers() []*url.URL        { return nil }
+func (noAlertmanagers) DroppedAlertmanagers() []*url.URL { return nil }
