@@ -54,6 +54,8 @@ type ClusterConfig struct {
 	Role        Role              `yaml:"role"`
 	Labels      map[string]string `yaml:"labels"`
 	Credentials Credentials       `yaml:"credentials"`
+	// Query, when set, makes the cluster a query source read at query time.
+	Query *QueryEndpoint `yaml:"query"`
 }
 
 // Credentials names where the secrets proving a cluster live. Secrets never
@@ -112,8 +114,13 @@ func (c *Config) Validate() error {
 		if cr.BearerTokenFile != "" && cr.BearerTokenEnv != "" {
 			return fmt.Errorf("%s.credentials: set only one of bearer_token_file and bearer_token_env", field)
 		}
-		if cr.BearerTokenFile == "" && cr.BearerTokenEnv == "" && len(cr.TLSNames) == 0 {
-			return fmt.Errorf("%s.credentials: a cluster needs bearer_token_file, bearer_token_env or tls_names", field)
+		if cl.Query != nil {
+			if err := cl.Query.Validate(field + ".query"); err != nil {
+				return err
+			}
+		}
+		if cr.BearerTokenFile == "" && cr.BearerTokenEnv == "" && len(cr.TLSNames) == 0 && cl.Query == nil {
+			return fmt.Errorf("%s.credentials: a cluster needs bearer_token_file, bearer_token_env or tls_names (or a query endpoint)", field)
 		}
 		for _, n := range cr.TLSNames {
 			if other, ok := tlsSeen[n]; ok {

@@ -1,0 +1,110 @@
+package fleet
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// Query source kinds.
+const (
+	QueryRemoteRead = "remote_read" // Prometheus remote-read protocol
+	QueryPrometheus = "prometheus"  // Prometheus-compatible HTTP API (Prometheus, Thanos Query, Mimir, VictoriaMetrics)
+)
+
+// QueryEndpoint names where fleetgate reads a remote cluster's metrics at
+// query time. Secrets come from files or environment variables.
+type QueryEndpoint struct {
+	// Type is remote_read (default) or prometheus.
+	Type string `yaml:"type"`
+	// URL is the remote-read endpoint (e.g. http://prom:9090/api/v1/read)
+	// or the base of the HTTP API (e.g. http://thanos-query:9090, https://mimir/prometheus).
+	URL string `yaml:"url"`
+	// Headers sent with every request, e.g. X-Scope-OrgID.
+	Headers         map[string]string `yaml:"headers"`
+	BearerTokenFile string            `yaml:"bearer_token_file"`
+	BearerTokenEnv  string            `yaml:"bearer_token_env"`
+	TLS             QueryTLS          `yaml:"tls"`
+	// Timeout of one request to the source (default 30s).
+	Timeout model.Duration `yaml:"timeout"`
+	// Required makes a failure of this source fail the query instead of
+	// turning into a partial-response warning.
+	Required bool `yaml:"required"`
+	// ReplicaLabels are dropped (and replicas merged) when a query asks for
+	// dedup; the request's replicaLabels[] overrides them.
+	ReplicaLabels []string `yaml:"replica_labels"`
+	// ProbeInterval is how often the source's health is checked out of band
+	// (default 10s); a source whose probe fails is skipped until it answers again.
+	ProbeInterval model.Duration `yaml:"probe_interval"`
+}
+
+// QueryTLS configures TLS towards a query source.
+type QueryTLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// Validate names the first bad field under prefix.
+func (q *QueryEndpoint) Validate(prefix string) error {
+	switch q.Type {
+	case "", QueryRemoteRead, QueryPrometheus:
+	default:
+		return fmt.Errorf("%s.type: %q is not one of remote_read, prometheus", prefix, q.Type)
+	}
+	if q.URL == "" {
+		return fmt.Errorf("%s.url: must be set", prefix)
+	}
+	u, err := url.Parse(q.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s.url: %q is not an http(s) URL", prefix, q.URL)
+	}
+	if q.BearerTokenFile != "" && q.BearerTokenEnv != "" {
+		return fmt.Errorf("%s: set only one of bearer_token_file and bearer_token_env", prefix)
+	}
+	if q.Timeout < 0 {
+		return fmt.Errorf("%s.timeout: must not be negative, got %s", prefix, q.Timeout)
+	}
+	if q.ProbeInterval < 0 {
+		return fmt.Errorf("%s.probe_interval: must not be negative, got %s", prefix, q.ProbeInterval)
+	}
+	if (q.TLS.CertFile == "") != (q.TLS.KeyFile == "") {
+		return fmt.Errorf("%s.tls: cert_file and key_file must be set together", prefix)
+	}
+	for _, l := range q.ReplicaLabels {
+		if !model.LabelName(l).IsValid() || l == "" {
+			return fmt.Errorf("%s.replica_labels: %q is not a valid label name", prefix, l)
+		}
+	}
+	for k := range q.Headers {
+		if k == "" {
+			return fmt.Errorf("%s.headers: empty header name", prefix)
+		}
+	}
+	return nil
+}
+
+// TimeoutOrDefault is the per-request timeout.
+func (q *QueryEndpoint) TimeoutOrDefault() time.Duration {
+	if q.Timeout > 0 {
+		return time.Duration(q.Timeout)
+	}
+	return 30 * time.Second
+}
+
+// ProbeIntervalOrDefault is the health probe interval.
+func (q *QueryEndpoint) ProbeIntervalOrDefault() time.Duration {
+	if q.ProbeInterval > 0 {
+		return time.Duration(q.ProbeInterval)
+	}
+	return 10 * time.Second
+}
+
+// Token reads the bearer token towards the source, if one is configured.
+func (q *QueryEndpoint) Token() (string, error) {
+	return Credentials{BearerTokenFile: q.BearerTokenFile, BearerTokenEnv: q.BearerTokenEnv}.loadToken()
+}
