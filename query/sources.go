@@ -311,4 +311,3 @@ func (p *promAPIFetcher) probe(ctx context.Context) error {
 	_, _, _, err := p.api.Query(ctx, "vector(1)", time.Now())
 	return err
 }
-
