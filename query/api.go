@@ -34,6 +34,7 @@ type Config struct {
 	Timeout       model.Duration `yaml:"timeout"`
 	MaxSamples    int            `yaml:"max_samples"`
 	LookbackDelta model.Duration `yaml:"lookback_delta"`
+	ResultsCache  CacheConfig    `yaml:"results_cache"`
 }
 
 // DefaultConfig matches Prometheus's defaults.
@@ -54,7 +55,7 @@ func (c *Config) Validate() error {
 	if c.LookbackDelta < 0 {
 		return fmt.Errorf("query.lookback_delta: must not be negative, got %s", c.LookbackDelta)
 	}
-	return nil
+	return c.ResultsCache.Validate()
 }
 
 func (c Config) withDefaults() Config {
@@ -92,6 +93,7 @@ type API struct {
 	parser parser.Parser
 	inner  *v1.API
 	router *route.Router
+	cache  *resultsCache
 	meta   *metrics.Metadata
 	logger *slog.Logger
 	start  time.Time
@@ -190,6 +192,10 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		false,
 		time.Duration(cfg.Timeout),
 	)
+	var err error
+	if a.cache, err = newResultsCache(cfg.ResultsCache, engine, o.Queryable, a.parser, reg, o.Logger); err != nil {
+		return nil, err
+	}
 	a.router = route.New()
 	a.inner.Register(a.router.WithPrefix("/api/v1"))
 	return a, nil
@@ -200,7 +206,7 @@ func (a *API) Engine() *promql.Engine { return a.engine }
 
 // Register mounts the API on mux.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.Handle("/api/v1/", a.router)
+	a.registerQuery(mux)
 	mux.HandleFunc("GET /api/v1/metadata", a.metadata)
 	mux.HandleFunc("POST /api/v1/metadata", a.metadata)
 }

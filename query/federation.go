@@ -542,7 +542,6 @@ func dedupPair(a, b []chunks.Sample) []chunks.Sample {
 	if len(b) == 0 {
 		return a
 	}
-	const initialPenalty = 5000 // ms: scrape intervals are seconds long
 	out := make([]chunks.Sample, 0, max(len(a), len(b)))
 	var (
 		i, j       int
@@ -578,7 +577,7 @@ func dedupPair(a, b []chunks.Sample) []chunks.Sample {
 				if started {
 					penB = 2 * (ta - lastT)
 				} else {
-					penB = initialPenalty
+					penB = firstPenalty(a, i)
 				}
 				penA, lastT = 0, ta
 				out = append(out, a[i])
@@ -587,7 +586,7 @@ func dedupPair(a, b []chunks.Sample) []chunks.Sample {
 				if started {
 					penA = 2 * (tb - lastT)
 				} else {
-					penA = initialPenalty
+					penA = firstPenalty(b, j)
 				}
 				penB, lastT = 0, tb
 				out = append(out, b[j])
@@ -596,6 +595,16 @@ func dedupPair(a, b []chunks.Sample) []chunks.Sample {
 		}
 		started = true
 	}
+}
+
+// firstPenalty is the penalty against the other replica after the first
+// pick: twice the picked replica's first interval (Thanos uses a fixed 5s,
+// which makes replicas shifted by more than 5s switch once at the start).
+func firstPenalty(s []chunks.Sample, i int) int64 {
+	if i+1 < len(s) {
+		return 2 * (s[i+1].T() - s[i].T())
+	}
+	return 5000 // ms: scrape intervals are seconds long
 }
 
 // asyncSeriesSet waits for a source's answer on first use.
