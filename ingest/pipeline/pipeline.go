@@ -83,6 +83,7 @@ type Pipeline struct {
 	meta   MetadataSink
 	logger *slog.Logger
 	now    func() time.Time
+	ha     *HATracker // HA replica dedup (ha.go); nil: off
 
 	samples    *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
@@ -335,6 +336,10 @@ func (b *Batch) Add(s *Series) error {
 		}
 		b.reject(c, perr.Reason, n, perr)
 		return nil
+	}
+	ls, keep := b.p.ha.Accept(c, ls, n)
+	if !keep {
+		return nil // a non-elected HA replica: dropped, counted in ha.go
 	}
 	if n == 0 {
 		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", s.Labels.String())})

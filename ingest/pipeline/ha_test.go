@@ -1,0 +1,188 @@
+package pipeline
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/fleet"
+)
+
+func testRegistry(t *testing.T, names ...string) *fleet.Registry {
+	var cc []fleet.ClusterConfig
+	for _, n := range names {
+		cc = append(cc, fleet.ClusterConfig{Name: n, Credentials: fleet.Credentials{TLSNames: []string{n}}})
+	}
+	r, err := fleet.NewRegistry(fleet.Config{Clusters: cc})
+	require.NoError(t, err)
+	return r
+}
+
+func TestHATracker(t *testing.T) {
+	reg := testRegistry(t, "eu-1", "us-1")
+	eu, us := reg.Get("eu-1"), reg.Get("us-1")
+	series := func(replica string, extra ...string) labels.Labels {
+		return labels.FromStrings(append([]string{"__name__", "up", "cluster", "x", "replica", replica}, extra...)...)
+	}
+	type step struct {
+		at      time.Duration
+		c       *fleet.Cluster
+		ls      labels.Labels
+		keep    bool
+		elected string // elected replica of the step's group afterwards
+	}
+	for _, tc := range []struct {
+		name  string
+		cfg   HAConfig
+		steps []step
+	}{
+		{"first replica wins, other dropped", HAConfig{}, []step{
+			{0, eu, series("a"), true, "a"},
+			{time.Second, eu, series("b"), false, "a"},
+			{20 * time.Second, eu, series("a"), true, "a"},
+			{45 * time.Second, eu, series("b"), false, "a"},
+		}},
+		{"failover after the timeout, and no flapping back", HAConfig{}, []step{
+			{0, eu, series("a"), true, "a"},
+			{10 * time.Second, eu, series("b"), false, "a"},
+			{41 * time.Second, eu, series("b"), true, "b"},
+			{42 * time.Second, eu, series("a"), false, "b"},
+		}},
+		{"clusters are separate groups", HAConfig{}, []step{
+			{0, eu, series("a"), true, "a"},
+			{time.Second, us, series("b"), true, "b"},
+		}},
+		{"per series group with group_label", HAConfig{GroupLabel: "pair"}, []step{
+			{0, eu, series("a", "pair", "p1"), true, "a"},
+			{time.Second, eu, series("b", "pair", "p2"), true, "b"},
+			{2 * time.Second, eu, series("b", "pair", "p1"), false, "a"},
+		}},
+		{"series without replica label are kept", HAConfig{}, []step{
+			{0, eu, labels.FromStrings("__name__", "up"), true, ""},
+		}},
+		{"custom replica label and short timeout", HAConfig{ReplicaLabels: []string{"__replica__"}, FailoverTimeout: model.Duration(5 * time.Second)}, []step{
+			{0, eu, labels.FromStrings("__name__", "up", "__replica__", "p0"), true, "p0"},
+			{6 * time.Second, eu, labels.FromStrings("__name__", "up", "__replica__", "p1"), true, "p1"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Enabled = true
+			tr, err := NewHATracker(tc.cfg, nil)
+			require.NoError(t, err)
+			t0 := time.Unix(1_700_000_000, 0)
+			for i, s := range tc.steps {
+				tr.now = func() time.Time { return t0.Add(s.at) }
+				out, keep := tr.Accept(s.c, s.ls, 1)
+				require.Equal(t, s.keep, keep, "step %d", i)
+				if keep && s.elected != "" {
+					require.False(t, out.Has("replica") || out.Has("__replica__"), "replica label dropped: %s", out)
+				}
+				if s.elected != "" {
+					found := false
+					for _, g := range tr.Status() {
+						if g.Cluster == s.c.Name && g.Group == s.ls.Get(tc.cfg.GroupLabel) {
+							require.Equal(t, s.elected, g.Elected, "step %d", i)
+							found = true
+						}
+					}
+					require.True(t, found)
+				}
+			}
+		})
+	}
+}
+
+func TestHAPinAndState(t *testing.T) {
+	reg := testRegistry(t, "eu-1")
+	eu := reg.Get("eu-1")
+	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(t, err)
+	t0 := time.Unix(1_700_000_000, 0)
+	tr.now = func() time.Time { return t0 }
+	a := labels.FromStrings("__name__", "up", "replica", "a")
+	b := labels.FromStrings("__name__", "up", "replica", "b")
+	_, keep := tr.Accept(eu, a, 1)
+	require.True(t, keep)
+	require.NoError(t, tr.Pin("eu-1", "", "b"))
+	_, keep = tr.Accept(eu, a, 1)
+	require.False(t, keep)
+	// Pinned: no failover even after a long silence.
+	tr.now = func() time.Time { return t0.Add(time.Hour) }
+	_, keep = tr.Accept(eu, a, 1)
+	require.False(t, keep)
+	_, keep = tr.Accept(eu, b, 1)
+	require.True(t, keep)
+	require.NoError(t, tr.Pin("eu-1", "", ""))
+	st := tr.Status()
+	require.Len(t, st, 1)
+	require.False(t, st[0].Pinned)
+	reasons := []string{}
+	for _, e := range st[0].History {
+		reasons = append(reasons, e.Reason)
+	}
+	require.Equal(t, []string{"first", "pin", "unpin"}, reasons)
+	require.Error(t, tr.Pin("eu-1", "g", "a"), "group without group_label")
+
+	// State survives a restart.
+	path := filepath.Join(t.TempDir(), "ha.json")
+	require.NoError(t, tr.Save(path))
+	tr2, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr2.Load(path))
+	require.Equal(t, "b", tr2.Status()[0].Elected)
+}
+
+func TestHAConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  HAConfig
+		want string
+	}{
+		{HAConfig{ReplicaLabels: []string{""}}, "ingest.ha.replica_labels"},
+		{HAConfig{ReplicaLabels: []string{"cluster"}}, "ingest.ha.replica_labels"},
+		{HAConfig{FailoverTimeout: -1}, "ingest.ha.failover_timeout"},
+		{HAConfig{HistorySize: -1}, "ingest.ha.history_size"},
+	} {
+		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
+	}
+}
+
+// TestHAThroughPipeline: the tracker works per series inside one request.
+func TestHAThroughPipeline(t *testing.T) {
+	reg := testRegistry(t, "eu-1")
+	db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	p, err := New(Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(t, err)
+	p.SetHATracker(tr)
+
+	now := time.Now().UnixMilli()
+	b := p.Begin(context.Background(), reg.Get("eu-1"))
+	for _, s := range []struct{ name, replica string }{{"up", "a"}, {"up", "b"}, {"other", "b"}, {"other", "a"}, {"plain", ""}} {
+		ls := labels.FromStrings("__name__", s.name, "replica", s.replica)
+		require.NoError(t, b.Add(&Series{Labels: ls, Samples: []Sample{{T: now, V: 1}}}))
+	}
+	w, err := b.Commit()
+	require.NoError(t, err)
+	require.Equal(t, 3, w.Series, "up and other from replica a, plain")
+
+	q, err := db.Querier(0, now+1)
+	require.NoError(t, err)
+	defer q.Close()
+	ss := q.Select(context.Background(), true, nil, labels.MustNewMatcher(labels.MatchRegexp, "__name__", ".+"))
+	var got []string
+	for ss.Next() {
+		got = append(got, ss.At().Labels().String())
+	}
+	require.NoError(t, ss.Err())
+	require.Equal(t, []string{`{__name__="other", cluster="eu-1"}`, `{__name__="plain", cluster="eu-1"}`, `{__name__="up", cluster="eu-1"}`}, got)
+}
