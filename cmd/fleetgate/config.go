@@ -10,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/forward/remotewrite"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
@@ -25,6 +26,8 @@ type Config struct {
 	RemoteWrite promrw.Config         `yaml:"remote_write"`
 	Storage     metrics.Config        `yaml:"storage"`
 	Query       query.Config          `yaml:"query"`
+	HA          pipeline.HAConfig     `yaml:"ha"`      // federation.go
+	Forward     remotewrite.Config    `yaml:"forward"` // federation.go
 }
 
 type identityConfig struct {
@@ -53,6 +56,12 @@ func (c *Config) Validate() error {
 		st.Path = "-"
 	}
 	if err := st.Validate(); err != nil {
+		return err
+	}
+	if err := c.HA.Validate(); err != nil {
+		return err
+	}
+	if err := c.Forward.Validate(); err != nil {
 		return err
 	}
 	return c.Query.Validate()

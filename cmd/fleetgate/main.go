@@ -195,11 +195,22 @@ func serve(args []string) error {
 		}
 	}()
 
+	// Federation: remote clusters as query sources, HA tracker, forwarding.
+	fed, err := setupFederation(cfg, fleetReg, store, cfg.Storage.Path, reg, logger)
+	if err != nil {
+		return err
+	}
+	defer fed.close()
+	if err := fed.startForwarding(cfg.Forward, store, reg); err != nil {
+		return err
+	}
+
 	// Ingest: pipeline and receivers.
 	pipe, err := pipeline.New(cfg.Ingest, fleetReg, store, store.Metadata(), reg, logger)
 	if err != nil {
 		return err
 	}
+	pipe.SetHATracker(fed.ha)
 	rw, err := promrw.NewHandler(cfg.RemoteWrite, pipe, reg, logger)
 	if err != nil {
 		return err
@@ -208,7 +219,7 @@ func serve(args []string) error {
 	// Query: PromQL over the stores, Prometheus HTTP API.
 	engine := query.NewEngine(cfg.Query, reg, logger)
 	api, err := query.New(engine, query.Options{
-		Config: cfg.Query, Queryable: store, Exemplars: store.ExemplarQueryable(), TSDB: store, TSDBDir: cfg.Storage.Path,
+		Config: cfg.Query, Queryable: fed.queryable(), Exemplars: store.ExemplarQueryable(), TSDB: store, TSDBDir: cfg.Storage.Path,
 		Metadata: store.Metadata(), Flags: f.set, Registerer: reg, Gatherer: reg, Logger: logger,
 	})
 	if err != nil {
@@ -219,6 +230,7 @@ func serve(args []string) error {
 	mux.Handle("POST /api/v1/write", rw)
 	mux.Handle("POST /api/v1/push", rw)
 	api.Register(mux)
+	fed.register(mux)
 	mux.HandleFunc("GET /api/v1/clusters", func(w http.ResponseWriter, r *http.Request) {
 		query.WriteSuccess(w, fleetReg.Statuses())
 	})
@@ -233,6 +245,7 @@ func serve(args []string) error {
 	}
 
 	var g run.Group
+	fed.actors(&g)
 	// Termination on SIGINT/SIGTERM.
 	{
 		ctx, cancel := context.WithCancel(context.Background())

@@ -16,7 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/fleet"
 )
 
-// HAConfig is the HA tracker (ingest.ha): Prometheus HA pairs send the same
+// HAConfig is the HA tracker (the `ha` section): Prometheus HA pairs send the same
 // series with a replica label; fleetgate keeps one replica per (cluster, HA
 // group) and fails over when it goes silent. No external KV store: the
 // election lives in memory and in a small state file.
@@ -42,20 +42,20 @@ type HAConfig struct {
 func (c *HAConfig) Validate() error {
 	for _, l := range c.ReplicaLabels {
 		if l == "" || !model.LabelName(l).IsValid() {
-			return fmt.Errorf("ingest.ha.replica_labels: %q is not a valid label name", l)
+			return fmt.Errorf("ha.replica_labels: %q is not a valid label name", l)
 		}
 		if l == fleet.ClusterLabel {
-			return fmt.Errorf("ingest.ha.replica_labels: %q is the cluster identity label", l)
+			return fmt.Errorf("ha.replica_labels: %q is the cluster identity label", l)
 		}
 	}
 	if c.GroupLabel != "" && !model.LabelName(c.GroupLabel).IsValid() {
-		return fmt.Errorf("ingest.ha.group_label: %q is not a valid label name", c.GroupLabel)
+		return fmt.Errorf("ha.group_label: %q is not a valid label name", c.GroupLabel)
 	}
 	if c.FailoverTimeout < 0 {
-		return fmt.Errorf("ingest.ha.failover_timeout: must not be negative, got %s", c.FailoverTimeout)
+		return fmt.Errorf("ha.failover_timeout: must not be negative, got %s", c.FailoverTimeout)
 	}
 	if c.HistorySize < 0 {
-		return fmt.Errorf("ingest.ha.history_size: must not be negative, got %d", c.HistorySize)
+		return fmt.Errorf("ha.history_size: must not be negative, got %d", c.HistorySize)
 	}
 	return nil
 }
@@ -216,10 +216,10 @@ var ErrBadPin = errors.New("bad pin request")
 // unpinned; an empty replica unpins (normal failover resumes).
 func (t *HATracker) Pin(cluster, group, replica string) error {
 	if t == nil {
-		return fmt.Errorf("%w: the HA tracker is disabled (ingest.ha.enabled)", ErrBadPin)
+		return fmt.Errorf("%w: the HA tracker is disabled (ha.enabled)", ErrBadPin)
 	}
 	if group != "" && t.cfg.GroupLabel == "" {
-		return fmt.Errorf("%w: group %q given but ingest.ha.group_label is not set", ErrBadPin, group)
+		return fmt.Errorf("%w: group %q given but ha.group_label is not set", ErrBadPin, group)
 	}
 	key := haKey{cluster: cluster, group: group}
 	now := t.now()

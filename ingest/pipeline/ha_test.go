@@ -144,10 +144,10 @@ func TestHAConfigValidate(t *testing.T) {
 		cfg  HAConfig
 		want string
 	}{
-		{HAConfig{ReplicaLabels: []string{""}}, "ingest.ha.replica_labels"},
-		{HAConfig{ReplicaLabels: []string{"cluster"}}, "ingest.ha.replica_labels"},
-		{HAConfig{FailoverTimeout: -1}, "ingest.ha.failover_timeout"},
-		{HAConfig{HistorySize: -1}, "ingest.ha.history_size"},
+		{HAConfig{ReplicaLabels: []string{""}}, "ha.replica_labels"},
+		{HAConfig{ReplicaLabels: []string{"cluster"}}, "ha.replica_labels"},
+		{HAConfig{FailoverTimeout: -1}, "ha.failover_timeout"},
+		{HAConfig{HistorySize: -1}, "ha.history_size"},
 	} {
 		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
 	}
