@@ -338,7 +338,22 @@ forward:
       queue: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 2s}
 `, token, vmURL))
 	fgAddr := strings.TrimPrefix(fg.URL, "http://")
-	startPrometheus(t, "prometheus-us-2", fmt.Sprintf(`
+	// A second fleetgate in forward-only mode: no embedded TSDB, an agent
+	// WAL drained into VictoriaMetrics, queries answered by VictoriaMetrics.
+	fgOnly := startFleetgate(t, fmt.Sprintf(`
+clusters:
+  - name: us-3
+    credentials: {bearer_token_file: %s}
+storage:
+  embedded: false
+forward:
+  destinations:
+    - name: vm
+      url: %s/api/v1/write
+      queue: {batch_send_deadline: 500ms, min_backoff: 100ms, max_backoff: 2s}
+  query: {type: prometheus, url: %s, probe_interval: 1s}
+`, token, vmURL, vmURL))
+	_, promURL := startPrometheus(t, "prometheus-us-2", fmt.Sprintf(`
 global: {scrape_interval: 1s}
 scrape_configs:
   - job_name: fleetgate
@@ -348,7 +363,10 @@ remote_write:
   - url: %s/api/v1/write
     authorization: {credentials_file: %s}
     queue_config: {batch_send_deadline: 500ms}
-`, fgAddr, fg.URL, token))
+  - url: %s/api/v1/write
+    authorization: {credentials_file: %s}
+    queue_config: {batch_send_deadline: 500ms}
+`, fgAddr, fg.URL, token, fgOnly.URL, token))
 
 	sel := `up{cluster="us-2"}`
 	eventually(t, 60*time.Second, "forwarded data queryable in VictoriaMetrics with its cluster label", func() error {
@@ -406,4 +424,38 @@ remote_write:
 		}
 		return nil
 	})
+
+	// Forward-only mode: the source Prometheus's own samples all reach
+	// VictoriaMetrics through the agent WAL, and fleetgate's query API
+	// answers from VictoriaMetrics.
+	eventually(t, 90*time.Second, "forward-only fleetgate lost nothing", func() error {
+		src := rawSamples(t, promURL, "up", end, end.Sub(start))
+		got := vmExport(t, vmURL, `up{cluster="us-3"}`, start, end)
+		if len(src) != 1 || len(got) != 1 {
+			return fmt.Errorf("series: source %d, VictoriaMetrics %d", len(src), len(got))
+		}
+		have := map[int64]bool{}
+		for _, ts := range got {
+			for _, x := range ts {
+				have[x] = true
+			}
+		}
+		n := 0
+		for _, ts := range src {
+			for _, x := range ts {
+				if x >= start.Unix()*1000 && x <= end.Unix()*1000 {
+					n++
+					if !have[x] {
+						return fmt.Errorf("sample at %d missing in VictoriaMetrics", x)
+					}
+				}
+			}
+		}
+		t.Logf("forward-only: %d source samples in the window, all in VictoriaMetrics", n)
+		return nil
+	})
+	res := query(t, fgOnly.URL, `up{cluster="us-3"}`, time.Now())
+	require.Len(t, res, 1, "forward-only fleetgate answers from the backend")
+	code, r := apiGet(t, fgOnly.URL, "/api/v1/status/tsdb", nil)
+	require.NotEqual(t, 200, code, "no embedded TSDB: %s", r.Data)
 }

@@ -12,12 +12,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/wlog"
+	"github.com/prometheus/prometheus/tsdb/agent"
+	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
 const haStateFile = "fleetgate-ha.json"
@@ -27,15 +29,13 @@ const haStateFile = "fleetgate-ha.json"
 type federation struct {
 	fed     *query.Federation
 	ha      *pipeline.HATracker
-	fwd     *remotewrite.Forwarder
 	reg     *fleet.Registry
 	dataDir string
 	logger  *slog.Logger
 }
 
 // setupFederation builds the query sources of the clusters that name a
-// query endpoint, the HA tracker, and the forwarder tailing the WAL of the
-// embedded TSDB in dataDir. local is the embedded store (nil in forward-only
+// query endpoint (plus forward.query) and the HA tracker. local is the embedded store (nil in forward-only
 // mode, where forward.query is the only query source).
 func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndChunkQueryable, dataDir string, r prometheus.Registerer, logger *slog.Logger) (*federation, error) {
 	f := &federation{reg: reg, dataDir: dataDir, logger: logger}
@@ -76,20 +76,6 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 		logger.Warn("HA elections not restored", "err", err)
 	}
 	return f, nil
-}
-
-// startForwarding starts the remote-write queues tailing dataDir/wal; wal
-// (the TSDB) wakes them on every write.
-func (f *federation) startForwarding(cfg remotewrite.Config, wal interface{ SetWriteNotified(wlog.WriteNotified) }, r prometheus.Registerer) error {
-	fwd, err := remotewrite.New(cfg, f.dataDir, r, f.logger)
-	if err != nil {
-		return err
-	}
-	if fwd != nil {
-		wal.SetWriteNotified(fwd.WriteNotified())
-	}
-	f.fwd = fwd
-	return nil
 }
 
 // queryable is what the PromQL engine reads: the embedded store merged
@@ -166,13 +152,82 @@ func (f *federation) actors(g *run.Group) {
 	})
 }
 
-// close stops forwarding (flushing what it can; the rest stays in the WAL)
-// and saves the HA elections.
+// close saves the HA elections.
 func (f *federation) close() {
-	if err := f.fwd.Close(); err != nil {
-		f.logger.Error("closing forwarder", "err", err)
-	}
 	if err := f.ha.Save(filepath.Join(f.dataDir, haStateFile)); err != nil {
 		f.logger.Error("saving HA elections", "err", err)
+	}
+}
+
+// storageParts are what the rest of fleetgate reads and writes: the
+// embedded TSDB, or in forward-only mode (storage.embedded: false) the
+// agent WAL that the forward queues drain, with queries going to the backend.
+type storageParts struct {
+	store     *metrics.Store // nil in forward-only mode
+	agent     *agent.DB      // nil with an embedded TSDB
+	fwd       *remotewrite.Forwarder
+	sink      storage.AppendableV2
+	meta      *metrics.Metadata
+	local     storage.SampleAndChunkQueryable // nil in forward-only mode
+	exemplars storage.ExemplarQueryable       // nil in forward-only mode
+	tsdb      v1.TSDBAdminStats               // nil in forward-only mode
+}
+
+// openStorage opens the embedded TSDB (replaying its WAL) or the agent WAL,
+// and starts the forward queues tailing that WAL.
+func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger) (*storageParts, error) {
+	if cfg.Storage.Embedded == nil || *cfg.Storage.Embedded {
+		store, err := metrics.Open(cfg.Storage, r, logger)
+		if err != nil {
+			return nil, err
+		}
+		fwd, err := remotewrite.New(cfg.Forward, cfg.Storage.Path, r, logger)
+		if err != nil {
+			_ = store.Close()
+			return nil, err
+		}
+		if fwd != nil {
+			store.SetWriteNotified(fwd.WriteNotified())
+		}
+		return &storageParts{store: store, fwd: fwd, sink: store, meta: store.Metadata(), local: store,
+			exemplars: store.ExemplarQueryable(), tsdb: store}, nil
+	}
+	if len(cfg.Forward.Destinations) == 0 {
+		return nil, errors.New("storage.embedded: false (forward-only mode) needs at least one forward.destinations entry")
+	}
+	if cfg.Forward.Query == nil {
+		logger.Warn("forward-only mode without forward.query: queries only see the clusters' own query endpoints")
+	}
+	logger = logger.With("component", "forward")
+	rs := remotewrite.NewStorage(cfg.Forward, cfg.Storage.Path, r, logger)
+	db, err := agent.Open(logger, r, rs, cfg.Storage.Path, agent.DefaultOptions())
+	if err != nil {
+		_ = rs.Close()
+		return nil, fmt.Errorf("opening the forward-only WAL in %s: %w", cfg.Storage.Path, err)
+	}
+	fwd, err := remotewrite.NewWithStorage(cfg.Forward, rs, logger)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	db.SetWriteNotified(fwd.WriteNotified())
+	return &storageParts{agent: db, fwd: fwd, sink: db, meta: metrics.NewMetadata()}, nil
+}
+
+// close stops forwarding first (what is not sent stays in the WAL), then
+// closes the store.
+func (s *storageParts) close(logger *slog.Logger) {
+	if err := s.fwd.Close(); err != nil {
+		logger.Error("closing forwarder", "err", err)
+	}
+	var err error
+	if s.store != nil {
+		err = s.store.Close()
+	}
+	if s.agent != nil {
+		err = s.agent.Close()
+	}
+	if err != nil {
+		logger.Error("closing storage", "err", err)
 	}
 }

@@ -28,7 +28,6 @@ import (
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
-	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
 type flags struct {
@@ -184,29 +183,23 @@ func serve(args []string) error {
 		logger.Warn("no clusters configured: dev mode, identity comes from the sender and is unverified")
 	}
 
-	// Storage: the embedded TSDB (WAL replay happens here).
-	store, err := metrics.Open(cfg.Storage, reg, logger)
+	// Storage: the embedded TSDB (WAL replay happens here) or, in
+	// forward-only mode, the agent WAL; forward queues tail the WAL.
+	st, err := openStorage(cfg, reg, logger)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := store.Close(); err != nil {
-			logger.Error("closing storage", "err", err)
-		}
-	}()
+	defer st.close(logger)
 
 	// Federation: remote clusters as query sources, HA tracker, forwarding.
-	fed, err := setupFederation(cfg, fleetReg, store, cfg.Storage.Path, reg, logger)
+	fed, err := setupFederation(cfg, fleetReg, st.local, cfg.Storage.Path, reg, logger)
 	if err != nil {
 		return err
 	}
 	defer fed.close()
-	if err := fed.startForwarding(cfg.Forward, store, reg); err != nil {
-		return err
-	}
 
 	// Ingest: pipeline and receivers.
-	pipe, err := pipeline.New(cfg.Ingest, fleetReg, store, store.Metadata(), reg, logger)
+	pipe, err := pipeline.New(cfg.Ingest, fleetReg, st.sink, st.meta, reg, logger)
 	if err != nil {
 		return err
 	}
@@ -219,8 +212,8 @@ func serve(args []string) error {
 	// Query: PromQL over the stores, Prometheus HTTP API.
 	engine := query.NewEngine(cfg.Query, reg, logger)
 	api, err := query.New(engine, query.Options{
-		Config: cfg.Query, Queryable: fed.queryable(), Exemplars: store.ExemplarQueryable(), TSDB: store, TSDBDir: cfg.Storage.Path,
-		Metadata: store.Metadata(), Flags: f.set, Registerer: reg, Gatherer: reg, Logger: logger,
+		Config: cfg.Query, Queryable: fed.queryable(), Exemplars: st.exemplars, TSDB: st.tsdb, TSDBDir: cfg.Storage.Path,
+		Metadata: st.meta, Flags: f.set, Registerer: reg, Gatherer: reg, Logger: logger,
 	})
 	if err != nil {
 		return err

@@ -41,6 +41,9 @@ type Config struct {
 	BlockDuration model.Duration `yaml:"block_duration"`
 	// StartTimestamps stores start (created) timestamps sent with samples.
 	StartTimestamps bool `yaml:"start_timestamps"`
+	// Embedded false is forward-only mode: no embedded TSDB, only a WAL
+	// that the forward queues drain (cmd/fleetgate/federation.go).
+	Embedded *bool `yaml:"embedded"`
 }
 
 // Validate names the first bad field.
