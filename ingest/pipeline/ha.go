@@ -98,7 +98,7 @@ type HATracker struct {
 	timeout time.Duration
 	now     func() time.Time
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	groups map[haKey]*haGroup
 
 	dropped   *prometheus.CounterVec
@@ -171,6 +171,25 @@ func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, n int) (labels.La
 		key.group = ls.Get(t.cfg.GroupLabel)
 	}
 	now := t.now()
+	// Fast path under the read lock: the common decisions (the elected
+	// replica, heard recently; another replica while the elected one is
+	// alive) need no write while the timestamps they would refresh are fresh.
+	t.mu.RLock()
+	if g := t.groups[key]; g != nil {
+		seen := g.replicas[replica]
+		fresh := now.Sub(seen) < haRefresh && !seen.After(now)
+		switch {
+		case replica == g.elected && fresh && now.Sub(g.lastSeen) < haRefresh:
+			t.mu.RUnlock()
+			return t.accepted(ls, name)
+		case replica != g.elected && fresh && (g.pinned || now.Sub(g.lastSeen) <= t.timeout):
+			t.mu.RUnlock()
+			t.dropped.WithLabelValues(c.Name).Add(float64(n))
+			return ls, false
+		}
+	}
+	t.mu.RUnlock()
+
 	t.mu.Lock()
 	g := t.groups[key]
 	if g == nil {
@@ -194,6 +213,15 @@ func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, n int) (labels.La
 		t.dropped.WithLabelValues(c.Name).Add(float64(n))
 		return ls, false
 	}
+	return t.accepted(ls, name)
+}
+
+// haRefresh is how stale the last-seen times may get before a write lock
+// refreshes them; far below any sensible failover timeout.
+const haRefresh = 100 * time.Millisecond
+
+// accepted returns the labels of an accepted series.
+func (t *HATracker) accepted(ls labels.Labels, name string) (labels.Labels, bool) {
 	if t.cfg.KeepReplicaLabel {
 		return ls, true
 	}

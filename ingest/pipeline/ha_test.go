@@ -186,3 +186,25 @@ func TestHAThroughPipeline(t *testing.T) {
 	require.NoError(t, ss.Err())
 	require.Equal(t, []string{`{__name__="other", cluster="eu-1"}`, `{__name__="plain", cluster="eu-1"}`, `{__name__="up", cluster="eu-1"}`}, got)
 }
+
+func BenchmarkHATrackerAccept(b *testing.B) {
+	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{TLSNames: []string{"x"}}}}})
+	require.NoError(b, err)
+	c := reg.Get("eu-1")
+	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(b, err)
+	a := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "a")
+	bb := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "b")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if i%2 == 0 {
+				tr.Accept(c, a, 1)
+			} else {
+				tr.Accept(c, bb, 1)
+			}
+			i++
+		}
+	})
+}
