@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -187,11 +186,11 @@ func (s *Source) downError() error {
 
 // Probe checks the source once and marks it up or down.
 func (s *Source) Probe(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	err := s.f.probe(ctx)
+	pctx, cancel := context.WithTimeout(ctx, s.timeout)
+	err := s.f.probe(pctx)
 	cancel()
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return // shutting down
+	if ctx.Err() != nil {
+		return // shutting down: the answer says nothing about the source
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
