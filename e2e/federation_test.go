@@ -196,30 +196,12 @@ remote_write:
 	})
 
 	t.Run("query-time dedup merges the replicas of a remote source (Thanos dedup, replicaLabels[])", func(t *testing.T) {
-		ts := time.Now().Add(-2 * time.Second)
-		sel := `up{cluster="us-1-raw"}`
-		require.Len(t, query(t, fg.URL, sel, ts), 2, "deduplicated by default: one series per target")
-		code, r := apiGet(t, fg.URL, "/api/v1/query", url.Values{"query": {sel}, "dedup": {"false"}, "time": {fmt.Sprint(ts.Unix())}})
-		require.Equal(t, 200, code)
-		var d queryData
-		require.NoError(t, json.Unmarshal(r.Data, &d))
-		var res []promSeries
-		require.NoError(t, json.Unmarshal(d.Result, &res))
-		require.Len(t, res, 4, "dedup=false: both replicas")
-		for _, s := range res {
-			require.Contains(t, []string{"a", "b"}, s.Metric["replica"])
-		}
-		// replicaLabels[] overrides the configured replica labels.
-		code, r = apiGet(t, fg.URL, "/api/v1/query", url.Values{"query": {sel}, "replicaLabels[]": {"instance"}, "time": {fmt.Sprint(ts.Unix())}})
-		require.Equal(t, 200, code)
-		require.NoError(t, json.Unmarshal(r.Data, &d))
-		require.NoError(t, json.Unmarshal(d.Result, &res))
-		require.Len(t, res, 2, "merged across instances instead of replicas")
-		// A deduplicated series keeps one replica's sampling rate (1/s).
 		// Prometheus 2.42 ships its WAL to remote-write in bursts, so wait
 		// until a 20s window in the past is complete.
+		var windowEnd time.Time
 		eventually(t, 60*time.Second, "deduplicated series at one replica's rate", func() error {
 			ts := time.Now().Add(-16 * time.Second)
+			windowEnd = ts
 			n := query(t, fg.URL, fmt.Sprintf(`count_over_time(up{cluster="us-1-raw",instance=%q}[20s])`, fgAddr), ts)
 			nd := query(t, raw.URL, fmt.Sprintf(`count_over_time(up{instance=%q}[20s])`, fgAddr), ts)
 			if len(n) != 1 || len(nd) != 2 {
@@ -235,6 +217,25 @@ remote_write:
 			require.InDelta(t, 20, c, 2, "one replica's sampling rate, not both")
 			return nil
 		})
+		ts := windowEnd
+		sel := `up{cluster="us-1-raw"}`
+		require.Len(t, query(t, fg.URL, sel, ts), 2, "deduplicated by default: one series per target")
+		code, r := apiGet(t, fg.URL, "/api/v1/query", url.Values{"query": {sel}, "dedup": {"false"}, "time": {fmt.Sprintf("%.3f", float64(ts.UnixMilli())/1000)}})
+		require.Equal(t, 200, code)
+		var d queryData
+		require.NoError(t, json.Unmarshal(r.Data, &d))
+		var res []promSeries
+		require.NoError(t, json.Unmarshal(d.Result, &res))
+		require.Len(t, res, 4, "dedup=false: both replicas")
+		for _, s := range res {
+			require.Contains(t, []string{"a", "b"}, s.Metric["replica"])
+		}
+		// replicaLabels[] overrides the configured replica labels.
+		code, r = apiGet(t, fg.URL, "/api/v1/query", url.Values{"query": {sel}, "replicaLabels[]": {"instance"}, "time": {fmt.Sprintf("%.3f", float64(ts.UnixMilli())/1000)}})
+		require.Equal(t, 200, code)
+		require.NoError(t, json.Unmarshal(r.Data, &d))
+		require.NoError(t, json.Unmarshal(d.Result, &res))
+		require.Len(t, res, 2, "merged across instances instead of replicas")
 	})
 
 	t.Run("killing the elected HA replica fails over within the timeout, without a larger gap", func(t *testing.T) {
