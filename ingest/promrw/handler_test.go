@@ -213,7 +213,7 @@ func TestRemoteWriteDevMode(t *testing.T) {
 	w := e.post(t, v1Body(t, req), nil)
 	require.Equal(t, 204, w.Code, w.Body.String())
 	require.Equal(t, map[string][]float64{
-		`{__name__="up", cluster="lab-a"}`:           {1},
+		`{__name__="up", cluster="lab-a"}`:            {1},
 		`{__name__="up", cluster="default", job="x"}`: {2},
 	}, e.selectAll(t))
 	require.False(t, e.reg.Get("lab-a").Verified)
