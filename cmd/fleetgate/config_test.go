@@ -59,3 +59,9 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.ErrorContains(t, applyFlags(&Config{}, f), "--storage.retention")
 }
+
+func TestExampleConfigIsValid(t *testing.T) {
+	t.Setenv("FLEETGATE_TOKEN_EU_1", "a")
+	t.Setenv("FLEETGATE_TOKEN_EU_2", "b")
+	require.Equal(t, 0, checkCommand([]string{"config", "../../deploy/examples/fleetgate.yml"}))
+}
