@@ -94,8 +94,8 @@ func TestEngineTimelines(t *testing.T) {
 			},
 		},
 		{
-			name:  "N-1 bad evaluations do nothing",
-			group: apGroup(),
+			name:     "N-1 bad evaluations do nothing",
+			group:    apGroup(),
 			timeline: []step{allH, primaryDown, primaryDown, allH, primaryDown, primaryDown, allH},
 			check: func(t *testing.T, evs map[int][]Event, _ *Engine) {
 				require.Empty(t, evs)
@@ -120,8 +120,8 @@ func TestEngineTimelines(t *testing.T) {
 			},
 		},
 		{
-			name:  "recovery fails back only after the cool-down and M good evaluations",
-			group: apGroup(),
+			name:     "recovery fails back only after the cool-down and M good evaluations",
+			group:    apGroup(),
 			timeline: append(append(repeat(allH, 2), repeat(primaryDown, 3)...), repeat(allH, 30)...),
 			check: func(t *testing.T, evs map[int][]Event, _ *Engine) {
 				require.Equal(t, []string{KindDrain, KindFailover}, kinds(evs[4]))
@@ -140,8 +140,8 @@ func TestEngineTimelines(t *testing.T) {
 			},
 		},
 		{
-			name:  "a relapse during the cool-down restarts it",
-			group: apGroup(),
+			name:     "a relapse during the cool-down restarts it",
+			group:    apGroup(),
 			timeline: append(append(append(repeat(primaryDown, 3), repeat(allH, 8)...), primaryDown), repeat(allH, 20)...),
 			check: func(t *testing.T, evs map[int][]Event, _ *Engine) {
 				require.Equal(t, []string{KindDrain, KindFailover}, kinds(evs[2]))
@@ -189,8 +189,8 @@ func TestEngineTimelines(t *testing.T) {
 			},
 		},
 		{
-			name:  "unknown standby is not a failover target",
-			group: apGroup(),
+			name:     "unknown standby is not a failover target",
+			group:    apGroup(),
 			timeline: repeat(step{"eu-1": "D", "eu-2": "U", "us-1": "H"}, 3),
 			check: func(t *testing.T, evs map[int][]Event, _ *Engine) {
 				require.Equal(t, []string{"us-1"}, evs[2][1].Serving)
