@@ -2,6 +2,7 @@ package health
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"time"
 
@@ -17,6 +18,10 @@ type Config struct {
 	// cluster that is not healthy is re-evaluated (default 1s). It makes
 	// detection fast without querying a healthy fleet every second.
 	SuspectInterval model.Duration `yaml:"suspect_interval"`
+	// QueryURL, when set, runs the PromQL signals on a remote
+	// Prometheus-compatible API (Prometheus, Thanos, Mimir, VictoriaMetrics)
+	// instead of the embedded engine.
+	QueryURL string `yaml:"query_url"`
 	// QueryTimeout bounds one signal's query (default 2s).
 	QueryTimeout model.Duration `yaml:"query_timeout"`
 	// HealthyAbove: a score at or above it is healthy (default 80).
@@ -129,6 +134,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("health.freshness.min_stale_after: must be positive, got %s", c.Freshness.MinStaleAfter)
 	case d.Freshness.MaxStaleAfter < d.Freshness.MinStaleAfter:
 		return fmt.Errorf("health.freshness.max_stale_after: must be at least min_stale_after (%s), got %s", d.Freshness.MinStaleAfter, c.Freshness.MaxStaleAfter)
+	}
+	if c.QueryURL != "" {
+		if u, err := url.Parse(c.QueryURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("health.query_url: %q is not an http(s) URL", c.QueryURL)
+		}
 	}
 	seen := map[string]bool{FreshnessSignal: true}
 	for i, s := range c.Signals {
