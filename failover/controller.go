@@ -241,6 +241,22 @@ func (c *Controller) Status() []GroupStatus { return c.engine.Status() }
 // Run delivers queued signals (one loop per sink) and re-sends firing
 // alerts to Alertmanager until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
+	// State-publishing sinks start from the live (restored) state.
+	for _, s := range c.sinks {
+		sy, ok := s.(Syncer)
+		if !ok || c.outbox.Pending(s.Name()) > 0 {
+			continue
+		}
+		ps, err := sy.SyncPayloads(c.engine.Status())
+		if err != nil {
+			return fmt.Errorf("sink %s: %w", s.Name(), err)
+		}
+		for _, p := range ps {
+			if err := c.outbox.Enqueue(s.Name(), 0, c.now(), p); err != nil {
+				return err
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(c.sinks)+1)
 	for _, s := range c.sinks {

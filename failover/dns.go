@@ -62,6 +62,22 @@ func (s *DNSSink) Payloads(ev Event) ([]json.RawMessage, error) {
 	return []json.RawMessage{b}, nil
 }
 
+// SyncPayloads implements Syncer.
+func (s *DNSSink) SyncPayloads(st []GroupStatus) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	for _, g := range st {
+		if _, ok := s.groups[g.Name]; !ok || len(g.Serving) == 0 {
+			continue
+		}
+		b, err := json.Marshal(dnsState{Group: g.Name, Serving: g.Serving, Weights: g.Weights})
+		if err != nil {
+			return nil, fmt.Errorf("encoding DNS state: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
 // Deliver implements Sink.
 func (s *DNSSink) Deliver(ctx context.Context, m *Message) error {
 	var st dnsState

@@ -37,6 +37,12 @@ type Sink interface {
 	Deliver(ctx context.Context, m *Message) error
 }
 
+// Syncer is a Sink that publishes state (like DNS records): at start it is
+// given the live state of every group, so it never lags a restart.
+type Syncer interface {
+	SyncPayloads(st []GroupStatus) ([]json.RawMessage, error)
+}
+
 // ErrPermanent marks a delivery error that retrying cannot fix (e.g. HTTP 400);
 // the message is dropped and counted.
 var ErrPermanent = errors.New("permanent delivery failure")

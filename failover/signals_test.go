@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/promqltest"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -259,6 +260,17 @@ func TestDNSEndpointWriting(t *testing.T) {
 	require.Equal(t, "eu-2", eps[0].(map[string]any)["setIdentifier"])
 	require.Equal(t, "fleetgate", obj.GetLabels()["app.kubernetes.io/managed-by"])
 
+	// At start the live state is published.
+	sy, err := s.SyncPayloads([]GroupStatus{{Name: "web", Serving: []string{"eu-1"}, Weights: map[string]int{"eu-1": 100}}, {Name: "other", Serving: []string{"x"}}})
+	require.NoError(t, err)
+	require.Len(t, sy, 1)
+	require.NoError(t, s.Deliver(ctx, &Message{Payload: sy[0]}))
+	obj, err = client.Resource(DNSEndpointGVR).Namespace("fleet").Get(ctx, "fleetgate-web", metav1.GetOptions{})
+	require.NoError(t, err)
+	eps, _, _ = unstructured.NestedSlice(obj.Object, "spec", "endpoints")
+	require.Len(t, eps, 1)
+	require.Equal(t, "eu-1", eps[0].(map[string]any)["setIdentifier"])
+
 	// Events that do not move traffic write nothing.
 	ps, err = s.Payloads(Event{Group: "web", Kind: KindDrain, Serving: []string{"eu-2"}})
 	require.NoError(t, err)
@@ -333,3 +345,36 @@ func (f fakeHealth) Config() health.Config           { return health.Config{}.Wi
 type schemaGVR = schema.GroupVersionResource
 
 func mdur(d time.Duration) model.Duration { return model.Duration(d) }
+
+func TestDrillCapacityHeadroom(t *testing.T) {
+	st := promqltest.LoadedStorage(t, `
+load 1m
+  kube_pod_container_resource_requests{cluster="eu-1",resource="cpu",pod="a"} 6
+  kube_pod_container_resource_requests{cluster="eu-1",resource="memory",pod="a"} 6e9
+  kube_pod_container_resource_requests{cluster="eu-2",resource="cpu",pod="b"} 4
+  kube_pod_container_resource_requests{cluster="eu-2",resource="memory",pod="b"} 4e9
+  kube_node_status_allocatable{cluster="eu-2",resource="cpu",node="n"} 8
+  kube_node_status_allocatable{cluster="eu-2",resource="memory",node="n"} 16e9
+`)
+	q := health.NewEngineQuerier(promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery), st)
+	dir := t.TempDir()
+	evlog, err := OpenEventLog(filepath.Join(dir, "events.jsonl"), 0)
+	require.NoError(t, err)
+	ob, err := OpenOutbox(filepath.Join(dir, "outbox"), time.Millisecond, time.Millisecond, nil, discard)
+	require.NoError(t, err)
+	ctrl, err := NewController(ControllerOptions{Engine: NewEngine(Config{Groups: []GroupConfig{apGroup()}}), Log: evlog, Outbox: ob, Logger: discard})
+	require.NoError(t, err)
+	ctrl.now = func() time.Time { return time.Unix(30, 0) }
+	hv := fakeHealth{results: results(step{"eu-1": "H", "eu-2": "H", "us-1": "H"}), stale: 3 * time.Second}
+	ctrl.OnResults(context.Background(), time.Unix(30, 0), hv.results)
+	rep, err := ctrl.Drill(context.Background(), hv, q, "eu-1")
+	require.NoError(t, err)
+	require.Equal(t, []string{"eu-2"}, rep.Groups[0].ServingAfter)
+	require.Len(t, rep.Capacity, 2)
+	cpu := rep.Capacity[0]
+	require.Equal(t, "cpu", cpu.Resource)
+	require.Equal(t, 6.0, cpu.Absorbed, "eu-2 takes all of eu-1's requests")
+	require.Equal(t, -2.0, *cpu.Headroom, "8 allocatable - 4 requested - 6 absorbed")
+	require.Equal(t, 6e9, *rep.Capacity[1].Headroom)
+	require.Contains(t, rep.Notes[len(rep.Notes)-1], "eu-2 would be short of cpu")
+}

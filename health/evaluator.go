@@ -91,6 +91,8 @@ type Evaluator struct {
 	fleet   Fleet
 	logger  *slog.Logger
 	now     func() time.Time
+	started time.Time
+	stepped bool
 
 	mu       sync.RWMutex
 	results  map[string]Result
@@ -115,7 +117,7 @@ func NewEvaluator(cfg Config, q Querier, f Fleet, reg prometheus.Registerer, log
 	}
 	cfg = cfg.WithDefaults()
 	e := &Evaluator{
-		cfg: cfg, signals: cfg.signals(), q: q, fleet: f, logger: logger, now: time.Now,
+		cfg: cfg, signals: cfg.signals(), q: q, fleet: f, logger: logger, now: time.Now, started: time.Now(),
 		results: map[string]Result{}, cadences: map[string]*cadence{}, next: map[string]time.Time{},
 		score: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetgate_cluster_health_score",
 			Help: "Health score of the cluster, 0 (down) to 100 (healthy)."}, []string{"cluster"}),
@@ -212,8 +214,14 @@ func (e *Evaluator) Run(ctx context.Context) error {
 }
 
 // Step observes write cadences and evaluates the clusters that are due at now.
-// Run calls it on every tick; tests call it with a scripted clock.
+// Run calls it on every tick; tests call it with a scripted clock (the
+// first call sets the start of the never-written grace period).
 func (e *Evaluator) Step(ctx context.Context, now time.Time) []Result {
+	e.mu.Lock()
+	if !e.stepped {
+		e.started, e.stepped = now, true
+	}
+	e.mu.Unlock()
 	clusters := e.fleet.Clusters()
 	var due []*fleet.Cluster
 	e.mu.Lock()
@@ -255,8 +263,14 @@ func (e *Evaluator) freshnessLocked(c *fleet.Cluster, now time.Time) SignalResul
 		Weight: e.cfg.Freshness.Weight, Critical: true}
 	lw := c.LastWrite()
 	if lw.IsZero() {
-		s.Status = StatusNoData
-		return s
+		// Nothing since fleetgate started: unknown for a grace period of
+		// max_stale_after, then down (a cluster that died while fleetgate
+		// was restarting must not stay "unknown" forever).
+		if now.Sub(e.started) < time.Duration(e.cfg.Freshness.MaxStaleAfter) {
+			s.Status = StatusNoData
+			return s
+		}
+		lw = e.started
 	}
 	age := max(now.Sub(lw).Seconds(), 0)
 	s.Value = &age

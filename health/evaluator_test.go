@@ -69,6 +69,15 @@ func TestScoreAndStates(t *testing.T) {
 	require.Len(t, rs, 1)
 	require.Equal(t, Unknown, rs[0].State)
 
+	// Never written for longer than max_stale_after (2m): down, not unknown forever.
+	other := newFleet(t, "dead")
+	e2, err := NewEvaluator(Config{DisableDefaultSignals: true}, q, other, nil, logger)
+	require.NoError(t, err)
+	require.Equal(t, Unknown, e2.Step(context.Background(), t0)[0].State)
+	rs2 := e2.Step(context.Background(), t0.Add(2*time.Minute+time.Second))
+	require.Len(t, rs2, 1)
+	require.Equal(t, Down, rs2[0].State)
+
 	// A 1 s sender: healthy, stale threshold at the 3 s floor.
 	for i := 0; i < 10; i++ {
 		now := t0.Add(time.Duration(i) * time.Second)

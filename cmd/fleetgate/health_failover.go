@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
@@ -115,6 +116,7 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 	}
 	var leader failover.Leader = failover.Standalone{}
 	if k := cfg.Signals.Kubernetes; k.Enabled() {
+		klog.SetSlogLogger(logger.With("component", "client-go")) // client-go logs through klog
 		rc, err := clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
 		if err != nil {
 			evlog.Close()
