@@ -378,3 +378,22 @@ load 1m
 	require.Equal(t, 6e9, *rep.Capacity[1].Headroom)
 	require.Contains(t, rep.Notes[len(rep.Notes)-1], "eu-2 would be short of cpu")
 }
+
+func TestEventLogCompaction(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "events.jsonl")
+	l, err := OpenEventLog(p, 3)
+	require.NoError(t, err)
+	for i := 0; i < 10; i++ {
+		_, err := l.Append([]Event{{Group: "g", Kind: KindWeights}})
+		require.NoError(t, err)
+	}
+	require.NoError(t, l.Close())
+	l, err = OpenEventLog(p, 3)
+	require.NoError(t, err)
+	evs := l.Events(0, "", 0)
+	require.LessOrEqual(t, len(evs), 3)
+	require.Equal(t, uint64(10), evs[len(evs)-1].ID)
+	got, err := l.Append([]Event{{Group: "g"}})
+	require.NoError(t, err)
+	require.Equal(t, uint64(11), got[0].ID, "ids keep growing across compaction")
+}
