@@ -28,51 +28,51 @@ const (
 
 // Config is the `failover:` section.
 type Config struct {
-	Groups []GroupConfig `yaml:"groups"`
+	Groups []GroupConfig `yaml:"groups" json:"groups,omitempty"`
 }
 
 // GroupConfig is one service or traffic group spanning clusters.
 type GroupConfig struct {
-	Name string `yaml:"name"`
-	Mode Mode   `yaml:"mode"`
+	Name string `yaml:"name" json:"name,omitempty"`
+	Mode Mode   `yaml:"mode" json:"mode,omitempty"`
 	// Clusters in priority order (the first is the primary in active-passive).
-	Clusters []string `yaml:"clusters"`
+	Clusters []string `yaml:"clusters" json:"clusters,omitempty"`
 	// Standby clusters in priority order (active-passive and hybrid).
-	Standby []string `yaml:"standby"`
+	Standby []string `yaml:"standby" json:"standby,omitempty"`
 	// FailAfter is N: consecutive bad evaluations before a cluster is drained (default 3).
-	FailAfter int `yaml:"fail_after"`
+	FailAfter int `yaml:"fail_after" json:"fail_after,omitempty"`
 	// RecoverAfter is M: consecutive good evaluations before it may return (default 3).
-	RecoverAfter int `yaml:"recover_after"`
+	RecoverAfter int `yaml:"recover_after" json:"recover_after,omitempty"`
 	// Cooldown: a drained cluster must have been good for this long to return (default 60s).
-	Cooldown model.Duration `yaml:"cooldown"`
+	Cooldown model.Duration `yaml:"cooldown" json:"cooldown,omitempty"`
 	// HoldDown: a drained cluster stays drained at least this long (default 30s).
-	HoldDown model.Duration `yaml:"hold_down"`
+	HoldDown model.Duration `yaml:"hold_down" json:"hold_down,omitempty"`
 	// MinDwell: a traffic assignment stays at least this long before a
 	// non-emergency change (fail-back, weight change) (default 30s).
-	MinDwell model.Duration `yaml:"min_dwell"`
+	MinDwell model.Duration `yaml:"min_dwell" json:"min_dwell,omitempty"`
 	// FailBelow: a score below it (or state down) is a bad evaluation (default 40).
-	FailBelow float64 `yaml:"fail_below"`
+	FailBelow float64 `yaml:"fail_below" json:"fail_below,omitempty"`
 	// RecoverAbove: a healthy state with a score at or above it is a good evaluation (default 80).
-	RecoverAbove float64 `yaml:"recover_above"`
+	RecoverAbove float64 `yaml:"recover_above" json:"recover_above,omitempty"`
 	// WeightStep: active-active weights change only when the score moves
 	// this far from the current weight (default 10).
-	WeightStep float64 `yaml:"weight_step"`
+	WeightStep float64 `yaml:"weight_step" json:"weight_step,omitempty"`
 	// DNS, when set, is published as an external-dns DNSEndpoint.
-	DNS *DNSConfig `yaml:"dns"`
+	DNS *DNSConfig `yaml:"dns" json:"dns,omitempty"`
 }
 
 // DNSConfig describes the DNSEndpoint of a group.
 type DNSConfig struct {
-	Namespace  string `yaml:"namespace"`
-	Name       string `yaml:"name"`
-	Hostname   string `yaml:"hostname"`
-	RecordType string `yaml:"record_type"`
+	Namespace  string `yaml:"namespace" json:"namespace,omitempty"`
+	Name       string `yaml:"name" json:"name,omitempty"`
+	Hostname   string `yaml:"hostname" json:"hostname,omitempty"`
+	RecordType string `yaml:"record_type" json:"record_type,omitempty"`
 	// TTL in seconds; low for failover speed (default 30).
-	TTL int64 `yaml:"ttl"`
+	TTL int64 `yaml:"ttl" json:"ttl,omitempty"`
 	// Targets per cluster (IPs for A/AAAA, hostnames for CNAME).
-	Targets map[string][]string `yaml:"targets"`
+	Targets map[string][]string `yaml:"targets" json:"targets,omitempty"`
 	// WeightKey is the provider-specific weight property (default "aws/weight").
-	WeightKey string `yaml:"weight_key"`
+	WeightKey string `yaml:"weight_key" json:"weight_key,omitempty"`
 }
 
 var (
