@@ -9,7 +9,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
@@ -19,12 +21,15 @@ import (
 // Config is the whole configuration file. Each part is owned and validated
 // by the package that uses it.
 type Config struct {
-	Clusters    []fleet.ClusterConfig `yaml:"clusters"`
-	Identity    identityConfig        `yaml:"identity"`
-	Ingest      pipeline.Config       `yaml:"ingest"`
-	RemoteWrite promrw.Config         `yaml:"remote_write"`
-	Storage     metrics.Config        `yaml:"storage"`
-	Query       query.Config          `yaml:"query"`
+	Clusters    []fleet.ClusterConfig  `yaml:"clusters"`
+	Identity    identityConfig         `yaml:"identity"`
+	Ingest      pipeline.Config        `yaml:"ingest"`
+	RemoteWrite promrw.Config          `yaml:"remote_write"`
+	Storage     metrics.Config         `yaml:"storage"`
+	Query       query.Config           `yaml:"query"`
+	Health      health.Config          `yaml:"health"`
+	Failover    failover.Config        `yaml:"failover"`
+	Signals     failover.SignalsConfig `yaml:"signals"`
 }
 
 type identityConfig struct {
@@ -55,7 +60,10 @@ func (c *Config) Validate() error {
 	if err := st.Validate(); err != nil {
 		return err
 	}
-	return c.Query.Validate()
+	if err := c.Query.Validate(); err != nil {
+		return err
+	}
+	return c.validateHealthFailover()
 }
 
 // loadConfig reads and validates a config file. An empty path gives the

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
@@ -51,6 +52,9 @@ type flags struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		os.Exit(checkCommand(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "drill" {
+		os.Exit(drillCommand(os.Args[2:]))
 	}
 	if err := serve(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetgate:", err)
@@ -233,6 +237,10 @@ func serve(args []string) error {
 	}
 
 	var g run.Group
+	// Health scoring, failover decisions and their signals.
+	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, store), f.listenAddress, mux, &g, reg, logger); err != nil {
+		return err
+	}
 	// Termination on SIGINT/SIGTERM.
 	{
 		ctx, cancel := context.WithCancel(context.Background())
