@@ -296,4 +296,3 @@ func (s *Signals) Flush(ctx context.Context, now time.Time) error {
 	}
 	return errors.Join(errs...)
 }
-

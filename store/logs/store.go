@@ -76,7 +76,6 @@ type Store struct {
 	mu      sync.RWMutex
 	streams map[string]*streamInfo // by label string
 
-
 	lines, bytes prometheus.Counter
 	diskBytes    prometheus.GaugeFunc
 }
