@@ -199,23 +199,31 @@ type Record struct {
 
 // Append writes the records and fsyncs them. When it returns nil they are durable.
 func (l *Log) Append(recs ...Record) error {
+	_, err := l.AppendPos(recs...)
+	return err
+}
+
+// AppendPos is Append returning the position of each record (for ReadAt).
+func (l *Log) AppendPos(recs ...Record) ([]Pos, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {
-		return errors.New("seglog: log is closed")
+		return nil, errors.New("seglog: log is closed")
 	}
 	cur := l.segs[len(l.segs)-1]
 	if cur.size >= l.opts.SegmentBytes {
 		if err := l.startSegment(cur.n + 1); err != nil {
-			return err
+			return nil, err
 		}
 		cur = l.segs[len(l.segs)-1]
 	}
 	l.buf = l.buf[:0]
 	minT, maxT := cur.minT, cur.maxT
+	pos := make([]Pos, 0, len(recs))
 	for _, r := range recs {
+		pos = append(pos, Pos{cur.n, cur.size + int64(len(l.buf))})
 		if len(r.Data) > MaxRecordBytes {
-			return fmt.Errorf("seglog: record of %d bytes is over the %d byte limit", len(r.Data), MaxRecordBytes)
+			return nil, fmt.Errorf("seglog: record of %d bytes is over the %d byte limit", len(r.Data), MaxRecordBytes)
 		}
 		var hdr [headerSize]byte
 		binary.LittleEndian.PutUint32(hdr[0:], uint32(len(r.Data)))
@@ -229,12 +237,12 @@ func (l *Log) Append(recs ...Record) error {
 	if _, err := l.f.Write(l.buf); err != nil {
 		// Cut the segment so a partial write is never followed by good records.
 		_ = l.f.Truncate(cur.size)
-		return fmt.Errorf("seglog: writing: %w", err)
+		return nil, fmt.Errorf("seglog: writing: %w", err)
 	}
 	if !l.opts.NoSync {
 		if err := l.f.Sync(); err != nil {
 			_ = l.f.Truncate(cur.size)
-			return fmt.Errorf("seglog: fsync: %w", err)
+			return nil, fmt.Errorf("seglog: fsync: %w", err)
 		}
 	}
 	cur.size += int64(len(l.buf))
@@ -247,7 +255,7 @@ func (l *Log) Append(recs ...Record) error {
 	l.enforceLocked(time.Now())
 	close(l.notify)
 	l.notify = make(chan struct{})
-	return nil
+	return pos, nil
 }
 
 // Enforce applies the size and age limits now.
@@ -435,4 +443,14 @@ func (l *Log) changed() <-chan struct{} {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.notify
+}
+
+// ReadAt returns the record at pos (as returned by AppendPos or Scan), or
+// ok=false when its segment was deleted by retention.
+func (l *Log) ReadAt(pos Pos) (data []byte, ok bool, err error) {
+	data, at, _, ok, err := l.next(pos)
+	if err != nil || !ok || at != pos {
+		return nil, false, err
+	}
+	return data, true, nil
 }
