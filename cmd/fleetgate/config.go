@@ -25,6 +25,8 @@ type Config struct {
 	RemoteWrite promrw.Config         `yaml:"remote_write"`
 	Storage     metrics.Config        `yaml:"storage"`
 	Query       query.Config          `yaml:"query"`
+
+	logsTracesConfig `yaml:",inline"` // otlp, loki_push, signals, logs_storage, traces_storage, forward_logs, forward_traces
 }
 
 type identityConfig struct {
@@ -55,7 +57,10 @@ func (c *Config) Validate() error {
 	if err := st.Validate(); err != nil {
 		return err
 	}
-	return c.Query.Validate()
+	if err := c.Query.Validate(); err != nil {
+		return err
+	}
+	return c.logsTracesConfig.Validate()
 }
 
 // loadConfig reads and validates a config file. An empty path gives the

@@ -26,6 +26,8 @@ import (
 
 // Config of the log store.
 type Config struct {
+	// Disabled turns the embedded store off (forward-only).
+	Disabled bool `yaml:"disabled"`
 	// MaxBytes bounds the store on disk (default 1 GiB).
 	MaxBytes int64 `yaml:"max_bytes"`
 	// Retention is the age limit (default 7d).
