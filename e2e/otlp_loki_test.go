@@ -117,13 +117,13 @@ forward_logs:
 	}
 	const n = 20
 	for _, tr := range []struct{ name, endpoint string }{{"grpc", fg.OTLPGRPC}, {"http", fg.OTLPHTTP}} {
-		common := []string{"--otlp-endpoint", tr.endpoint, "--otlp-insecure", "--otlp-header", auth,
+		common := []string{"--otlp-endpoint", tr.endpoint, "--otlp-insecure", "--otlp-header", auth, "--rate", "0",
 			"--otlp-attributes", fmt.Sprintf(`service.name="tg-%s"`, tr.name), "--otlp-attributes", `k8s.namespace.name="shop"`}
 		if tr.name == "http" {
 			common = append(common, "--otlp-http")
 		}
 		tgRun(append([]string{"metrics", "--metrics", strconv.Itoa(n)}, common...)...)
-		tgRun(append([]string{"logs", "--logs", strconv.Itoa(n), "--body", "order 17 failed", "--severity-text", "Error"}, common...)...)
+		tgRun(append([]string{"logs", "--logs", strconv.Itoa(n), "--body", "order 17 failed", "--severity-text", "Error", "--severity-number", "17"}, common...)...)
 		tgRun(append([]string{"traces", "--traces", strconv.Itoa(n), "--child-spans", "2"}, common...)...)
 	}
 
