@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcgzip "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -500,7 +501,7 @@ func TestGRPC(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, storedLogs(t, e.logs), 1)
 	id := pcommon.TraceID{7, 7}
-	_, err = ptraceotlp.NewGRPCClient(e.grpc).Export(ctx, ptraceotlp.NewExportRequestFromTraces(testTraces(now, id)))
+	_, err = ptraceotlp.NewGRPCClient(e.grpc).Export(ctx, ptraceotlp.NewExportRequestFromTraces(testTraces(now, id)), grpc.UseCompressor(grpcgzip.Name))
 	require.NoError(t, err)
 	_, err = e.traces.Trace(context.Background(), id)
 	require.NoError(t, err)
