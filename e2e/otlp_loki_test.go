@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,13 +14,20 @@ import (
 	"net/url"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
 	"github.com/grafana/loki/pkg/push"
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	prw "github.com/prometheus/prometheus/storage/remote/otlptranslator/prometheusremotewrite"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
 
 // lokiDest is an in-test Loki push endpoint decoding with the Loki push types.
@@ -270,3 +279,143 @@ forward_logs:
 		return nil
 	})
 }
+
+// TestOTLPMetricsEqualPrometheusTranslation captures what telemetrygen
+// sends, posts the same bytes to fleetgate, and checks that every series
+// Prometheus's OTLP translator makes of them is in fleetgate with the same
+// value, plus the cluster identity.
+func TestOTLPMetricsEqualPrometheusTranslation(t *testing.T) {
+	tg := requireBinary(t, "telemetrygen")
+	token := "tok-cmp-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	fg := startFleetgate(t, fmt.Sprintf(`
+clusters:
+  - name: eu-2
+    region: eu-central-1
+    credentials:
+      bearer_token_file: %s
+`, writeSecret(t, "eu-2.token", token)))
+
+	var mu sync.Mutex
+	var bodies [][]byte
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	capture := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(bytes.NewReader(b))
+			require.NoError(t, err)
+			b, _ = io.ReadAll(zr)
+		}
+		mu.Lock()
+		bodies = append(bodies, b)
+		mu.Unlock()
+		resp, _ := pmetricotlp.NewExportResponse().MarshalProto()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(resp)
+	})}
+	go func() { _ = capture.Serve(ln) }()
+	defer capture.Close()
+	for _, mt := range []string{"Gauge", "Sum", "Histogram"} {
+		out, err := exec.Command(tg, "metrics", "--otlp-http", "--otlp-insecure", "--otlp-endpoint", ln.Addr().String(), "--rate", "0",
+			"--metrics", "3", "--metric-type", mt, "--otlp-metric-name", "tg_"+strings.ToLower(mt),
+			"--otlp-attributes", `service.name="tg-cmp"`, "--otlp-attributes", `service.instance.id="i-1"`, "--otlp-attributes", `host.name="node-7"`).CombinedOutput()
+		require.NoErrorf(t, err, "%s", tail(string(out), 2000))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, bodies)
+
+	type sample struct {
+		ls labels.Labels
+		t  int64
+		v  float64
+	}
+	var want []sample
+	seen := map[string]bool{}
+	for _, b := range bodies {
+		req, err := http.NewRequest("POST", fg.URL+"/v1/metrics", bytes.NewReader(b))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		rb, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode, string(rb))
+		er := pmetricotlp.NewExportResponse()
+		require.NoError(t, er.UnmarshalProto(rb))
+		require.Zero(t, er.PartialSuccess().RejectedDataPoints(), er.PartialSuccess().ErrorMessage())
+
+		// What Prometheus's translator (default settings, as Prometheus's
+		// own OTLP receiver) makes of the same request, with the identity
+		// attributes fleetgate sets on the resource.
+		er2 := pmetricotlp.NewExportRequest()
+		require.NoError(t, er2.UnmarshalProto(b))
+		md := er2.Metrics()
+		for i := range md.ResourceMetrics().Len() {
+			a := md.ResourceMetrics().At(i).Resource().Attributes()
+			a.PutStr("cluster", "eu-2")
+			a.PutStr("region", "eu-central-1")
+			a.PutStr("k8s.cluster.name", "eu-2")
+		}
+		app := &recordingAppender{}
+		conv := prw.NewPrometheusConverter(app)
+		_, err = conv.FromMetrics(context.Background(), md, prw.Settings{
+			AddMetricSuffixes: true, LookbackDelta: 5 * time.Minute,
+			PromoteResourceAttributes: prw.NewPromoteResourceAttributes(promconfig.OTLPConfig{PromoteResourceAttributes: []string{"cluster"}}),
+		})
+		require.NoError(t, err)
+		for _, s := range app.samples {
+			b := labels.NewBuilder(s.ls)
+			b.Set("region", "eu-central-1")
+			// telemetrygen sends its N points of a run with one timestamp;
+			// the TSDB (Prometheus's as fleetgate's) keeps the first.
+			k := fmt.Sprint(b.Labels().String(), s.t)
+			if !seen[k] {
+				seen[k] = true
+				want = append(want, sample{b.Labels(), s.t, s.v})
+			}
+		}
+	}
+	require.NotEmpty(t, want)
+	names := map[string]bool{}
+	for _, s := range want {
+		names[s.ls.Get("__name__")] = true
+		var sel []string
+		s.ls.Range(func(l labels.Label) { sel = append(sel, fmt.Sprintf("%s=%q", l.Name, l.Value)) })
+		q := "{" + strings.Join(sel, ",") + "}"
+		res := query(t, fg.URL, q, time.UnixMilli(s.t))
+		require.Lenf(t, res, 1, "series %s", q)
+		got, _ := strconv.ParseFloat(res[0].Value[1].(string), 64)
+		if d := s.v - got; d > 1e-9 || d < -1e-9 {
+			raw := query(t, fg.URL, q+"[10m]", time.UnixMilli(s.t).Add(time.Minute))
+			t.Fatalf("series %s at %d: want %v, got %v; samples: %v; want list: %v", q, s.t, s.v, got, raw, want)
+		}
+		require.Equal(t, len(res[0].Metric), s.ls.Len(), "fleetgate's series has exactly the translator's labels: %v", res[0].Metric)
+	}
+	for _, n := range []string{"tg_gauge", "tg_sum_total", "tg_histogram_bucket", "tg_histogram_count", "tg_histogram_sum", "target_info"} {
+		require.True(t, names[n], "translator produced %s (got %v)", n, names)
+	}
+}
+
+type recordingAppender struct {
+	samples []struct {
+		ls labels.Labels
+		t  int64
+		v  float64
+	}
+}
+
+func (a *recordingAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, _ storage.AOptions) (storage.SeriesRef, error) {
+	if h != nil || fh != nil {
+		return 0, fmt.Errorf("unexpected native histogram for %s", ls)
+	}
+	a.samples = append(a.samples, struct {
+		ls labels.Labels
+		t  int64
+		v  float64
+	}{ls, t, v})
+	return 1, nil
+}
+func (a *recordingAppender) Commit() error   { return nil }
+func (a *recordingAppender) Rollback() error { return nil }
