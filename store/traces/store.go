@@ -340,12 +340,15 @@ type Condition struct {
 	Tag, Value string
 }
 
+// maxSearchCandidates bounds the traces one search holds in memory.
+const maxSearchCandidates = 100_000
+
 // Search returns up to limit traces (newest first) with a span in
 // [mint, maxt] (ms) that meets every condition.
 func (s *Store) Search(ctx context.Context, mint, maxt int64, conds []Condition, limit int) ([]Summary, error) {
 	found := map[pcommon.TraceID]*Summary{}
 	var um ptrace.ProtoUnmarshaler
-	n := 0
+	n, matched := 0, 0
 	err := s.log.ScanReverse(mint, maxt, func(_ seglog.Pos, _, _ int64, data []byte) error {
 		if n++; n%256 == 0 && ctx.Err() != nil {
 			return ctx.Err()
@@ -353,8 +356,8 @@ func (s *Store) Search(ctx context.Context, mint, maxt int64, conds []Condition,
 		var id pcommon.TraceID
 		copy(id[:], data[:16])
 		sum := found[id]
-		if sum == nil && len(found) >= 50*limit {
-			return nil // enough candidates; only extend known ones
+		if sum == nil && (matched >= limit || len(found) >= maxSearchCandidates) {
+			return nil // enough results from newer segments; only extend known traces
 		}
 		td, err := um.UnmarshalTraces(data[16:])
 		if err != nil {
@@ -380,6 +383,7 @@ func (s *Store) Search(ctx context.Context, mint, maxt int64, conds []Condition,
 					}
 					if !sum.matched && spanMatches(rs.Resource().Attributes(), sp, conds) {
 						sum.matched = true
+						matched++
 					}
 				}
 			}
