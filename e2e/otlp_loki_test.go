@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -419,3 +420,70 @@ func (a *recordingAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t i
 }
 func (a *recordingAppender) Commit() error   { return nil }
 func (a *recordingAppender) Rollback() error { return nil }
+
+// TestForwardLogsSurvivesOutages: the Loki destination goes down, fleetgate
+// keeps accepting (queued on disk), fleetgate itself restarts, the
+// destination comes back: every acknowledged line arrives.
+func TestForwardLogsSurvivesOutages(t *testing.T) {
+	token := "tok-fw-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	dest := startLokiDest(t)
+	addr := strings.TrimSuffix(strings.TrimPrefix(dest.url, "http://"), "/loki/api/v1/push")
+	fg := startFleetgate(t, fmt.Sprintf(`
+clusters:
+  - name: eu-3
+    credentials:
+      bearer_token_file: %s
+forward_logs:
+  - name: loki
+    url: %s
+    min_backoff: 50ms
+    max_backoff: 200ms
+`, writeSecret(t, "eu-3.token", token), dest.url))
+	pushN := func(from, n int) {
+		t.Helper()
+		var vals []string
+		for i := from; i < from+n; i++ {
+			vals = append(vals, fmt.Sprintf(`["%d","line %d"]`, time.Now().UnixNano(), i))
+		}
+		req, _ := http.NewRequest("POST", fg.URL+"/loki/api/v1/push",
+			strings.NewReader(`{"streams":[{"stream":{"app":"fw"},"values":[`+strings.Join(vals, ",")+`]}]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, 204, resp.StatusCode, string(b))
+	}
+	waitTotal := func(want int) {
+		t.Helper()
+		eventually(t, 60*time.Second, "forwarded lines", func() error {
+			if got := dest.total(); got != want {
+				return fmt.Errorf("destination has %d lines, want %d", got, want)
+			}
+			return nil
+		})
+	}
+	pushN(0, 10)
+	waitTotal(10)
+	require.NoError(t, dest.srv.Close()) // destination down
+	pushN(10, 10)
+	pushN(20, 10)
+	fg.Restart(t, syscall.SIGTERM) // fleetgate restarts while the destination is down
+	pushN(30, 10)
+	time.Sleep(500 * time.Millisecond)
+	require.Equal(t, 10, dest.total())
+	// Destination back on the same address.
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, err)
+	dest.srv = &http.Server{Handler: dest.srv.Handler}
+	go func() { _ = dest.srv.Serve(ln) }()
+	waitTotal(40)
+}
