@@ -87,6 +87,7 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	l := &Log{dir: dir, opts: opts, notify: make(chan struct{})}
+	next := uint64(1) // number of the segment this Open starts
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", dir, err)
@@ -104,13 +105,18 @@ func Open(dir string, opts Options) (*Log, error) {
 		if err := l.recover(s); err != nil {
 			return nil, err
 		}
+		if s.size == 0 {
+			// An empty segment (each Open starts a fresh one) holds nothing.
+			_ = os.Remove(s.path(dir))
+			next = max(next, n+1)
+			continue
+		}
 		l.segs = append(l.segs, s)
 		l.total += s.size
 	}
 	sort.Slice(l.segs, func(i, j int) bool { return l.segs[i].n < l.segs[j].n })
-	next := uint64(1)
 	if len(l.segs) > 0 {
-		next = l.segs[len(l.segs)-1].n + 1
+		next = max(next, l.segs[len(l.segs)-1].n+1)
 	}
 	// Always start a fresh segment: the old tail may have been truncated.
 	if err := l.startSegment(next); err != nil {

@@ -116,3 +116,24 @@ func TestQueueResumesAfterRestart(t *testing.T) {
 	_, _, err = q.Next(cctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }
+
+func TestReopenDoesNotPileUpEmptySegments(t *testing.T) {
+	dir := t.TempDir()
+	for range 5 {
+		l, err := Open(dir, Options{})
+		require.NoError(t, err)
+		require.NoError(t, l.Close())
+	}
+	l, err := Open(dir, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Append(Record{Data: []byte("a")}))
+	require.NoError(t, l.Close())
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	require.Len(t, segs, 1)
+	l, err = Open(dir, Options{})
+	require.NoError(t, err)
+	defer l.Close()
+	n := 0
+	require.NoError(t, l.Scan(-10, 10, func(Pos, int64, int64, []byte) error { n++; return nil }))
+	require.Equal(t, 1, n)
+}
