@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,6 +159,8 @@ func TestPushErrors(t *testing.T) {
 	ctype, body := encode(t, good, "protobuf", "")
 	conflict := &push.PushRequest{Streams: []push.Stream{{Labels: `{app="x", cluster="us-1"}`, Entries: []push.Entry{{Timestamp: base, Line: "x"}}}}}
 	_, conflictBody := encode(t, conflict, "protobuf", "")
+	long := &push.PushRequest{Streams: []push.Stream{{Labels: `{app="` + strings.Repeat("v", 3000) + `"}`, Entries: []push.Entry{{Timestamp: base, Line: "x"}}}}}
+	_, longBody := encode(t, long, "protobuf", "")
 	badLabels := &push.PushRequest{Streams: []push.Stream{{Labels: `{app="x"`, Entries: []push.Entry{{Timestamp: base, Line: "x"}}}}}
 	_, badLabelsBody := encode(t, badLabels, "protobuf", "")
 	for _, tc := range []struct {
@@ -176,6 +179,7 @@ func TestPushErrors(t *testing.T) {
 		{"too large", "tok-eu-1", ctype, "", make([]byte, 2<<20), 413, "max_request_bytes"},
 		{"conflict names stream", "tok-eu-1", ctype, "", conflictBody, 400, `{app="x", cluster="us-1"}`},
 		{"bad labels name stream", "tok-eu-1", ctype, "", badLabelsBody, 400, `{app="x"`},
+		{"label too long", "tok-eu-1", ctype, "", longBody, 400, `label "app" or its value is longer than the limit`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, signals.Config{})

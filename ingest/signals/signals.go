@@ -114,6 +114,14 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Limits on stream labels, as Loki's defaults (max_label_names_per_series is
+// 15 in Loki; fleetgate allows more because it adds identity labels).
+const (
+	maxStreamLabels     = 30
+	maxLabelNameLength  = 1024
+	maxLabelValueLength = 2048
+)
+
 // Error is a rejection with its HTTP status (400, 401, 413, 429) and, for
 // OTLP, whether the sender should retry.
 type Error = pipeline.Error
@@ -223,6 +231,18 @@ func (s *Signals) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder)
 	}
 	if ls.Has(model.MetricNameLabel) {
 		return ls, c, badRequest("invalid_labels", "stream %.200s: label %s is not allowed", lbls, model.MetricNameLabel)
+	}
+	if ls.Len() > maxStreamLabels {
+		return ls, c, badRequest("limit", "stream %.200s has %d labels, more than the limit of %d", lbls, ls.Len(), maxStreamLabels)
+	}
+	var lerr *Error
+	ls.Range(func(l labels.Label) {
+		if lerr == nil && (len(l.Name) > maxLabelNameLength || len(l.Value) > maxLabelValueLength) {
+			lerr = badRequest("limit", "stream %.200s: label %.64q or its value is longer than the limit (%d/%d bytes)", lbls, l.Name, maxLabelNameLength, maxLabelValueLength)
+		}
+	})
+	if lerr != nil {
+		return ls, c, lerr
 	}
 	c, perr := s.resolve(c, ls.Get(fleet.ClusterLabel), "stream "+ls.String())
 	if perr != nil {
