@@ -3,7 +3,12 @@ package otlp
 import (
 	"context"
 	"crypto/x509"
+	"net/http"
 	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -60,7 +65,7 @@ func (rc *Receiver) grpcIdentify(ctx context.Context) (*fleet.Cluster, error) {
 func (rc *Receiver) grpcError(signal string, err error, unauth bool) error {
 	s := statusOf(err)
 	if unauth {
-		s = 401
+		s = http.StatusUnauthorized
 	}
 	outcome := "rejected"
 	if retryable(s) {
@@ -70,7 +75,14 @@ func (rc *Receiver) grpcError(signal string, err error, unauth bool) error {
 	if s >= 500 {
 		rc.logger.Error("OTLP export failed", "signal", signal, "err", err)
 	}
-	return status.Error(grpcCode(s), err.Error())
+	st := status.New(grpcCode(s), err.Error())
+	if s == http.StatusTooManyRequests {
+		// RESOURCE_EXHAUSTED is only retried by OTLP exporters with RetryInfo.
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)}); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
 }
 
 type metricsServer struct {

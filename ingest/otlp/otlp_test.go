@@ -103,7 +103,7 @@ type env struct {
 	grpc   *grpc.ClientConn
 }
 
-func newEnv(t testing.TB, pcfg pipeline.Config) *env {
+func newEnv(t testing.TB, pcfg pipeline.Config, scfg ...signals.Config) *env {
 	t.Setenv("FG_OTLP_TOKEN_EU1", "tok-eu-1")
 	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{
 		{Name: "eu-1", Region: "eu-west-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_OTLP_TOKEN_EU1"}},
@@ -118,7 +118,11 @@ func newEnv(t testing.TB, pcfg pipeline.Config) *env {
 	require.NoError(t, err)
 	ts, err := traces.Open(dir, traces.Config{}, nil, logger)
 	require.NoError(t, err)
-	sig, err := signals.New(signals.Config{}, reg, pipe, []signals.LogsSink{ls}, []signals.TracesSink{ts}, nil, logger)
+	var sc signals.Config
+	if len(scfg) > 0 {
+		sc = scfg[0]
+	}
+	sig, err := signals.New(sc, reg, pipe, []signals.LogsSink{ls}, []signals.TracesSink{ts}, nil, logger)
 	require.NoError(t, err)
 	rc, err := New(Config{}, pipe, sig, nil, logger)
 	require.NoError(t, err)
@@ -557,3 +561,19 @@ func FuzzHTTPDecode(f *testing.F) {
 }
 
 func splitForFuzz(td ptrace.Traces) int { return td.SpanCount() }
+
+func TestLogsRateLimitIsRetryable(t *testing.T) {
+	e := newEnv(t, pipeline.Config{}, signals.Config{LogsRateBytes: 1, LogsBurstBytes: 30})
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer tok-eu-1")
+	req := plogotlp.NewExportRequestFromLogs(testLogs(time.Now()))
+	_, err := plogotlp.NewGRPCClient(e.grpc).Export(ctx, req)
+	require.NoError(t, err)
+	_, err = plogotlp.NewGRPCClient(e.grpc).Export(ctx, req)
+	st := status.Convert(err)
+	require.Equal(t, codes.ResourceExhausted, st.Code())
+	require.Len(t, st.Details(), 1, "RetryInfo makes RESOURCE_EXHAUSTED retryable for OTLP exporters")
+	_, body := encode(t, req, "proto")
+	resp, _ := post(t, e.srv.URL+"/v1/logs", "tok-eu-1", "application/x-protobuf", "", body)
+	require.Equal(t, 429, resp.StatusCode)
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+}
