@@ -182,9 +182,9 @@ func tail(s string, n int) string {
 // Fleetgate is a running fleetgate process.
 type Fleetgate struct {
 	*Proc
-	URL     string
-	Dir     string
-	Config  string
+	URL      string
+	Dir      string
+	Config   string
 	OTLPGRPC string
 	OTLPHTTP string
 }

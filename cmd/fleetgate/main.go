@@ -323,5 +323,3 @@ func listen(f *flags, h http.Handler, logger *slog.Logger) (*http.Server, net.Li
 	srv.TLSConfig = tc
 	return srv, tls.NewListener(ln, tc), nil
 }
-
-
