@@ -73,6 +73,19 @@ type Log struct {
 	total   int64
 	deleted func(seg uint64, records int) // called under mu when retention drops a segment
 	notify  chan struct{}
+
+	// Group commit: concurrent Appends are written with one fsync.
+	gmu     sync.Mutex
+	waiting []*pendingAppend
+	leading bool
+}
+
+type pendingAppend struct {
+	recs []Record
+	pos  []Pos
+	err  error
+	done chan struct{} // closed when pos/err are set
+	lead chan struct{} // signalled when this append becomes the leader
 }
 
 // Open opens or creates the log in dir, truncating a torn tail.
@@ -210,7 +223,55 @@ func (l *Log) Append(recs ...Record) error {
 }
 
 // AppendPos is Append returning the position of each record (for ReadAt).
+// Appends that arrive while another one is being fsynced are written
+// together with a single fsync (group commit).
 func (l *Log) AppendPos(recs ...Record) ([]Pos, error) {
+	p := &pendingAppend{recs: recs, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	l.gmu.Lock()
+	l.waiting = append(l.waiting, p)
+	if l.leading {
+		l.gmu.Unlock()
+		select {
+		case <-p.done:
+			return p.pos, p.err
+		case <-p.lead:
+		}
+	} else {
+		l.leading = true
+		l.gmu.Unlock()
+	}
+	// Leader: write everything waiting (this append included) with one fsync.
+	l.gmu.Lock()
+	batch := l.waiting
+	l.waiting = nil
+	l.gmu.Unlock()
+	var all []Record
+	for _, b := range batch {
+		all = append(all, b.recs...)
+	}
+	pos, err := l.appendBatch(all)
+	for _, b := range batch {
+		if err != nil {
+			b.err = err
+		} else {
+			b.pos, pos = pos[:len(b.recs):len(b.recs)], pos[len(b.recs):]
+		}
+		if b != p {
+			close(b.done)
+		}
+	}
+	// Hand leadership to the next waiting append, or give it up.
+	l.gmu.Lock()
+	if len(l.waiting) > 0 {
+		l.waiting[0].lead <- struct{}{}
+	} else {
+		l.leading = false
+	}
+	l.gmu.Unlock()
+	return p.pos, p.err
+}
+
+func (l *Log) appendBatch(recs []Record) ([]Pos, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {

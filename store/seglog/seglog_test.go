@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,4 +137,48 @@ func TestReopenDoesNotPileUpEmptySegments(t *testing.T) {
 	n := 0
 	require.NoError(t, l.Scan(-10, 10, func(Pos, int64, int64, []byte) error { n++; return nil }))
 	require.Equal(t, 1, n)
+}
+
+func TestConcurrentAppendsGroupCommit(t *testing.T) {
+	l, err := Open(t.TempDir(), Options{SegmentBytes: 4096})
+	require.NoError(t, err)
+	defer l.Close()
+	const workers, per = 16, 50
+	type got struct {
+		pos  []Pos
+		data []string
+	}
+	results := make([]got, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				d := []string{fmt.Sprintf("w%d-%d-a", w, i), fmt.Sprintf("w%d-%d-b", w, i)}
+				pos, err := l.AppendPos(Record{MinT: 1, MaxT: 1, Data: []byte(d[0])}, Record{MinT: 1, MaxT: 1, Data: []byte(d[1])})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				results[w].pos = append(results[w].pos, pos...)
+				results[w].data = append(results[w].data, d...)
+			}
+		}()
+	}
+	wg.Wait()
+	n := 0
+	for _, r := range results {
+		require.Len(t, r.pos, 2*per)
+		for i, p := range r.pos {
+			d, ok, err := l.ReadAt(p)
+			require.NoError(t, err)
+			require.True(t, ok)
+			require.Equal(t, r.data[i], string(d))
+			n++
+		}
+	}
+	count := 0
+	require.NoError(t, l.Scan(0, 2, func(Pos, int64, int64, []byte) error { count++; return nil }))
+	require.Equal(t, n, count)
 }
