@@ -17,7 +17,7 @@ func TestLogsTracesConfigValidateNamesField(t *testing.T) {
 		"loki_push:\n  max_request_bytes: -1\n":                                             "loki_push.max_request_bytes",
 		"signals:\n  span_metrics_max_series: -5\n":                                         "signals.span_metrics_max_series",
 		"logs_storage:\n  max_bytes: -1\n":                                                  "logs_storage.max_bytes",
-		"traces_storage:\n  retention: -1s\n":                                               "traces_storage.retention",
+		"traces_storage:\n  max_traces: -1\n":                                               "traces_storage.max_traces",
 	} {
 		p := filepath.Join(t.TempDir(), "fleetgate.yml")
 		require.NoError(t, os.WriteFile(p, []byte(yml), 0o644))
