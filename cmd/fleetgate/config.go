@@ -30,6 +30,8 @@ type Config struct {
 	Health      health.Config          `yaml:"health"`
 	Failover    failover.Config        `yaml:"failover"`
 	Signals     failover.SignalsConfig `yaml:"signals"`
+
+	logsTracesConfig `yaml:",inline"` // otlp, loki_push, logs_traces, logs_storage, traces_storage, forward_logs, forward_traces
 }
 
 type identityConfig struct {
@@ -61,6 +63,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Query.Validate(); err != nil {
+		return err
+	}
+	if err := c.logsTracesConfig.Validate(); err != nil {
 		return err
 	}
 	return c.validateHealthFailover()

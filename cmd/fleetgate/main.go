@@ -47,6 +47,9 @@ type flags struct {
 	lookback      string
 	enablePprof   bool
 	set           map[string]string
+
+	otlpGRPCAddress string
+	otlpHTTPAddress string
 }
 
 func main() {
@@ -100,6 +103,8 @@ func parseFlags(args []string) (*flags, error) {
 	fs.IntVar(&f.maxSamples, "query.max-samples", 0, "maximum samples a single query may load (default 50000000)")
 	fs.StringVar(&f.lookback, "query.lookback-delta", "", "how far back to look for a sample of an instant vector (default 5m)")
 	fs.BoolVar(&f.enablePprof, "web.enable-pprof", false, "serve /debug/pprof")
+	fs.StringVar(&f.otlpGRPCAddress, "otlp.grpc-listen-address", ":4317", "address for OTLP/gRPC (metrics, logs, traces); empty disables")
+	fs.StringVar(&f.otlpHTTPAddress, "otlp.http-listen-address", ":4318", "address for OTLP/HTTP (/v1/{metrics,logs,traces}, also served on --web.listen-address); empty disables")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -237,6 +242,12 @@ func serve(args []string) error {
 	}
 
 	var g run.Group
+	// Logs and traces: OTLP and Loki receivers, embedded stores, forwarders.
+	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, mux, &g, reg, logger)
+	defer closeLogsTraces()
+	if err != nil {
+		return err
+	}
 	// Health scoring, failover decisions and their signals.
 	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, store), f.listenAddress, mux, &g, reg, logger); err != nil {
 		return err
