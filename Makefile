@@ -5,6 +5,7 @@ BIN       := bin/fleetgate
 PKGS      := ./...
 FUZZTIME  ?= 5s
 E2E_APT   := prometheus prometheus-alertmanager victoria-metrics
+TELEMETRYGEN_VERSION ?= v0.161.0
 
 .PHONY: build run test unit fuzz e2e e2e-deps bench lint fmt vet clean
 
@@ -37,12 +38,13 @@ fuzz:
 
 ## e2e: end-to-end tests against real Prometheus, Alertmanager and VictoriaMetrics
 e2e: e2e-deps
-	set -o pipefail; $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out
+	set -o pipefail; PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee e2e.out
 
 e2e-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null || ! command -v victoria-metrics >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(E2E_APT); \
 	fi
+	@PATH="$$PATH:$$($(GO) env GOPATH)/bin" command -v telemetrygen >/dev/null || $(GO) install github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@$(TELEMETRYGEN_VERSION)
 
 ## bench: Go benchmarks of the hot paths (comparison runner: see bench/README.md)
 bench:

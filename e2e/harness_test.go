@@ -182,9 +182,9 @@ func tail(s string, n int) string {
 // Fleetgate is a running fleetgate process.
 type Fleetgate struct {
 	*Proc
-	URL     string
-	Dir     string
-	Config  string
+	URL      string
+	Dir      string
+	Config   string
 	OTLPGRPC string
 	OTLPHTTP string
 }
@@ -201,6 +201,10 @@ func startFleetgate(t *testing.T, cfg string, extra ...string) *Fleetgate {
 		"--storage.path", filepath.Join(dir, "data"),
 		"--log.level", "debug",
 	}
+	// OTLP listens on free ports too, so parallel fleetgates never collide on :4317/:4318.
+	fg.OTLPGRPC = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	fg.OTLPHTTP = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	args = append(args, "--otlp.grpc-listen-address", fg.OTLPGRPC, "--otlp.http-listen-address", fg.OTLPHTTP)
 	if cfg != "" {
 		fg.Config = filepath.Join(dir, "fleetgate.yml")
 		require.NoError(t, os.WriteFile(fg.Config, []byte(cfg), 0o644))

@@ -71,14 +71,14 @@ type tokenEntry struct {
 
 // Registry maps credentials to clusters and keeps what each cluster sent.
 type Registry struct {
-	onConflict  ConflictPolicy
-	devDefault  string
-	tokens      []tokenEntry
-	tlsNames    map[string]*Cluster
-	configured  []*Cluster
-	now         func() time.Time
-	mu          sync.RWMutex
-	byName      map[string]*Cluster
+	onConflict ConflictPolicy
+	devDefault string
+	tokens     []tokenEntry
+	tlsNames   map[string]*Cluster
+	configured []*Cluster
+	now        func() time.Time
+	mu         sync.RWMutex
+	byName     map[string]*Cluster
 }
 
 // NewRegistry builds the registry from a validated config, reading the secrets.

@@ -263,12 +263,12 @@ func intParam(r *http.Request, name string, def int) (int, error) {
 
 type noRules struct{}
 
-func (noRules) RuleGroups() []*rules.Group            { return nil }
+func (noRules) RuleGroups() []*rules.Group           { return nil }
 func (noRules) AlertingRules() []*rules.AlertingRule { return nil }
 
 type noTargets struct{}
 
-func (noTargets) ScrapePools() []string                        { return []string{} }
+func (noTargets) ScrapePools() []string                       { return []string{} }
 func (noTargets) TargetsActive() map[string][]*scrape.Target  { return map[string][]*scrape.Target{} }
 func (noTargets) TargetsDropped() map[string][]*scrape.Target { return map[string][]*scrape.Target{} }
 func (noTargets) TargetsDroppedCounts() map[string]int        { return map[string]int{} }

@@ -27,10 +27,14 @@ type Success struct {
 }
 
 // WriteSuccess writes data in the success envelope.
-func WriteSuccess(w http.ResponseWriter, data any) { writeJSON(w, http.StatusOK, Success{Status: "success", Data: data}) }
+func WriteSuccess(w http.ResponseWriter, data any) {
+	writeJSON(w, http.StatusOK, Success{Status: "success", Data: data})
+}
 
 // WriteError writes Prometheus's JSON error shape with the given status.
-func WriteError(w http.ResponseWriter, status int, errType, msg string) { writeError(w, status, errType, msg) }
+func WriteError(w http.ResponseWriter, status int, errType, msg string) {
+	writeError(w, status, errType, msg)
+}
 
 // writeError writes Prometheus's JSON error shape.
 func writeError(w http.ResponseWriter, status int, errType, msg string) {
@@ -46,10 +50,10 @@ func (noTSDB) CleanTombstones() error { return errNoTSDB }
 func (noTSDB) Delete(context.Context, int64, int64, ...*labels.Matcher) error {
 	return errNoTSDB
 }
-func (noTSDB) Snapshot(string, bool) error                      { return errNoTSDB }
-func (noTSDB) Stats(string, int) (*tsdb.Stats, error)           { return nil, errNoTSDB }
-func (noTSDB) WALReplayStatus() (tsdb.WALReplayStatus, error)   { return tsdb.WALReplayStatus{}, nil }
-func (noTSDB) BlockMetas() ([]tsdb.BlockMeta, error)            { return nil, errNoTSDB }
+func (noTSDB) Snapshot(string, bool) error                    { return errNoTSDB }
+func (noTSDB) Stats(string, int) (*tsdb.Stats, error)         { return nil, errNoTSDB }
+func (noTSDB) WALReplayStatus() (tsdb.WALReplayStatus, error) { return tsdb.WALReplayStatus{}, nil }
+func (noTSDB) BlockMetas() ([]tsdb.BlockMeta, error)          { return nil, errNoTSDB }
 
 type noExemplars struct{}
 

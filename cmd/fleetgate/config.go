@@ -9,8 +9,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
+	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
@@ -20,14 +22,19 @@ import (
 // Config is the whole configuration file. Each part is owned and validated
 // by the package that uses it.
 type Config struct {
-	Clusters    []fleet.ClusterConfig `yaml:"clusters"`
-	Identity    identityConfig        `yaml:"identity"`
-	Ingest      pipeline.Config       `yaml:"ingest"`
-	RemoteWrite promrw.Config         `yaml:"remote_write"`
-	Storage     metrics.Config        `yaml:"storage"`
-	Query       query.Config          `yaml:"query"`
-	HA          pipeline.HAConfig     `yaml:"ha"`      // federation.go
-	Forward     remotewrite.Config    `yaml:"forward"` // federation.go
+	Clusters    []fleet.ClusterConfig  `yaml:"clusters"`
+	Identity    identityConfig         `yaml:"identity"`
+	Ingest      pipeline.Config        `yaml:"ingest"`
+	RemoteWrite promrw.Config          `yaml:"remote_write"`
+	Storage     metrics.Config         `yaml:"storage"`
+	Query       query.Config           `yaml:"query"`
+	Health      health.Config          `yaml:"health"`
+	Failover    failover.Config        `yaml:"failover"`
+	Signals     failover.SignalsConfig `yaml:"signals"`
+	HA          pipeline.HAConfig      `yaml:"ha"`      // federation.go
+	Forward     remotewrite.Config     `yaml:"forward"` // federation.go
+
+	logsTracesConfig `yaml:",inline"` // otlp, loki_push, logs_traces, logs_storage, traces_storage, forward_logs, forward_traces
 }
 
 type identityConfig struct {
@@ -64,7 +71,13 @@ func (c *Config) Validate() error {
 	if err := c.Forward.Validate(); err != nil {
 		return err
 	}
-	return c.Query.Validate()
+	if err := c.Query.Validate(); err != nil {
+		return err
+	}
+	if err := c.logsTracesConfig.Validate(); err != nil {
+		return err
+	}
+	return c.validateHealthFailover()
 }
 
 // loadConfig reads and validates a config file. An empty path gives the

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
@@ -45,11 +46,17 @@ type flags struct {
 	lookback      string
 	enablePprof   bool
 	set           map[string]string
+
+	otlpGRPCAddress string
+	otlpHTTPAddress string
 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		os.Exit(checkCommand(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "drill" {
+		os.Exit(drillCommand(os.Args[2:]))
 	}
 	if err := serve(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "fleetgate:", err)
@@ -95,6 +102,8 @@ func parseFlags(args []string) (*flags, error) {
 	fs.IntVar(&f.maxSamples, "query.max-samples", 0, "maximum samples a single query may load (default 50000000)")
 	fs.StringVar(&f.lookback, "query.lookback-delta", "", "how far back to look for a sample of an instant vector (default 5m)")
 	fs.BoolVar(&f.enablePprof, "web.enable-pprof", false, "serve /debug/pprof")
+	fs.StringVar(&f.otlpGRPCAddress, "otlp.grpc-listen-address", ":4317", "address for OTLP/gRPC (metrics, logs, traces); empty disables")
+	fs.StringVar(&f.otlpHTTPAddress, "otlp.http-listen-address", ":4318", "address for OTLP/HTTP (/v1/{metrics,logs,traces}, also served on --web.listen-address); empty disables")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -239,6 +248,16 @@ func serve(args []string) error {
 
 	var g run.Group
 	fed.actors(&g)
+	// Logs and traces: OTLP and Loki receivers, embedded stores, forwarders.
+	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, mux, &g, reg, logger)
+	defer closeLogsTraces()
+	if err != nil {
+		return err
+	}
+	// Health scoring, failover decisions and their signals, over every cluster.
+	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, mux, &g, reg, logger); err != nil {
+		return err
+	}
 	// Termination on SIGINT/SIGTERM.
 	{
 		ctx, cancel := context.WithCancel(context.Background())
@@ -318,5 +337,3 @@ func listen(f *flags, h http.Handler, logger *slog.Logger) (*http.Server, net.Li
 	srv.TLSConfig = tc
 	return srv, tls.NewListener(ln, tc), nil
 }
-
-

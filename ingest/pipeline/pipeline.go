@@ -467,3 +467,6 @@ func (b *Batch) Commit() (Written, error) {
 
 // MetadataSink is where metric metadata goes, or nil.
 func (p *Pipeline) MetadataSink() MetadataSink { return p.meta }
+
+// Rejected is the number of samples rejected so far (reported by Commit).
+func (b *Batch) Rejected() int { return b.badN }

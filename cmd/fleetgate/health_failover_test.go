@@ -1,0 +1,102 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/health"
+	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/store/metrics"
+)
+
+func TestHealthFailoverConfigErrorsNameTheField(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "tok")
+	require.NoError(t, os.WriteFile(tok, []byte("t"), 0o600))
+	base := "clusters: [{name: eu-1, credentials: {bearer_token_file: " + tok + "}}]\n"
+	for _, tc := range []struct{ cfg, want string }{
+		{"health: {interval: 1s, suspect_interval: 2s}", "health.suspect_interval"},
+		{"health: {signals: [{name: x, expr: 'sum(', good: 1}]}", "health.signals[0] (x).expr"},
+		{"failover: {groups: [{name: web, mode: active-passive, clusters: [eu-9]}]}", "failover.groups[0] (web).clusters[0]: unknown cluster \"eu-9\""},
+		{"failover: {groups: [{name: web, mode: sideways, clusters: [eu-1]}]}", "failover.groups[0] (web).mode"},
+		{"failover: {groups: [{name: web, mode: active-active, clusters: [eu-1], dns: {namespace: x, hostname: a.example.com, targets: {eu-1: [1.2.3.4]}}}]}", "needs signals.kubernetes.dns_endpoints"},
+		{"signals: {webhooks: [{name: h, url: 'not a url'}]}", "signals.webhooks[0].url"},
+		{"signals: {alertmanagers: [{url: 'ftp://x'}]}", "signals.alertmanagers[0].url"},
+		{"signals: {kubernetes: {leader_election: {enabled: true}}}", "signals.kubernetes.leader_election.namespace"},
+		{"failover: {groups: [{name: web, mode: active-active, clusters: [eu-1], fail_afterr: 3}]}", "fail_afterr"},
+	} {
+		p := filepath.Join(dir, "c.yml")
+		require.NoError(t, os.WriteFile(p, []byte(base+tc.cfg+"\n"), 0o644))
+		_, err := loadConfig(p)
+		require.Error(t, err, tc.cfg)
+		require.Contains(t, err.Error(), tc.want)
+	}
+}
+
+func TestHealthFailoverRoutes(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "tok")
+	require.NoError(t, os.WriteFile(tok, []byte("t"), 0o600))
+	p := filepath.Join(dir, "c.yml")
+	require.NoError(t, os.WriteFile(p, []byte("clusters: [{name: eu-1, credentials: {bearer_token_file: "+tok+"}}]\n"+
+		"failover: {groups: [{name: web, mode: active-active, clusters: [eu-1]}]}\n"), 0o644))
+	cfg, err := loadConfig(p)
+	require.NoError(t, err)
+	cfg.Storage.Path = filepath.Join(dir, "data")
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := prometheus.NewRegistry()
+	fr, err := fleet.NewRegistry(cfg.fleet())
+	require.NoError(t, err)
+	st, err := metrics.Open(metrics.Config{Path: cfg.Storage.Path}, nil, logger)
+	require.NoError(t, err)
+	defer st.Close()
+	mux := http.NewServeMux()
+	var g run.Group
+	require.NoError(t, setupHealthFailover(cfg, fr, health.NewEngineQuerier(query.NewEngine(cfg.Query, reg, logger), st), ":0", mux, &g, reg, logger))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	for _, tc := range []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"GET", "/api/v1/clusters/eu-1/health", "", 200, `"state":"unknown"`},
+		{"GET", "/api/v1/clusters/mars/health", "", 404, `cluster \"mars\" is not known`},
+		{"GET", "/health/clusters/eu-1", "", 503, `"state":"unknown"`},
+		{"GET", "/health/clusters/mars", "", 404, "mars"},
+		{"GET", "/api/v1/failover/events?after=x", "", 400, "after"},
+		{"GET", "/api/v1/failover/events?limit=0", "", 400, "limit"},
+		{"GET", "/api/v1/failover/events", "", 200, `"data":[]`},
+		{"GET", "/api/v1/failover/groups", "", 200, `"serving":["eu-1"]`},
+		{"POST", "/api/v1/failover/groups/web/freeze", "{not json", 400, "request body"},
+		{"POST", "/api/v1/failover/groups/web/freeze", `{"duration":"-5m"}`, 400, "duration"},
+		{"DELETE", "/api/v1/failover/groups/web/freeze", "", 400, "not frozen"},
+		{"POST", "/api/v1/failover/groups/nope/freeze", "", 404, "nope"},
+		{"POST", "/api/v1/failover/groups/web/override", `{"clusters":[]}`, 400, "at least one cluster"},
+		{"POST", "/api/v1/failover/groups/web/freeze", `{"reason":"maintenance","duration":"10m"}`, 200, `"kind":"freeze"`},
+		{"GET", "/api/v1/failover/drill", "", 400, "cluster: missing"},
+		{"GET", "/api/v1/failover/drill?cluster=mars", "", 404, "mars"},
+		{"POST", "/api/v1/failover/drill?cluster=eu-1", "", 200, `"cluster":"eu-1"`},
+	} {
+		req, err := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, tc.code, resp.StatusCode, "%s %s: %s", tc.method, tc.path, b)
+		require.Contains(t, string(b), tc.want, "%s %s", tc.method, tc.path)
+	}
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/fleetgate/fleetgate/fleet"
+	lokifwd "github.com/fleetgate/fleetgate/forward/loki"
+	otlpfwd "github.com/fleetgate/fleetgate/forward/otlp"
+	"github.com/fleetgate/fleetgate/forward/queue"
+	lokiin "github.com/fleetgate/fleetgate/ingest/loki"
+	"github.com/fleetgate/fleetgate/ingest/otlp"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/signals"
+	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/store/logs"
+	"github.com/fleetgate/fleetgate/store/traces"
+)
+
+// logsTracesConfig is the part of Config owned by the logs and traces
+// signals (issue 5): OTLP and Loki receivers, embedded stores, forwarders.
+type logsTracesConfig struct {
+	OTLP          otlp.Config        `yaml:"otlp"`
+	LokiPush      lokiin.Config      `yaml:"loki_push"`
+	Signals       signals.Config     `yaml:"logs_traces"`
+	LogsStorage   logs.Config        `yaml:"logs_storage"`
+	TracesStorage traces.Config      `yaml:"traces_storage"`
+	ForwardLogs   []queue.HTTPConfig `yaml:"forward_logs"`
+	ForwardTraces []queue.HTTPConfig `yaml:"forward_traces"`
+}
+
+// Validate names the first bad field.
+func (c *logsTracesConfig) Validate() error {
+	for _, v := range []interface{ Validate() error }{&c.OTLP, &c.LokiPush, &c.Signals, &c.LogsStorage, &c.TracesStorage} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	for field, list := range map[string][]queue.HTTPConfig{"forward_logs": c.ForwardLogs, "forward_traces": c.ForwardTraces} {
+		seen := map[string]bool{}
+		for i := range list {
+			f := fmt.Sprintf("%s[%d]", field, i)
+			if err := list[i].Validate(f); err != nil {
+				return err
+			}
+			if seen[list[i].Name] {
+				return fmt.Errorf("%s.name: duplicate destination name %q", f, list[i].Name)
+			}
+			seen[list[i].Name] = true
+		}
+	}
+	return nil
+}
+
+// setupLogsTraces builds the log and trace parts, mounts their HTTP
+// endpoints on mux and adds their actors (stores, forwarders, derived
+// metrics, OTLP listeners) to g. The returned function closes the stores.
+func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, pipe *pipeline.Pipeline,
+	mux *http.ServeMux, g *run.Group, reg prometheus.Registerer, logger *slog.Logger) (func(), error) {
+	var closers []func() error
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			if err := closers[i](); err != nil {
+				logger.Error("closing log/trace store", "err", err)
+			}
+		}
+	}
+	addRun := func(run func(context.Context) error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return run(ctx) }, func(error) { cancel() })
+	}
+	var logSinks []signals.LogsSink
+	var traceSinks []signals.TracesSink
+
+	// Embedded stores (the default), with the Loki and Tempo read APIs.
+	if !cfg.LogsStorage.Disabled {
+		st, err := logs.Open(f.storagePath, cfg.LogsStorage, reg, logger)
+		if err != nil {
+			return closeAll, err
+		}
+		closers = append(closers, st.Close)
+		logSinks = append(logSinks, st)
+		addRun(st.Run)
+		query.NewLokiAPI(st).Register(mux)
+	}
+	if !cfg.TracesStorage.Disabled {
+		st, err := traces.Open(f.storagePath, cfg.TracesStorage, reg, logger)
+		if err != nil {
+			return closeAll, err
+		}
+		closers = append(closers, st.Close)
+		traceSinks = append(traceSinks, st)
+		addRun(st.Run)
+		query.NewTempoAPI(st).Register(mux)
+	}
+
+	// Forwarders, each with a durable queue under <storage.path>/forward/.
+	if len(cfg.ForwardLogs)+len(cfg.ForwardTraces) > 0 {
+		m, err := queue.NewMetrics(reg)
+		if err != nil {
+			return closeAll, err
+		}
+		for _, fc := range cfg.ForwardLogs {
+			fw, err := lokifwd.New(fc, filepath.Join(f.storagePath, "forward", "loki", fc.Name), m, logger)
+			if err != nil {
+				return closeAll, fmt.Errorf("forward_logs %s: %w", fc.Name, err)
+			}
+			closers = append(closers, fw.Close)
+			logSinks = append(logSinks, fw)
+			addRun(fw.Run)
+		}
+		for _, fc := range cfg.ForwardTraces {
+			fw, err := otlpfwd.New(fc, filepath.Join(f.storagePath, "forward", "otlp", fc.Name), m, logger)
+			if err != nil {
+				return closeAll, fmt.Errorf("forward_traces %s: %w", fc.Name, err)
+			}
+			closers = append(closers, fw.Close)
+			traceSinks = append(traceSinks, fw)
+			addRun(fw.Run)
+		}
+	}
+
+	// Identity, limits, fan-out and derived metrics.
+	sig, err := signals.New(cfg.Signals, fleetReg, pipe, logSinks, traceSinks, reg, logger)
+	if err != nil {
+		return closeAll, err
+	}
+	addRun(sig.Run)
+
+	// Receivers.
+	lh, err := lokiin.NewHandler(cfg.LokiPush, sig, reg, logger)
+	if err != nil {
+		return closeAll, err
+	}
+	mux.Handle("POST /loki/api/v1/push", lh)
+	rc, err := otlp.New(cfg.OTLP, pipe, sig, reg, logger)
+	if err != nil {
+		return closeAll, err
+	}
+	rc.Register(mux)
+
+	if f.otlpHTTPAddress != "" {
+		omux := http.NewServeMux()
+		rc.Register(omux)
+		of := *f
+		of.listenAddress = f.otlpHTTPAddress
+		srv, ln, err := listen(&of, omux, logger)
+		if err != nil {
+			return closeAll, fmt.Errorf("--otlp.http-listen-address: %w", err)
+		}
+		g.Add(func() error {
+			logger.Info("OTLP/HTTP listening", "address", ln.Addr().String())
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("OTLP/HTTP server: %w", err)
+			}
+			return nil
+		}, func(error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		})
+	}
+	if f.otlpGRPCAddress != "" {
+		opts := rc.ServerOptions()
+		if f.tlsCert != "" {
+			tc, err := grpcTLS(f)
+			if err != nil {
+				return closeAll, err
+			}
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+		}
+		gs := grpc.NewServer(opts...)
+		rc.RegisterGRPC(gs)
+		ln, err := net.Listen("tcp", f.otlpGRPCAddress)
+		if err != nil {
+			return closeAll, fmt.Errorf("--otlp.grpc-listen-address %s: %w", f.otlpGRPCAddress, err)
+		}
+		g.Add(func() error {
+			logger.Info("OTLP/gRPC listening", "address", ln.Addr().String())
+			if err := gs.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("OTLP/gRPC server: %w", err)
+			}
+			return nil
+		}, func(error) {
+			done := make(chan struct{})
+			go func() { gs.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				gs.Stop()
+			}
+		})
+	}
+	return closeAll, nil
+}
+
+// grpcTLS is the TLS config of the OTLP gRPC listener: the web certificate,
+// and client certificates verified by --web.client-ca-file when given.
+func grpcTLS(f *flags) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--web.tls-cert-file/--web.tls-key-file: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if f.clientCA != "" {
+		pem, err := os.ReadFile(f.clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--web.client-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--web.client-ca-file %s: no PEM certificates", f.clientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}

@@ -1,0 +1,306 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+
+	"github.com/fleetgate/fleetgate/health"
+)
+
+// SignalsConfig is the `signals:` section: where decisions go.
+type SignalsConfig struct {
+	// ExternalURL is how receivers reach this fleetgate (links in alerts).
+	ExternalURL   string               `yaml:"external_url"`
+	Alertmanagers []AlertmanagerConfig `yaml:"alertmanagers"`
+	// AlertmanagerResendInterval: firing alerts are re-sent this often (default 1m).
+	AlertmanagerResendInterval model.Duration   `yaml:"alertmanager_resend_interval"`
+	Webhooks                   []WebhookConfig  `yaml:"webhooks"`
+	Kubernetes                 KubernetesConfig `yaml:"kubernetes"`
+	Retry                      RetryConfig      `yaml:"retry"`
+}
+
+// RetryConfig is the outbox's retry backoff.
+type RetryConfig struct {
+	MinBackoff model.Duration `yaml:"min_backoff"`
+	MaxBackoff model.Duration `yaml:"max_backoff"`
+}
+
+// KubernetesConfig enables the Kubernetes parts: DNSEndpoint writing and
+// leader election.
+type KubernetesConfig struct {
+	// Kubeconfig path; empty uses the in-cluster configuration.
+	Kubeconfig     string               `yaml:"kubeconfig"`
+	DNSEndpoints   bool                 `yaml:"dns_endpoints"`
+	LeaderElection LeaderElectionConfig `yaml:"leader_election"`
+}
+
+// Enabled reports whether fleetgate needs a Kubernetes client.
+func (k KubernetesConfig) Enabled() bool { return k.DNSEndpoints || k.LeaderElection.Enabled }
+
+// Validate names the first bad field.
+func (c *SignalsConfig) Validate() error {
+	if c.ExternalURL != "" {
+		if u, err := url.Parse(c.ExternalURL); err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("signals.external_url: %q is not an absolute URL", c.ExternalURL)
+		}
+	}
+	for i, am := range c.Alertmanagers {
+		u, err := url.Parse(am.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("signals.alertmanagers[%d].url: %q is not an http(s) URL", i, am.URL)
+		}
+		if am.Timeout < 0 {
+			return fmt.Errorf("signals.alertmanagers[%d].timeout: must not be negative", i)
+		}
+	}
+	if c.AlertmanagerResendInterval < 0 {
+		return fmt.Errorf("signals.alertmanager_resend_interval: must not be negative")
+	}
+	names := map[string]bool{}
+	for i := range c.Webhooks {
+		f := fmt.Sprintf("signals.webhooks[%d]", i)
+		if err := c.Webhooks[i].Validate(f); err != nil {
+			return err
+		}
+		if names[c.Webhooks[i].Name] {
+			return fmt.Errorf("%s.name: %q is used twice", f, c.Webhooks[i].Name)
+		}
+		names[c.Webhooks[i].Name] = true
+	}
+	if c.Retry.MinBackoff < 0 || c.Retry.MaxBackoff < 0 || (c.Retry.MaxBackoff != 0 && c.Retry.MaxBackoff < c.Retry.MinBackoff) {
+		return fmt.Errorf("signals.retry: min_backoff and max_backoff must be positive with min_backoff <= max_backoff")
+	}
+	return c.Kubernetes.LeaderElection.Validate()
+}
+
+// Controller runs failover: it feeds health evaluations to the engine,
+// logs every decision durably, queues its signals in the outbox and
+// delivers them while this replica leads.
+type Controller struct {
+	engine      *Engine
+	log         *EventLog
+	outbox      *Outbox
+	sinks       []Sink
+	am          []*AlertmanagerSink
+	leader      Leader
+	resend      time.Duration
+	externalURL string
+	logger      *slog.Logger
+	now         func() time.Time
+
+	mu        sync.Mutex // serializes decisions with their logging and queueing
+	decisions *prometheus.CounterVec
+	errors    prometheus.Counter
+}
+
+// ControllerOptions are a Controller's parts.
+type ControllerOptions struct {
+	Engine      *Engine
+	Log         *EventLog
+	Outbox      *Outbox
+	Sinks       []Sink
+	Leader      Leader
+	Resend      time.Duration
+	ExternalURL string
+	Registerer  prometheus.Registerer
+	Logger      *slog.Logger
+}
+
+// NewController wires the parts; the engine is restored from the log.
+func NewController(o ControllerOptions) (*Controller, error) {
+	if o.Leader == nil {
+		o.Leader = Standalone{}
+	}
+	if o.Resend <= 0 {
+		o.Resend = time.Minute
+	}
+	c := &Controller{engine: o.Engine, log: o.Log, outbox: o.Outbox, sinks: o.Sinks, leader: o.Leader, resend: o.Resend,
+		externalURL: o.ExternalURL, logger: o.Logger, now: time.Now,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetgate_failover_decisions_total",
+			Help: "Failover decisions by group and kind."}, []string{"group", "kind"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetgate_failover_record_errors_total",
+			Help: "Decisions that could not be logged or queued."}),
+	}
+	for _, s := range o.Sinks {
+		if am, ok := s.(*AlertmanagerSink); ok {
+			c.am = append(c.am, am)
+		}
+	}
+	if o.Registerer != nil {
+		for _, col := range []prometheus.Collector{c.decisions, c.errors} {
+			if err := o.Registerer.Register(col); err != nil {
+				return nil, fmt.Errorf("registering failover metrics: %w", err)
+			}
+		}
+	}
+	c.engine.Restore(c.log.Events(0, "", 0))
+	return c, nil
+}
+
+// OnResults is a health.Subscriber.
+func (c *Controller) OnResults(_ context.Context, now time.Time, results []health.Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	evs := c.engine.Observe(now, results)
+	if err := c.recordLocked(evs); err != nil {
+		c.errors.Inc()
+		c.logger.Error("recording failover decision", "err", err)
+	}
+}
+
+// recordLocked logs events durably, then queues their signals.
+func (c *Controller) recordLocked(evs []Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	evs, err := c.log.Append(evs)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ev := range evs {
+		c.decisions.WithLabelValues(ev.Group, ev.Kind).Inc()
+		c.logger.Info("failover decision", "id", ev.ID, "group", ev.Group, "kind", ev.Kind, "cluster", ev.Cluster, "serving", ev.Serving, "reason", ev.Reason)
+		for _, s := range c.sinks {
+			ps, err := s.Payloads(ev)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("sink %s: %w", s.Name(), err))
+				continue
+			}
+			for _, p := range ps {
+				if err := c.outbox.Enqueue(s.Name(), ev.ID, ev.Time, p); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Controller) operator(f func(now time.Time) (Event, error)) (Event, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ev, err := f(c.now())
+	if err != nil {
+		return Event{}, err
+	}
+	if err := c.recordLocked([]Event{ev}); err != nil {
+		return Event{}, err
+	}
+	got := c.log.Events(0, ev.Group, 1)
+	if len(got) == 1 {
+		ev = got[0]
+	}
+	return ev, nil
+}
+
+// Freeze stops automatic decisions of a group (until may be zero: no end).
+func (c *Controller) Freeze(group, reason string, until time.Time) (Event, error) {
+	f := &Freeze{Reason: reason}
+	if !until.IsZero() {
+		f.Until = &until
+	}
+	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, f) })
+}
+
+// Unfreeze resumes automatic decisions.
+func (c *Controller) Unfreeze(group string) (Event, error) {
+	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, nil) })
+}
+
+// Override pins the serving clusters of a group.
+func (c *Controller) Override(group string, clusters []string, reason string, until time.Time) (Event, error) {
+	o := &Override{Clusters: clusters, Reason: reason}
+	if !until.IsZero() {
+		o.Until = &until
+	}
+	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, o) })
+}
+
+// ClearOverride releases an override.
+func (c *Controller) ClearOverride(group string) (Event, error) {
+	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, nil) })
+}
+
+// Events lists logged decisions.
+func (c *Controller) Events(after uint64, group string, limit int) []Event {
+	return c.log.Events(after, group, limit)
+}
+
+// Status is the live state of every group.
+func (c *Controller) Status() []GroupStatus { return c.engine.Status() }
+
+// Run delivers queued signals (one loop per sink) and re-sends firing
+// alerts to Alertmanager until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	// State-publishing sinks start from the live (restored) state.
+	for _, s := range c.sinks {
+		sy, ok := s.(Syncer)
+		if !ok || c.outbox.Pending(s.Name()) > 0 {
+			continue
+		}
+		ps, err := sy.SyncPayloads(c.engine.Status())
+		if err != nil {
+			return fmt.Errorf("sink %s: %w", s.Name(), err)
+		}
+		for _, p := range ps {
+			if err := c.outbox.Enqueue(s.Name(), 0, c.now(), p); err != nil {
+				return err
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(c.sinks)+1)
+	for _, s := range c.sinks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.outbox.Deliver(ctx, s, c.leader); err != nil {
+				errc <- fmt.Errorf("sink %s: %w", s.Name(), err)
+			}
+		}()
+	}
+	if len(c.am) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.resendLoop(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+func (c *Controller) resendLoop(ctx context.Context) {
+	t := time.NewTicker(c.resend)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !c.leader.IsLeader() {
+			continue
+		}
+		for _, am := range c.am {
+			// Only once its queue is empty: a re-send must not overtake a queued resolve.
+			if c.outbox.Pending(am.Name()) > 0 {
+				continue
+			}
+			as := stateAlerts(c.engine.Status(), c.now(), c.externalURL)
+			if err := am.Resend(ctx, as); err != nil {
+				c.logger.Warn("re-sending firing alerts", "alertmanager", am.Name(), "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+// HTTPConfig is the destination part of a forwarder's config.
+type HTTPConfig struct {
+	// Name identifies the destination in metrics and names its queue directory.
+	Name string `yaml:"name"`
+	// URL of the destination's push endpoint.
+	URL string `yaml:"url"`
+	// BearerTokenFile holds a token sent as Authorization: Bearer.
+	BearerTokenFile string `yaml:"bearer_token_file"`
+	// Headers are extra request headers (e.g. X-Scope-OrgID).
+	Headers map[string]string `yaml:"headers"`
+	// Timeout of one request (default 30s).
+	Timeout model.Duration `yaml:"timeout"`
+	// QueueMaxBytes bounds the on-disk queue (default 1 GiB).
+	QueueMaxBytes int64 `yaml:"queue_max_bytes"`
+	// MinBackoff and MaxBackoff bound retry delays (defaults 100ms and 30s).
+	MinBackoff model.Duration `yaml:"min_backoff"`
+	MaxBackoff model.Duration `yaml:"max_backoff"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// Validate names the first bad field, prefixed with field (e.g. "forward_logs[0]").
+func (c *HTTPConfig) Validate(field string) error {
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("%s.name: %q must be 1-63 letters, digits, '.', '_' or '-'", field, c.Name)
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s (%s).url: %q is not an http(s) URL", field, c.Name, c.URL)
+	}
+	if c.Timeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.QueueMaxBytes < 0 {
+		return fmt.Errorf("%s (%s): timeout, min_backoff, max_backoff and queue_max_bytes must not be negative", field, c.Name)
+	}
+	if c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
+		return fmt.Errorf("%s (%s).min_backoff: %s is more than max_backoff %s", field, c.Name, c.MinBackoff, c.MaxBackoff)
+	}
+	for k := range c.Headers {
+		if strings.EqualFold(k, "Authorization") {
+			return fmt.Errorf("%s (%s).headers: set Authorization with bearer_token_file, not in the config text", field, c.Name)
+		}
+	}
+	return nil
+}
+
+// Options returns the queue options of the config.
+func (c *HTTPConfig) Options() Options {
+	return Options{MaxBytes: c.QueueMaxBytes, MinBackoff: time.Duration(c.MinBackoff), MaxBackoff: time.Duration(c.MaxBackoff)}
+}
+
+// HTTPSender posts records to a URL, classifying answers the way Prometheus
+// remote-write and the OTLP spec do: 2xx delivered; 429, 502, 503, 504, other
+// 5xx and network errors retried; other 4xx refused for good.
+type HTTPSender struct {
+	cfg     HTTPConfig
+	client  *http.Client
+	headers http.Header
+	token   string
+}
+
+// NewHTTPSender builds the sender; contentHeaders are set on every request.
+func NewHTTPSender(cfg HTTPConfig, contentHeaders map[string]string) (*HTTPSender, error) {
+	s := &HTTPSender{cfg: cfg, headers: http.Header{}}
+	if cfg.BearerTokenFile != "" {
+		b, err := os.ReadFile(cfg.BearerTokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.bearer_token_file: %w", cfg.Name, err)
+		}
+		s.token = strings.TrimSpace(string(b))
+	}
+	t := time.Duration(cfg.Timeout)
+	if t == 0 {
+		t = 30 * time.Second
+	}
+	s.client = &http.Client{Timeout: t}
+	for k, v := range cfg.Headers {
+		s.headers.Set(k, v)
+	}
+	for k, v := range contentHeaders {
+		s.headers.Set(k, v)
+	}
+	s.headers.Set("User-Agent", "fleetgate")
+	return s, nil
+}
+
+// Post sends body to the URL.
+func (s *HTTPSender) Post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return &PermanentError{err}
+	}
+	req.Header = s.headers.Clone()
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("posting to %s: %w", s.cfg.Name, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	switch {
+	case resp.StatusCode/100 == 2:
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode/100 == 5:
+		return fmt.Errorf("%s answered %s: %s", s.cfg.Name, resp.Status, bytes.TrimSpace(msg))
+	}
+	return &PermanentError{fmt.Errorf("%s answered %s: %s", s.cfg.Name, resp.Status, bytes.TrimSpace(msg))}
+}

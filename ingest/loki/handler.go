@@ -1,0 +1,305 @@
+// Package loki receives Loki push requests (POST /loki/api/v1/push):
+// snappy-compressed protobuf and JSON, optionally gzip-encoded, with
+// structured metadata, decoded into github.com/grafana/loki/pkg/push types.
+package loki
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/grafana/loki/pkg/push"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/signals"
+)
+
+// Config of the Loki push receiver.
+type Config struct {
+	// MaxRequestBytes bounds the (compressed) body, MaxDecodedBytes the
+	// decoded message; larger requests get 413.
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+	MaxDecodedBytes int `yaml:"max_decoded_bytes"`
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if c.MaxRequestBytes < 0 {
+		return fmt.Errorf("loki_push.max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
+	}
+	if c.MaxDecodedBytes < 0 {
+		return fmt.Errorf("loki_push.max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
+	}
+	return nil
+}
+
+// Handler serves POST /loki/api/v1/push.
+type Handler struct {
+	cfg      Config
+	sig      *signals.Signals
+	logger   *slog.Logger
+	requests *prometheus.CounterVec
+}
+
+// NewHandler builds the receiver. r may be nil.
+func NewHandler(cfg Config, sig *signals.Signals, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxRequestBytes == 0 {
+		cfg.MaxRequestBytes = 16 << 20
+	}
+	if cfg.MaxDecodedBytes == 0 {
+		cfg.MaxDecodedBytes = 64 << 20
+	}
+	h := &Handler{cfg: cfg, sig: sig, logger: logger,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetgate_loki_push_requests_total", Help: "Loki push requests by format and HTTP status code.",
+		}, []string{"format", "code"}),
+	}
+	if r != nil {
+		if err := r.Register(h.requests); err != nil {
+			return nil, fmt.Errorf("registering Loki push metrics: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// Format of a push body.
+type Format int
+
+const (
+	FormatProtobuf Format = iota // snappy-compressed push.PushRequest
+	FormatJSON
+)
+
+func (f Format) String() string {
+	if f == FormatJSON {
+		return "json"
+	}
+	return "protobuf"
+}
+
+type statusError struct {
+	status int
+	err    error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
+
+func errStatus(status int, format string, args ...any) error {
+	return &statusError{status, fmt.Errorf(format, args...)}
+}
+
+// Status is the HTTP status for an error of Decode or the signals hub.
+func Status(err error) int {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.status
+	}
+	return pipeline.ErrorStatus(err)
+}
+
+// FormatOf chooses the body format from the Content-Type: protobuf when
+// empty or application/x-protobuf, JSON for application/json.
+func FormatOf(contentType string) (Format, error) {
+	if contentType == "" {
+		return FormatProtobuf, nil
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return 0, errStatus(http.StatusUnsupportedMediaType, "bad Content-Type %q: %v", contentType, err)
+	}
+	switch mt {
+	case "application/x-protobuf", "application/protobuf":
+		return FormatProtobuf, nil
+	case "application/json":
+		return FormatJSON, nil
+	}
+	return 0, errStatus(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want application/x-protobuf (snappy) or application/json", contentType)
+}
+
+// Decode decodes a push body (already gunzipped) of the given format.
+func Decode(body []byte, f Format, maxDecoded int) (*push.PushRequest, error) {
+	req := &push.PushRequest{}
+	switch f {
+	case FormatJSON:
+		if err := decodeJSON(body, req); err != nil {
+			return nil, errStatus(http.StatusBadRequest, "decoding JSON push request: %w", err)
+		}
+	default:
+		n, err := snappy.DecodedLen(body)
+		if err != nil {
+			return nil, errStatus(http.StatusBadRequest, "decoding snappy body of protobuf push request: %w", err)
+		}
+		if n > maxDecoded {
+			return nil, errStatus(http.StatusRequestEntityTooLarge, "decoded push request is %d bytes, more than loki_push.max_decoded_bytes (%d)", n, maxDecoded)
+		}
+		raw, err := snappy.Decode(nil, body)
+		if err != nil {
+			return nil, errStatus(http.StatusBadRequest, "decoding snappy body of protobuf push request: %w", err)
+		}
+		if err := req.Unmarshal(raw); err != nil {
+			return nil, errStatus(http.StatusBadRequest, "decoding protobuf push request: %w", err)
+		}
+	}
+	return req, nil
+}
+
+// jsonPush is Loki's JSON push shape.
+type jsonPush struct {
+	Streams []struct {
+		Stream map[string]string   `json:"stream"`
+		Values [][]json.RawMessage `json:"values"`
+	} `json:"streams"`
+}
+
+func decodeJSON(body []byte, req *push.PushRequest) error {
+	var jp jsonPush
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&jp); err != nil {
+		return err
+	}
+	req.Streams = make([]push.Stream, 0, len(jp.Streams))
+	for i, s := range jp.Streams {
+		ls := labelString(s.Stream)
+		st := push.Stream{Labels: ls, Entries: make([]push.Entry, 0, len(s.Values))}
+		for j, v := range s.Values {
+			if len(v) < 2 || len(v) > 3 {
+				return fmt.Errorf("stream %d %s: value %d has %d elements, want [timestamp, line] or [timestamp, line, metadata]", i, ls, j, len(v))
+			}
+			var tsStr, line string
+			if err := json.Unmarshal(v[0], &tsStr); err != nil {
+				return fmt.Errorf("stream %d %s: value %d: timestamp must be a string of nanoseconds: %w", i, ls, j, err)
+			}
+			ns, err := strconv.ParseInt(tsStr, 10, 64)
+			if err != nil {
+				return fmt.Errorf("stream %d %s: value %d: timestamp %q is not nanoseconds since the epoch", i, ls, j, tsStr)
+			}
+			if err := json.Unmarshal(v[1], &line); err != nil {
+				return fmt.Errorf("stream %d %s: value %d: line must be a string: %w", i, ls, j, err)
+			}
+			e := push.Entry{Timestamp: time.Unix(0, ns).UTC(), Line: line}
+			if len(v) == 3 {
+				var md map[string]string
+				if err := json.Unmarshal(v[2], &md); err != nil {
+					return fmt.Errorf("stream %d %s: value %d: structured metadata must be an object of strings: %w", i, ls, j, err)
+				}
+				for _, k := range sortedKeys(md) {
+					e.StructuredMetadata = append(e.StructuredMetadata, push.LabelAdapter{Name: k, Value: md[k]})
+				}
+			}
+			st.Entries = append(st.Entries, e)
+		}
+		req.Streams = append(req.Streams, st)
+	}
+	return nil
+}
+
+// EncodeJSON writes req in Loki's JSON push shape (used by tests and the forwarder's peers).
+func EncodeJSON(req *push.PushRequest) ([]byte, error) {
+	type stream struct {
+		Stream map[string]string `json:"stream"`
+		Values [][]any           `json:"values"`
+	}
+	out := struct {
+		Streams []stream `json:"streams"`
+	}{}
+	for _, s := range req.Streams {
+		m, err := parseLabelString(s.Labels)
+		if err != nil {
+			return nil, err
+		}
+		st := stream{Stream: m}
+		for _, e := range s.Entries {
+			v := []any{strconv.FormatInt(e.Timestamp.UnixNano(), 10), e.Line}
+			if len(e.StructuredMetadata) > 0 {
+				md := map[string]string{}
+				for _, l := range e.StructuredMetadata {
+					md[l.Name] = l.Value
+				}
+				v = append(v, md)
+			}
+			st.Values = append(st.Values, v)
+		}
+		out.Streams = append(out.Streams, st)
+	}
+	return json.Marshal(out)
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	format := FormatProtobuf
+	status, err := h.serve(r, &format)
+	h.requests.WithLabelValues(format.String(), strconv.Itoa(status)).Inc()
+	if err != nil {
+		if status >= 500 {
+			h.logger.Error("Loki push failed", "err", err)
+		} else {
+			h.logger.Debug("Loki push rejected", "status", status, "err", err)
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) serve(r *http.Request, format *Format) (int, error) {
+	cluster, err := h.sig.Registry().Identify(fleet.CredentialFromHTTP(r))
+	if err != nil {
+		return http.StatusUnauthorized, err
+	}
+	f, err := FormatOf(r.Header.Get("Content-Type"))
+	if err != nil {
+		return Status(err), err
+	}
+	*format = f
+	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is %d bytes, more than loki_push.max_request_bytes (%d)", r.ContentLength, h.cfg.MaxRequestBytes)
+	}
+	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(h.cfg.MaxRequestBytes))
+	limit := h.cfg.MaxRequestBytes
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return http.StatusBadRequest, fmt.Errorf("decoding gzip body: %w", err)
+		}
+		defer zr.Close()
+		body = zr
+		limit = h.cfg.MaxDecodedBytes
+	default:
+		return http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Encoding %q: want gzip or none", enc)
+	}
+	buf, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is more than loki_push.max_request_bytes (%d)", h.cfg.MaxRequestBytes)
+		}
+		return http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
+	}
+	if len(buf) > limit {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("decoded request body is more than %d bytes", limit)
+	}
+	req, err := Decode(buf, f, h.cfg.MaxDecodedBytes)
+	if err != nil {
+		return Status(err), err
+	}
+	if err := h.sig.PushLogs(r.Context(), cluster, req.Streams); err != nil {
+		return Status(err), err
+	}
+	return http.StatusNoContent, nil
+}

@@ -1,0 +1,145 @@
+package otlp
+
+import (
+	"context"
+	"crypto/x509"
+	"net/http"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters compress with gzip by default
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/fleetgate/fleetgate/fleet"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+)
+
+// RegisterGRPC registers the three OTLP services on s.
+func (rc *Receiver) RegisterGRPC(s *grpc.Server) {
+	pmetricotlp.RegisterGRPCServer(s, &metricsServer{rc: rc})
+	plogotlp.RegisterGRPCServer(s, &logsServer{rc: rc})
+	ptraceotlp.RegisterGRPCServer(s, &tracesServer{rc: rc})
+}
+
+// ServerOptions are the gRPC server options the receiver needs (message size).
+func (rc *Receiver) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(rc.cfg.MaxRequestBytes)}
+}
+
+// credentialFromGRPC reads the bearer token from the authorization metadata
+// and the verified client certificate from the TLS peer.
+func credentialFromGRPC(ctx context.Context) fleet.Credential {
+	var c fleet.Credential
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, v := range md.Get("authorization") {
+			if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+				c.BearerToken = strings.TrimSpace(v[7:])
+			}
+		}
+		if v := md.Get(strings.ToLower(fleet.DevHeader)); len(v) > 0 {
+			c.Claimed = v[0]
+		}
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
+			var cert *x509.Certificate = ti.State.PeerCertificates[0]
+			c.PeerCert = cert
+		}
+	}
+	return c
+}
+
+func (rc *Receiver) grpcIdentify(ctx context.Context) (*fleet.Cluster, error) {
+	return rc.sig.Registry().Identify(credentialFromGRPC(ctx))
+}
+
+func (rc *Receiver) grpcError(signal string, err error, unauth bool) error {
+	s := statusOf(err)
+	if unauth {
+		s = http.StatusUnauthorized
+	}
+	outcome := "rejected"
+	if retryable(s) {
+		outcome = "retryable_error"
+	}
+	rc.requests.WithLabelValues(signal, "grpc", outcome).Inc()
+	if s >= 500 {
+		rc.logger.Error("OTLP export failed", "signal", signal, "err", err)
+	}
+	st := status.New(grpcCode(s), err.Error())
+	if s == http.StatusTooManyRequests {
+		// RESOURCE_EXHAUSTED is only retried by OTLP exporters with RetryInfo.
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)}); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
+
+type metricsServer struct {
+	pmetricotlp.UnimplementedGRPCServer
+	rc *Receiver
+}
+
+func (s *metricsServer) Export(ctx context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
+	resp := pmetricotlp.NewExportResponse()
+	c, err := s.rc.grpcIdentify(ctx)
+	if err != nil {
+		return resp, s.rc.grpcError("metrics", err, true)
+	}
+	res, err := s.rc.ExportMetrics(ctx, c, req.Metrics())
+	if err != nil {
+		return resp, s.rc.grpcError("metrics", err, false)
+	}
+	if res.Rejected > 0 || res.Message != "" {
+		resp.PartialSuccess().SetRejectedDataPoints(res.Rejected)
+		resp.PartialSuccess().SetErrorMessage(res.Message)
+	}
+	s.rc.requests.WithLabelValues("metrics", "grpc", "accepted").Inc()
+	return resp, nil
+}
+
+type logsServer struct {
+	plogotlp.UnimplementedGRPCServer
+	rc *Receiver
+}
+
+func (s *logsServer) Export(ctx context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
+	resp := plogotlp.NewExportResponse()
+	c, err := s.rc.grpcIdentify(ctx)
+	if err != nil {
+		return resp, s.rc.grpcError("logs", err, true)
+	}
+	if _, err := s.rc.ExportLogs(ctx, c, req.Logs()); err != nil {
+		return resp, s.rc.grpcError("logs", err, false)
+	}
+	s.rc.requests.WithLabelValues("logs", "grpc", "accepted").Inc()
+	return resp, nil
+}
+
+type tracesServer struct {
+	ptraceotlp.UnimplementedGRPCServer
+	rc *Receiver
+}
+
+func (s *tracesServer) Export(ctx context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
+	resp := ptraceotlp.NewExportResponse()
+	c, err := s.rc.grpcIdentify(ctx)
+	if err != nil {
+		return resp, s.rc.grpcError("traces", err, true)
+	}
+	if _, err := s.rc.ExportTraces(ctx, c, req.Traces()); err != nil {
+		return resp, s.rc.grpcError("traces", err, false)
+	}
+	s.rc.requests.WithLabelValues("traces", "grpc", "accepted").Inc()
+	return resp, nil
+}

@@ -1,0 +1,271 @@
+package query
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/fleetgate/fleetgate/store/traces"
+)
+
+// TraceStore is what the Tempo read API needs of the embedded trace store.
+type TraceStore interface {
+	Trace(ctx context.Context, id pcommon.TraceID) (ptrace.Traces, error)
+	Search(ctx context.Context, mint, maxt int64, conds []traces.Condition, limit int) ([]traces.Summary, error)
+	Tags() []string
+	TagValues(tag string) []string
+}
+
+// TempoAPI serves the part of Tempo's HTTP API Grafana's Tempo datasource
+// calls: trace by ID, search by tags (and TraceQL equality conditions joined
+// by &&), tag names and values. Tempo is the scale-out path.
+type TempoAPI struct {
+	store TraceStore
+	now   func() time.Time
+}
+
+// NewTempoAPI builds the API over a trace store.
+func NewTempoAPI(st TraceStore) *TempoAPI { return &TempoAPI{store: st, now: time.Now} }
+
+// Register mounts the endpoints on mux.
+func (a *TempoAPI) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/traces/{id}", a.trace)
+	mux.HandleFunc("GET /api/v2/traces/{id}", a.traceV2)
+	mux.HandleFunc("GET /api/search", a.search)
+	mux.HandleFunc("GET /api/search/tags", a.tags)
+	mux.HandleFunc("GET /api/v2/search/tags", a.tagsV2)
+	mux.HandleFunc("GET /api/search/tag/{tag}/values", a.tagValues)
+	mux.HandleFunc("GET /api/v2/search/tag/{tag}/values", a.tagValuesV2)
+	mux.HandleFunc("GET /api/echo", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("echo")) })
+}
+
+func parseTraceID(s string) (pcommon.TraceID, error) {
+	var id pcommon.TraceID
+	if len(s) == 0 || len(s) > 32 {
+		return id, fmt.Errorf("trace ID %q must be 1 to 32 hex characters", s)
+	}
+	s = strings.Repeat("0", 32-len(s)) + s
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("trace ID %q is not hex: %w", s, err)
+	}
+	return id, nil
+}
+
+func (a *TempoAPI) lookup(w http.ResponseWriter, r *http.Request) (ptrace.Traces, bool) {
+	id, err := parseTraceID(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return ptrace.Traces{}, false
+	}
+	td, err := a.store.Trace(r.Context(), id)
+	if errors.Is(err, traces.ErrNotFound) {
+		http.Error(w, fmt.Sprintf("trace %s not found", r.PathValue("id")), http.StatusNotFound)
+		return td, false
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return td, false
+	}
+	return td, true
+}
+
+// trace answers like Tempo's v1 endpoint: protobuf tempopb.Trace (wire
+// compatible with OTLP TracesData) when asked, else JSON {"batches": [...]}.
+func (a *TempoAPI) trace(w http.ResponseWriter, r *http.Request) {
+	td, ok := a.lookup(w, r)
+	if !ok {
+		return
+	}
+	if strings.Contains(r.Header.Get("Accept"), "application/protobuf") {
+		var m ptrace.ProtoMarshaler
+		b, err := m.MarshalTraces(td)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/protobuf")
+		_, _ = w.Write(b)
+		return
+	}
+	var m ptrace.JSONMarshaler
+	b, err := m.MarshalTraces(td)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if rest, ok := strings.CutPrefix(string(b), `{"resourceSpans":`); ok {
+		_, _ = w.Write([]byte(`{"batches":` + rest))
+		return
+	}
+	_, _ = w.Write([]byte(`{"batches":[]}`))
+}
+
+func (a *TempoAPI) traceV2(w http.ResponseWriter, r *http.Request) {
+	td, ok := a.lookup(w, r)
+	if !ok {
+		return
+	}
+	var m ptrace.JSONMarshaler
+	b, err := m.MarshalTraces(td)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"trace":`))
+	_, _ = w.Write(b)
+	_, _ = w.Write([]byte(`}`))
+}
+
+// parseTags parses Tempo's logfmt `tags` parameter: key=value pairs.
+func parseTags(s string) ([]traces.Condition, error) {
+	var out []traces.Condition
+	for len(s) > 0 {
+		s = strings.TrimLeft(s, " ")
+		if s == "" {
+			break
+		}
+		eq := strings.IndexByte(s, '=')
+		if eq <= 0 {
+			return nil, fmt.Errorf("bad tags %q: want key=value pairs", s)
+		}
+		k := s[:eq]
+		s = s[eq+1:]
+		var v string
+		if strings.HasPrefix(s, `"`) {
+			end := strings.IndexByte(s[1:], '"')
+			if end < 0 {
+				return nil, fmt.Errorf("bad tags: unterminated quote in value of %s", k)
+			}
+			v, s = s[1:end+1], s[end+2:]
+		} else {
+			end := strings.IndexByte(s, ' ')
+			if end < 0 {
+				end = len(s)
+			}
+			v, s = s[:end], s[end:]
+		}
+		if k == "service.name" {
+			k = "resource.service.name"
+		}
+		out = append(out, traces.Condition{Tag: k, Value: v})
+	}
+	return out, nil
+}
+
+// parseTraceQL accepts `{}` or `{ cond && cond ... }` with cond `tag = value`.
+func parseTraceQL(q string) ([]traces.Condition, error) {
+	q = strings.TrimSpace(q)
+	if !strings.HasPrefix(q, "{") || !strings.HasSuffix(q, "}") {
+		return nil, fmt.Errorf("TraceQL %q: fleetgate's embedded store supports only { tag = value && ... }", q)
+	}
+	body := strings.TrimSpace(q[1 : len(q)-1])
+	if body == "" {
+		return nil, nil
+	}
+	var out []traces.Condition
+	for _, part := range strings.Split(body, "&&") {
+		k, v, ok := strings.Cut(part, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" || v == "" || strings.ContainsAny(k, "!<>~|(") || strings.HasPrefix(v, "~") {
+			return nil, fmt.Errorf("TraceQL condition %q: fleetgate's embedded store supports only tag = value joined by && (Tempo supports the full language)", strings.TrimSpace(part))
+		}
+		if uq, err := strconv.Unquote(v); err == nil {
+			v = uq
+		}
+		out = append(out, traces.Condition{Tag: k, Value: v})
+	}
+	return out, nil
+}
+
+func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var conds []traces.Condition
+	var err error
+	switch {
+	case q.Get("q") != "":
+		conds, err = parseTraceQL(q.Get("q"))
+	case q.Get("tags") != "":
+		conds, err = parseTags(q.Get("tags"))
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	limit := 20
+	if l := q.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit <= 0 || limit > 1000 {
+			http.Error(w, fmt.Sprintf("bad limit %q: want 1 to 1000", l), http.StatusBadRequest)
+			return
+		}
+	}
+	end := a.now()
+	start := end.Add(-time.Hour)
+	for name, dst := range map[string]*time.Time{"start": &start, "end": &end} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				http.Error(w, fmt.Sprintf("bad %s %q: want Unix seconds", name, v), http.StatusBadRequest)
+				return
+			}
+			*dst = time.Unix(n, 0)
+		}
+	}
+	res, err := a.store.Search(r.Context(), start.UnixMilli(), end.UnixMilli(), conds, limit)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"traces": res, "metrics": map[string]any{}})
+}
+
+func (a *TempoAPI) tags(w http.ResponseWriter, _ *http.Request) {
+	seen := map[string]struct{}{}
+	for _, t := range a.store.Tags() {
+		_, k, _ := strings.Cut(t, ".")
+		if t == "name" {
+			continue
+		}
+		seen[k] = struct{}{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tagNames": sortedSet(seen)})
+}
+
+func (a *TempoAPI) tagsV2(w http.ResponseWriter, _ *http.Request) {
+	scopes := map[string][]string{"resource": {}, "span": {}}
+	for _, t := range a.store.Tags() {
+		if s, k, ok := strings.Cut(t, "."); ok {
+			scopes[s] = append(scopes[s], k)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"scopes": []map[string]any{
+		{"name": "resource", "tags": scopes["resource"]},
+		{"name": "span", "tags": scopes["span"]},
+		{"name": "intrinsic", "tags": []string{"name", "status"}},
+	}})
+}
+
+func (a *TempoAPI) tagValues(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"tagValues": a.store.TagValues(r.PathValue("tag"))})
+}
+
+func (a *TempoAPI) tagValuesV2(w http.ResponseWriter, r *http.Request) {
+	vals := a.store.TagValues(r.PathValue("tag"))
+	if r.PathValue("tag") == "status" {
+		vals = []string{"error", "ok", "unset"}
+	}
+	out := make([]map[string]string, 0, len(vals))
+	for _, v := range vals {
+		out = append(out, map[string]string{"type": "string", "value": v})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tagValues": out})
+}
