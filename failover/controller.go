@@ -277,7 +277,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	close(errc)
-	return <-errc
+	if err := <-errc; err != nil {
+		return err
+	}
+	// With no sinks there is nothing to deliver, but returning early would
+	// end fleetgate's whole run group: wait for shutdown.
+	<-ctx.Done()
+	return nil
 }
 
 func (c *Controller) resendLoop(ctx context.Context) {
