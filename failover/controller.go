@@ -275,9 +275,15 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.resendLoop(ctx)
 		}()
 	}
+	// Run until stopped, even with no sinks: returning early would end the
+	// whole run group and with it fleetgate.
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
 	wg.Wait()
-	close(errc)
-	return <-errc
+	return nil
 }
 
 func (c *Controller) resendLoop(ctx context.Context) {
