@@ -275,14 +275,14 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.resendLoop(ctx)
 		}()
 	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
+	// Run until stopped, even with no sinks: returning early would end the
+	// whole run group and with it fleetgate.
+	select {
+	case err := <-errc:
 		return err
+	case <-ctx.Done():
 	}
-	// With no sinks there is nothing to deliver, but returning early would
-	// end fleetgate's whole run group: wait for shutdown.
-	<-ctx.Done()
+	wg.Wait()
 	return nil
 }
 
