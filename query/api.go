@@ -97,6 +97,7 @@ type API struct {
 	meta   *metrics.Metadata
 	logger *slog.Logger
 	start  time.Time
+	noTSDB bool
 }
 
 // NewEngine builds the PromQL engine with fleetgate's settings; health, SLO
@@ -140,6 +141,7 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		rules = func(context.Context) v1.RulesRetriever { return noRules{} }
 	}
 	var tsdbStats v1.TSDBAdminStats = noTSDB{}
+	a.noTSDB = o.TSDB == nil
 	if o.TSDB != nil {
 		tsdbStats = o.TSDB
 	}
@@ -207,6 +209,14 @@ func (a *API) Engine() *promql.Engine { return a.engine }
 // Register mounts the API on mux.
 func (a *API) Register(mux *http.ServeMux) {
 	a.registerQuery(mux)
+	if a.noTSDB {
+		// Like Prometheus in agent mode: a clear 422, not an internal error.
+		unavailable := func(w http.ResponseWriter, _ *http.Request) {
+			writeError(w, http.StatusUnprocessableEntity, "execution", errNoTSDB.Error())
+		}
+		mux.HandleFunc("GET /api/v1/status/tsdb", unavailable)
+		mux.HandleFunc("GET /api/v1/status/tsdb/blocks", unavailable)
+	}
 	mux.HandleFunc("GET /api/v1/metadata", a.metadata)
 	mux.HandleFunc("POST /api/v1/metadata", a.metadata)
 }
