@@ -75,6 +75,37 @@ type Handler struct {
 type decodeState struct {
 	series pipeline.Series
 	sb     labels.ScratchBuilder
+	ls     labels.Labels // series labels, rebuilt in place for every series
+}
+
+// labelsV1 builds the sorted labels of a 1.0 series into st's reused buffer.
+func (st *decodeState) labelsV1(pairs []prompb.Label) labels.Labels {
+	st.sb.Reset()
+	for _, l := range pairs {
+		st.sb.Add(l.Name, l.Value)
+	}
+	st.sb.Sort()
+	st.sb.Overwrite(&st.ls)
+	return st.ls
+}
+
+// labelsV2 is labelsV1 for 2.0 label references; it fails like writev2's
+// TimeSeries.ToLabels.
+func (st *decodeState) labelsV2(refs []uint32, symbols []string) (labels.Labels, error) {
+	if len(refs)%2 != 0 {
+		return labels.EmptyLabels(), fmt.Errorf("invalid labelRefs length %d", len(refs))
+	}
+	st.sb.Reset()
+	for i := 0; i < len(refs); i += 2 {
+		nameRef, valueRef := refs[i], refs[i+1]
+		if int(nameRef) >= len(symbols) || int(valueRef) >= len(symbols) {
+			return labels.EmptyLabels(), fmt.Errorf("labelRefs %d (name) = %d (value) outside of symbols table (size %d)", nameRef, valueRef, len(symbols))
+		}
+		st.sb.Add(symbols[nameRef], symbols[valueRef])
+	}
+	st.sb.Sort()
+	st.sb.Overwrite(&st.ls)
+	return st.ls, nil
 }
 
 // NewHandler builds the receiver. r may be nil.
@@ -252,7 +283,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	}()
 	req.Timeseries = req.Timeseries[:0]
 	req.Metadata = req.Metadata[:0]
-	if err := req.Unmarshal(body); err != nil {
+	if err := decodeV1(req, body); err != nil {
 		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 1.0 request: %w", err)
 	}
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
@@ -263,7 +294,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		s.Reset()
-		s.Labels = ts.ToLabels(&st.sb, nil)
+		s.Labels = st.labelsV1(ts.Labels)
 		for _, sm := range ts.Samples {
 			s.Samples = append(s.Samples, pipeline.Sample{T: sm.Timestamp, V: sm.Value})
 		}
@@ -336,7 +367,7 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		w.Header().Set(headerExemplarsWritten, strconv.Itoa(wr.Exemplars))
 	}
 	setWritten(pipeline.Written{})
-	if err := req.Unmarshal(body); err != nil {
+	if err := decodeV2(req, body); err != nil {
 		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 2.0 request: %w", err)
 	}
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
@@ -348,7 +379,7 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		s.Reset()
-		ls, err := ts.ToLabels(&st.sb, req.Symbols)
+		ls, err := st.labelsV2(ts.LabelsRefs, req.Symbols)
 		if err != nil {
 			badSeries = append(badSeries, fmt.Errorf("series %d: label references %v: %w", i, ts.LabelsRefs, err))
 			continue
