@@ -33,7 +33,7 @@ type RWConfig struct {
 	Start            time.Time     // timestamp of the first sample; zero: now - Rounds*SamplesPerSeries*Step
 	Timeout          time.Duration
 	// OnRound, if set, is called after round r is fully acknowledged.
-	OnRound func(r int)
+	OnRound func(r int, acked int64)
 }
 
 // ClusterName is the name of generated cluster c.
@@ -210,7 +210,7 @@ loop:
 		}
 		done.Wait()
 		if cfg.OnRound != nil {
-			cfg.OnRound(r)
+			cfg.OnRound(r, acked.Load())
 		}
 		if d := cfg.Interval - time.Since(roundStart); d > 0 {
 			select {

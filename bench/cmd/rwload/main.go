@@ -35,7 +35,7 @@ func main() {
 	defer cancel()
 	ctx, cancel2 := context.WithTimeout(ctx, *maxTime)
 	defer cancel2()
-	cfg.OnRound = func(r int) { fmt.Fprintf(os.Stderr, "round %d done\n", r) }
+	cfg.OnRound = func(r int, acked int64) { fmt.Fprintf(os.Stderr, "round %d done, %d samples acknowledged\n", r, acked) }
 	res, err := load.RunRW(ctx, cfg)
 	if res != nil {
 		fmt.Println(res)
