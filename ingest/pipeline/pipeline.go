@@ -212,13 +212,19 @@ type Batch struct {
 	fatal   error
 	series  int
 
-	stampKey string // what stamping does for cluster, part of the series cache key
+	stamps   [][2]string // b.cluster's stamp labels, sorted
+	stampKey string      // what stamping does for cluster, part of the series cache key
 	keyBuf   []byte
 }
 
 // Begin starts a batch for cluster c (nil in dev mode without a claimed cluster).
 func (p *Pipeline) Begin(ctx context.Context, c *fleet.Cluster) *Batch {
-	return &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16), stampKey: stampKey(c)}
+	b := &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16)}
+	if c != nil {
+		b.stamps = c.StampLabels()
+	}
+	b.stampKey = stampKey(b.stamps, c == nil)
+	return b
 }
 
 func (b *Batch) count(c *fleet.Cluster) *Written {
@@ -286,7 +292,10 @@ func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *Error) 
 			Msg: fmt.Sprintf("series %s claims cluster %q but the credential proves cluster %q", ls.String(), claimed, c.Name)}
 	}
 	// Merge the sorted series labels with the sorted stamp, the stamp winning.
-	stamp := c.StampLabels()
+	stamp := b.stamps
+	if c != b.cluster || stamp == nil {
+		stamp = c.StampLabels()
+	}
 	b.sb.Reset()
 	i := 0
 	ls.Range(func(l labels.Label) {

@@ -3,14 +3,11 @@ package pipeline
 import (
 	"encoding/binary"
 	"hash/maphash"
-	"sort"
 	"strings"
 
 	"github.com/VictoriaMetrics/fastcache"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-
-	"github.com/fleetgate/fleetgate/fleet"
 )
 
 // refCache remembers, for a series as a cluster sent it, the storage
@@ -70,17 +67,15 @@ func (rc *refCache) set(k *refKey, ref storage.SeriesRef) {
 
 func (rc *refCache) del(k *refKey) { rc.c.Del(k[:]) }
 
-// stampKey identifies what stamping does for cluster c: its name and stamp
-// labels. In dev mode without a cluster (c == nil) the cluster comes from the
-// series' own labels, which are part of the key anyway.
-func stampKey(c *fleet.Cluster) string {
-	if c == nil {
+// stampKey identifies what stamping does for a cluster: its sorted stamp
+// labels, the cluster name included. In dev mode without a cluster the
+// cluster comes from the series' own labels, which are part of the key anyway.
+func stampKey(stamps [][2]string, fromData bool) string {
+	if fromData {
 		return "\xff"
 	}
-	st := c.StampLabels()
-	sort.Slice(st, func(i, j int) bool { return st[i][0] < st[j][0] })
 	var sb strings.Builder
-	for _, l := range st {
+	for _, l := range stamps {
 		sb.WriteString(l[0])
 		sb.WriteByte(0xfe)
 		sb.WriteString(l[1])
