@@ -158,6 +158,28 @@ type Series struct {
 	Exemplars  []exemplar.Exemplar
 	// Metadata, when Type is set, is recorded for the series' metric family.
 	Metadata metadata.Metadata
+
+	// ID, when set, identifies the series as the receiver decoded it (its
+	// encoded labels and metadata): equal IDs from one cluster must mean
+	// equal Labels and Metadata. The series cache is keyed on it, and a known
+	// series then needs neither Labels nor a metadata update: the receiver
+	// may leave Labels empty and set Source to build them when needed.
+	ID     []byte
+	Source LabelSource
+}
+
+// LabelSource builds a series' labels on demand. The labels may point into
+// reused memory: the pipeline copies what it keeps.
+type LabelSource interface {
+	SeriesLabels() labels.Labels
+}
+
+// labels returns s.Labels, built from s.Source if not set yet.
+func (s *Series) labels() labels.Labels {
+	if s.Labels.IsEmpty() && s.Source != nil {
+		s.Labels = s.Source.SeriesLabels()
+	}
+	return s.Labels
 }
 
 // Reset empties s for reuse, keeping capacity.
@@ -167,6 +189,7 @@ func (s *Series) Reset() {
 	s.Histograms = s.Histograms[:0]
 	s.Exemplars = s.Exemplars[:0]
 	s.Metadata = metadata.Metadata{}
+	s.ID, s.Source = nil, nil
 }
 
 // Error is an ingest error with the HTTP status it maps to.
@@ -359,16 +382,21 @@ func (b *Batch) Add(s *Series) error {
 		cached bool
 	)
 	if rc := b.p.refs; rc != nil && n > 0 {
-		key = rc.key(b.stampKey, s.Labels, &b.keyBuf)
+		id := s.ID
+		if id == nil {
+			b.keyBuf = s.labels().Bytes(b.keyBuf[:0])
+			id = b.keyBuf
+		}
+		key = rc.key(b.stampKey, id)
 		if ref = rc.get(&key); ref != 0 {
 			cached = true
 			if c = b.cluster; c == nil {
-				c = b.p.reg.Dev(s.Labels.Get(fleet.ClusterLabel))
+				c = b.p.reg.Dev(s.labels().Get(fleet.ClusterLabel))
 			}
 		}
 	}
 	if !cached {
-		ls, c, perr = b.stamp(s.Labels)
+		ls, c, perr = b.stamp(s.labels())
 	}
 	if perr != nil {
 		if perr.Reason == "conflict" || perr.Status == http.StatusUnauthorized {
@@ -386,8 +414,9 @@ func (b *Batch) Add(s *Series) error {
 	}
 	w := b.count(c)
 	w.Series++
-	if s.Metadata.Type != "" && b.p.meta != nil {
-		b.p.meta.SetMetadata(c.Name, s.Labels.Get(model.MetricNameLabel), s.Metadata)
+	// A series known by ID has the metadata it had when it was cached.
+	if s.Metadata.Type != "" && b.p.meta != nil && !(cached && s.ID != nil) {
+		b.p.meta.SetMetadata(c.Name, s.labels().Get(model.MetricNameLabel), s.Metadata)
 	}
 	opts := storage.AOptions{}
 	exemplarsLeft := s.Exemplars
@@ -400,7 +429,7 @@ func (b *Batch) Add(s *Series) error {
 		if cached && retryUncached(err) {
 			// The reference may be stale: stamp and append again by labels.
 			cached, ref = false, 0
-			if ls, perr = b.uncache(&key, s.Labels); perr != nil {
+			if ls, perr = b.uncache(&key, s.labels()); perr != nil {
 				b.reject(c, perr.Reason, n, perr)
 				return nil
 			}
@@ -428,7 +457,7 @@ func (b *Batch) Add(s *Series) error {
 		if cached && retryUncached(err) {
 			// The reference may be stale: stamp and append again by labels.
 			cached, ref = false, 0
-			if ls, perr = b.uncache(&key, s.Labels); perr != nil {
+			if ls, perr = b.uncache(&key, s.labels()); perr != nil {
 				b.reject(c, perr.Reason, n, perr)
 				return nil
 			}

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/fastcache"
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 )
 
@@ -34,18 +33,17 @@ func newRefCache(maxBytes int) *refCache {
 
 type refKey [16]byte
 
-// key hashes the cluster stamp and the series labels as sent. buf is scratch.
-func (rc *refCache) key(stampKey string, ls labels.Labels, buf *[]byte) refKey {
-	*buf = ls.Bytes((*buf)[:0])
+// key hashes the cluster stamp and the series identity as sent.
+func (rc *refCache) key(stampKey string, id []byte) refKey {
 	var k refKey
 	var h maphash.Hash
 	h.SetSeed(rc.seedA)
 	h.WriteString(stampKey)
-	h.Write(*buf)
+	h.Write(id)
 	binary.LittleEndian.PutUint64(k[:8], h.Sum64())
 	h.SetSeed(rc.seedB)
 	h.WriteString(stampKey)
-	h.Write(*buf)
+	h.Write(id)
 	binary.LittleEndian.PutUint64(k[8:], h.Sum64())
 	return k
 }

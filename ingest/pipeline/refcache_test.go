@@ -66,7 +66,7 @@ func TestRefCacheHitAndStaleRef(t *testing.T) {
 	stamped := `{__name__="up", cluster="a", job="node", region="eu"}`
 
 	require.NoError(t, appendOne(t, p, c, sent, 1000, 1))
-	key := p.refs.key(stampKey(c.StampLabels(), false), sent, new([]byte))
+	key := p.refs.key(stampKey(c.StampLabels(), false), sent.Bytes(nil))
 	ref := p.refs.get(&key)
 	require.NotZero(t, ref, "an appended series is cached")
 

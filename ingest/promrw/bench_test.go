@@ -56,7 +56,7 @@ func BenchmarkDecodeV1(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(body)))
 		for i := 0; i < b.N; i++ {
-			if err := decodeV1(req, body); err != nil {
+			if err := decodeV1(req, nil, body); err != nil {
 				b.Fatal(err)
 			}
 		}

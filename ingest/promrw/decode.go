@@ -146,7 +146,13 @@ func wrongWire(wire int, field string) error {
 }
 
 // decodeV1 fills req (whose slices it reuses) from a remote-write 1.0 body.
-func decodeV1(req *prompb.WriteRequest, b []byte) error {
+// If ids is not nil, (*ids)[i] is set to the encoded labels of series i when
+// they are contiguous in the body (they are, as every sender writes them),
+// or nil.
+func decodeV1(req *prompb.WriteRequest, ids *[][]byte, b []byte) error {
+	if ids != nil {
+		*ids = (*ids)[:0]
+	}
 	req.Timeseries = req.Timeseries[:0]
 	req.Metadata = req.Metadata[:0]
 	for i := 0; i < len(b); {
@@ -172,8 +178,12 @@ func decodeV1(req *prompb.WriteRequest, b []byte) error {
 				} else {
 					req.Timeseries = append(req.Timeseries, prompb.TimeSeries{})
 				}
-				if err := decodeSeriesV1(&req.Timeseries[len(req.Timeseries)-1], b[start:end]); err != nil {
+				id, err := decodeSeriesV1(&req.Timeseries[len(req.Timeseries)-1], b[start:end])
+				if err != nil {
 					return err
+				}
+				if ids != nil {
+					*ids = append(*ids, id)
 				}
 			} else {
 				req.Metadata = append(req.Metadata, prompb.MetricMetadata{})
@@ -191,7 +201,10 @@ func decodeV1(req *prompb.WriteRequest, b []byte) error {
 	return nil
 }
 
-func decodeSeriesV1(ts *prompb.TimeSeries, b []byte) error {
+// decodeSeriesV1 decodes one series and returns its encoded label fields, if
+// contiguous.
+func decodeSeriesV1(ts *prompb.TimeSeries, b []byte) ([]byte, error) {
+	labStart, labEnd, contiguous := -1, -1, true
 	ts.Labels = ts.Labels[:0]
 	ts.Samples = ts.Samples[:0]
 	ts.Exemplars = ts.Exemplars[:0]
@@ -200,47 +213,56 @@ func decodeSeriesV1(ts *prompb.TimeSeries, b []byte) error {
 	for i := 0; i < len(b); {
 		field, wire, next, err := tag(b, i, "TimeSeries")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if field < 1 || field > 4 {
 			if i, err = skipField(b, i); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
 		if wire != 2 {
-			return wrongWire(wire, [...]string{"", "Labels", "Samples", "Exemplars", "Histograms"}[field])
+			return nil, wrongWire(wire, [...]string{"", "Labels", "Samples", "Exemplars", "Histograms"}[field])
 		}
 		start, end, err := lengthDelimited(b, next)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		sub := b[start:end]
 		switch field {
 		case 1:
+			if labStart < 0 {
+				labStart = i
+			} else if labEnd != i {
+				contiguous = false
+			}
+			labEnd = end
 			ts.Labels = append(ts.Labels, prompb.Label{})
 			if err := decodeLabel(&ts.Labels[len(ts.Labels)-1], sub); err != nil {
-				return err
+				return nil, err
 			}
 		case 2:
 			ts.Samples = append(ts.Samples, prompb.Sample{})
 			if err := ts.Samples[len(ts.Samples)-1].Unmarshal(sub); err != nil {
-				return err
+				return nil, err
 			}
 		case 3:
 			ts.Exemplars = append(ts.Exemplars, prompb.Exemplar{})
 			if err := ts.Exemplars[len(ts.Exemplars)-1].Unmarshal(sub); err != nil {
-				return err
+				return nil, err
 			}
 		case 4:
 			ts.Histograms = append(ts.Histograms, prompb.Histogram{})
 			if err := ts.Histograms[len(ts.Histograms)-1].Unmarshal(sub); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		i = end
 	}
-	return nil
+	if labStart < 0 || !contiguous {
+		return nil, nil
+	}
+	return b[labStart:labEnd], nil
 }
 
 func decodeLabel(l *prompb.Label, b []byte) error {

@@ -76,7 +76,7 @@ func marshalV2Clean(t testing.TB, r *writev2.Request) []byte {
 func checkDecode(t testing.TB, body []byte, reuse1 *prompb.WriteRequest, reuse2 *writev2.Request) {
 	var want1 prompb.WriteRequest
 	err1 := want1.Unmarshal(body)
-	got1 := decodeV1(reuse1, body)
+	got1 := decodeV1(reuse1, nil, body)
 	require.Equal(t, err1 == nil, got1 == nil, "v1 error mismatch: generated %v, pooled %v", err1, got1)
 	if err1 == nil {
 		require.Equal(t, marshalV1Clean(t, &want1), marshalV1Clean(t, reuse1))
@@ -126,14 +126,14 @@ func TestDecodeReuseDoesNotAllocate(t *testing.T) {
 	}
 	big, err := req.Marshal()
 	require.NoError(t, err)
-	require.NoError(t, decodeV1(r1, big))
+	require.NoError(t, decodeV1(r1, nil, big))
 	allocs := testing.AllocsPerRun(10, func() {
-		if err := decodeV1(r1, big); err != nil {
+		if err := decodeV1(r1, nil, big); err != nil {
 			t.Fatal(err)
 		}
 	})
 	require.Zero(t, allocs)
-	require.NoError(t, decodeV1(r1, b1))
+	require.NoError(t, decodeV1(r1, nil, b1))
 }
 
 // FuzzDecode checks both pooled decoders against the generated gogo ones.

@@ -98,7 +98,7 @@ func main() {
 		"fleetgate": {name: "fleetgate", bin: *fgBin, ready: "/-/ready", rw2: true,
 			setup: func(d string) error { return writeFleetgateConfig(d, cfg.Clusters, cfg.TokenPrefix) },
 			args: func(d, a string) []string {
-				return []string{"--config.file=" + filepath.Join(d, "fleetgate.yml"), "--storage.path=" + filepath.Join(d, "data"), "--web.listen-address=" + a, "--log.level=warn"}
+				return []string{"--config.file=" + filepath.Join(d, "fleetgate.yml"), "--storage.path=" + filepath.Join(d, "data"), "--web.listen-address=" + a, "--log.level=warn", "--web.enable-pprof"}
 			}},
 		"prometheus": {name: "prometheus-2", bin: *promBin, ready: "/-/ready",
 			setup: writePromConfig,
