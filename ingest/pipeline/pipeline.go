@@ -28,7 +28,7 @@ type Config struct {
 	MaxLabelsPerSeries  int `yaml:"max_labels_per_series"`
 	MaxLabelNameLength  int `yaml:"max_label_name_length"`
 	MaxLabelValueLength int `yaml:"max_label_value_length"`
-	// SeriesCacheBytes bounds the cache of known series (about 32 bytes
+	// SeriesCacheBytes bounds the cache of known series (about 48 bytes
 	// each) that lets them skip stamping and the storage index lookup.
 	SeriesCacheBytes int `yaml:"series_cache_bytes"`
 }
