@@ -3,9 +3,11 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"math/rand"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
 
 	"github.com/fleetgate/fleetgate/fleet"
 )
@@ -72,5 +74,24 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N*len(series))/b.Elapsed().Seconds(), "samples/s")
 		})
+	}
+}
+
+// BenchmarkRefCacheGet looks up 1M known series in random order, as a
+// 1M-series remote-write load does.
+func BenchmarkRefCacheGet(b *testing.B) {
+	rc := newRefCache(DefaultConfig.SeriesCacheBytes)
+	const n = 1 << 20
+	keys := make([]refKey, n)
+	for i := range keys {
+		keys[i] = rc.key("stamp", []byte(fmt.Sprintf("series-%d", i)))
+		rc.set(&keys[i], storage.SeriesRef(i+1))
+	}
+	perm := rand.Perm(n)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if rc.get(&keys[perm[i&(n-1)]]) == 0 {
+			b.Fatal("miss")
+		}
 	}
 }

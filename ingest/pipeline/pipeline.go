@@ -39,7 +39,7 @@ var DefaultConfig = Config{
 	MaxLabelsPerSeries:  64,
 	MaxLabelNameLength:  1024,
 	MaxLabelValueLength: 4096,
-	SeriesCacheBytes:    128 << 20,
+	SeriesCacheBytes:    256 << 20,
 }
 
 // Validate names the first bad field.

@@ -109,3 +109,41 @@ func TestRefCacheOutOfOrderOnHitIsReported(t *testing.T) {
 	require.Contains(t, err.Error(), `cluster="dev"`, "the message names the stamped series")
 	require.Contains(t, err.Error(), storage.ErrOutOfOrderSample.Error())
 }
+
+func TestRefTableGrowDeleteEvict(t *testing.T) {
+	rc := newRefCache(256 * 128 * refEntryBytes) // 128 entries per shard at most
+	key := func(i int) refKey { return rc.key("s", []byte{byte(i), byte(i >> 8), byte(i >> 16)}) }
+	const n = 20000
+	for i := 1; i <= n; i++ {
+		k := key(i)
+		rc.set(&k, storage.SeriesRef(i))
+	}
+	// Shards that overflowed were cleared: whatever is found must be right.
+	found := 0
+	for i := 1; i <= n; i++ {
+		k := key(i)
+		if r := rc.get(&k); r != 0 {
+			require.Equal(t, storage.SeriesRef(i), r)
+			found++
+		}
+	}
+	require.Positive(t, found)
+	// Deleting keeps every other entry reachable.
+	rc = newRefCache(128 << 20)
+	for i := 1; i <= n; i++ {
+		k := key(i)
+		rc.set(&k, storage.SeriesRef(i))
+	}
+	for i := 1; i <= n; i += 3 {
+		k := key(i)
+		rc.del(&k)
+	}
+	for i := 1; i <= n; i++ {
+		k := key(i)
+		want := storage.SeriesRef(i)
+		if i%3 == 1 {
+			want = 0
+		}
+		require.Equal(t, want, rc.get(&k), "key %d", i)
+	}
+}
