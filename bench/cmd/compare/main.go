@@ -165,6 +165,20 @@ func main() {
 			r.qN, r.qErr, r.qEmpty, r.acked, r.sent, r.load)
 	}
 	tw.Flush()
+	var prom *row
+	for i := range rows {
+		if strings.HasPrefix(rows[i].system, "prometheus") && rows[i].qP50 > 0 {
+			prom = &rows[i]
+			break
+		}
+	}
+	if prom != nil {
+		for _, r := range rows {
+			if r.qP50 > 0 && r.system != prom.system {
+				fmt.Printf("query p50 %s / %s = %.2f\n", r.system, prom.system, r.qP50.Seconds()/prom.qP50.Seconds())
+			}
+		}
+	}
 }
 
 func runSystem(sys system, dir, addr string, cfg load.RWConfig, queryAt time.Time, qDur time.Duration, qConc int, qSkip bool, bound, settle time.Duration) (row, error) {
