@@ -84,7 +84,8 @@ func main() {
 			fatal(err)
 		}
 		dir = d
-		defer os.RemoveAll(dir)
+		cleanup = func() { os.RemoveAll(d) }
+		defer cleanup()
 	}
 	if *fgBin == "" && strings.Contains(*systems, "fleetgate") {
 		*fgBin = filepath.Join(dir, "fleetgate-bin")
@@ -308,7 +309,11 @@ func cpuModel() string {
 	return "?"
 }
 
+// cleanup removes the temporary work dir, also when fatal exits.
+var cleanup = func() {}
+
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "compare:", err)
+	cleanup()
 	os.Exit(1)
 }
