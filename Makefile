@@ -7,7 +7,7 @@ FUZZTIME  ?= 5s
 E2E_APT   := prometheus prometheus-alertmanager victoria-metrics
 TELEMETRYGEN_VERSION ?= v0.161.0
 
-.PHONY: build run test unit fuzz e2e e2e-deps bench lint fmt vet clean
+.PHONY: build run test unit fuzz e2e e2e-deps bench bench-compare lint fmt vet clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/fleetgate
@@ -49,6 +49,12 @@ e2e-deps:
 ## bench: Go benchmarks of the hot paths (comparison runner: see bench/README.md)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## bench-compare: fleetgate vs Debian's Prometheus 2.42 and VictoriaMetrics 1.79.5 on the same
+## load, one at a time on 127.0.0.1; e.g. make bench-compare BENCH_ARGS="-clusters 10 -series 100000"
+BENCH_ARGS ?=
+bench-compare:
+	$(GO) run ./bench/cmd/compare $(BENCH_ARGS)
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

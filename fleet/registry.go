@@ -201,6 +201,7 @@ func (r *Registry) Dev(name string) *Cluster {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c = r.byName[name]; c == nil {
+		name = strings.Clone(name) // it may point into a reused request buffer
 		c = newCluster(name, "", "", RolePrimary, nil, false)
 		r.byName[name] = c
 	}

@@ -152,6 +152,20 @@ func (p *Pipeline) SetHATracker(t *HATracker) { p.ha = t }
 // new or the elected one has been silent longer than the failover
 // timeout). n is the number of samples, counted when dropped. The
 // returned labels lack the replica label unless keep_replica_label is set.
+// Tracks reports whether ls carries a replica label, i.e. whether Accept
+// decides about it. A nil tracker tracks nothing.
+func (t *HATracker) Tracks(ls labels.Labels) bool {
+	if t == nil {
+		return false
+	}
+	for _, l := range t.cfg.ReplicaLabels {
+		if ls.Get(l) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, n int) (labels.Labels, bool) {
 	if t == nil || c == nil {
 		return ls, true

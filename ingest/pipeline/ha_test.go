@@ -208,3 +208,35 @@ func BenchmarkHATrackerAccept(b *testing.B) {
 		}
 	})
 }
+
+// The series cache must not let a replica's series skip the election: once
+// replica b took over, replica a's (previously cached) series are dropped.
+func TestHAElectionAppliesToCachedSeries(t *testing.T) {
+	reg := testRegistry(t, "eu-1")
+	db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	p, err := New(Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NotNil(t, p.refs, "the series cache is on by default")
+	tr, err := NewHATracker(HAConfig{Enabled: true, FailoverTimeout: model.Duration(time.Second)}, nil)
+	require.NoError(t, err)
+	clock := time.Now()
+	tr.now = func() time.Time { return clock }
+	p.SetHATracker(tr)
+
+	write := func(replica string, ts int64) int {
+		b := p.Begin(context.Background(), reg.Get("eu-1"))
+		require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "up", "replica", replica), Samples: []Sample{{T: ts, V: 1}}}))
+		w, err := b.Commit()
+		require.NoError(t, err)
+		return w.Samples
+	}
+	base := time.Now().UnixMilli()
+	require.Equal(t, 1, write("a", base))      // a elected
+	require.Equal(t, 1, write("a", base+1000)) // a again (cache would hit)
+	require.Equal(t, 0, write("b", base+1000)) // b is the standby
+	clock = clock.Add(5 * time.Second)         // a goes silent
+	require.Equal(t, 1, write("b", base+6000)) // b takes over
+	require.Equal(t, 0, write("a", base+7000), "a is no longer elected, cached or not")
+}

@@ -28,6 +28,9 @@ type Config struct {
 	MaxLabelsPerSeries  int `yaml:"max_labels_per_series"`
 	MaxLabelNameLength  int `yaml:"max_label_name_length"`
 	MaxLabelValueLength int `yaml:"max_label_value_length"`
+	// SeriesCacheBytes bounds the cache of known series (about 48 bytes
+	// each) that lets them skip stamping and the storage index lookup.
+	SeriesCacheBytes int `yaml:"series_cache_bytes"`
 }
 
 // DefaultConfig is used for fields left zero.
@@ -36,6 +39,7 @@ var DefaultConfig = Config{
 	MaxLabelsPerSeries:  64,
 	MaxLabelNameLength:  1024,
 	MaxLabelValueLength: 4096,
+	SeriesCacheBytes:    256 << 20,
 }
 
 // Validate names the first bad field.
@@ -45,6 +49,7 @@ func (c *Config) Validate() error {
 		"ingest.max_labels_per_series":  c.MaxLabelsPerSeries,
 		"ingest.max_label_name_length":  c.MaxLabelNameLength,
 		"ingest.max_label_value_length": c.MaxLabelValueLength,
+		"ingest.series_cache_bytes":     c.SeriesCacheBytes,
 	} {
 		if v < 0 {
 			return fmt.Errorf("%s: must not be negative, got %d", name, v)
@@ -67,6 +72,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxLabelValueLength > 0 {
 		d.MaxLabelValueLength = c.MaxLabelValueLength
 	}
+	if c.SeriesCacheBytes > 0 {
+		d.SeriesCacheBytes = c.SeriesCacheBytes
+	}
 	return d
 }
 
@@ -84,6 +92,7 @@ type Pipeline struct {
 	logger *slog.Logger
 	now    func() time.Time
 	ha     *HATracker // HA replica dedup (ha.go); nil: off
+	refs   *refCache
 
 	samples    *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
@@ -112,6 +121,7 @@ func New(cfg Config, reg *fleet.Registry, sink storage.AppendableV2, meta Metada
 			NativeHistogramBucketFactor: 1.1,
 		}),
 	}
+	p.refs = newRefCache(p.cfg.SeriesCacheBytes)
 	if r != nil {
 		for _, c := range []prometheus.Collector{p.samples, p.rejected, p.commitTime} {
 			if err := r.Register(c); err != nil {
@@ -149,6 +159,28 @@ type Series struct {
 	Exemplars  []exemplar.Exemplar
 	// Metadata, when Type is set, is recorded for the series' metric family.
 	Metadata metadata.Metadata
+
+	// ID, when set, identifies the series as the receiver decoded it (its
+	// encoded labels and metadata): equal IDs from one cluster must mean
+	// equal Labels and Metadata. The series cache is keyed on it, and a known
+	// series then needs neither Labels nor a metadata update: the receiver
+	// may leave Labels empty and set Source to build them when needed.
+	ID     []byte
+	Source LabelSource
+}
+
+// LabelSource builds a series' labels on demand. The labels may point into
+// reused memory: the pipeline copies what it keeps.
+type LabelSource interface {
+	SeriesLabels() labels.Labels
+}
+
+// labels returns s.Labels, built from s.Source if not set yet.
+func (s *Series) labels() labels.Labels {
+	if s.Labels.IsEmpty() && s.Source != nil {
+		s.Labels = s.Source.SeriesLabels()
+	}
+	return s.Labels
 }
 
 // Reset empties s for reuse, keeping capacity.
@@ -158,6 +190,7 @@ func (s *Series) Reset() {
 	s.Histograms = s.Histograms[:0]
 	s.Exemplars = s.Exemplars[:0]
 	s.Metadata = metadata.Metadata{}
+	s.ID, s.Source = nil, nil
 }
 
 // Error is an ingest error with the HTTP status it maps to.
@@ -202,11 +235,20 @@ type Batch struct {
 	badN    int
 	fatal   error
 	series  int
+
+	stamps   [][2]string // b.cluster's stamp labels, sorted
+	stampKey string      // what stamping does for cluster, part of the series cache key
+	keyBuf   []byte
 }
 
 // Begin starts a batch for cluster c (nil in dev mode without a claimed cluster).
 func (p *Pipeline) Begin(ctx context.Context, c *fleet.Cluster) *Batch {
-	return &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16)}
+	b := &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16)}
+	if c != nil {
+		b.stamps = c.StampLabels()
+	}
+	b.stampKey = stampKey(b.stamps, c == nil)
+	return b
 }
 
 func (b *Batch) count(c *fleet.Cluster) *Written {
@@ -274,7 +316,10 @@ func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *Error) 
 			Msg: fmt.Sprintf("series %s claims cluster %q but the credential proves cluster %q", ls.String(), claimed, c.Name)}
 	}
 	// Merge the sorted series labels with the sorted stamp, the stamp winning.
-	stamp := c.StampLabels()
+	stamp := b.stamps
+	if c != b.cluster || stamp == nil {
+		stamp = c.StampLabels()
+	}
 	b.sb.Reset()
 	i := 0
 	ls.Range(func(l labels.Label) {
@@ -326,7 +371,36 @@ func (b *Batch) Add(s *Series) error {
 		return b.fatal
 	}
 	n := len(s.Samples) + len(s.Histograms)
-	ls, c, perr := b.stamp(s.Labels)
+	// A series seen before was validated and stamped then: the cache gives
+	// its storage reference, and ls stays empty so that a stale reference
+	// fails the append instead of creating an unstamped series.
+	var (
+		ls     labels.Labels
+		c      *fleet.Cluster
+		perr   *Error
+		ref    storage.SeriesRef
+		key    refKey
+		cached bool
+	)
+	// Series of an HA pair skip the cache: whether they are kept depends on
+	// the election at the time of each request, and the tracker needs labels.
+	if rc := b.p.refs; rc != nil && n > 0 && !(b.p.ha != nil && b.p.ha.Tracks(s.labels())) {
+		id := s.ID
+		if id == nil {
+			b.keyBuf = s.labels().Bytes(b.keyBuf[:0])
+			id = b.keyBuf
+		}
+		key = rc.key(b.stampKey, id)
+		if ref = rc.get(&key); ref != 0 {
+			cached = true
+			if c = b.cluster; c == nil {
+				c = b.p.reg.Dev(s.labels().Get(fleet.ClusterLabel))
+			}
+		}
+	}
+	if !cached {
+		ls, c, perr = b.stamp(s.labels())
+	}
 	if perr != nil {
 		if perr.Reason == "conflict" || perr.Status == http.StatusUnauthorized {
 			b.reject(c, perr.Reason, n, perr)
@@ -347,10 +421,10 @@ func (b *Batch) Add(s *Series) error {
 	}
 	w := b.count(c)
 	w.Series++
-	if s.Metadata.Type != "" && b.p.meta != nil {
-		b.p.meta.SetMetadata(c.Name, s.Labels.Get(model.MetricNameLabel), s.Metadata)
+	// A series known by ID has the metadata it had when it was cached.
+	if s.Metadata.Type != "" && b.p.meta != nil && !(cached && s.ID != nil) {
+		b.p.meta.SetMetadata(c.Name, s.labels().Get(model.MetricNameLabel), s.Metadata)
 	}
-	var ref storage.SeriesRef
 	opts := storage.AOptions{}
 	exemplarsLeft := s.Exemplars
 	for i := range s.Samples {
@@ -359,11 +433,23 @@ func (b *Batch) Add(s *Series) error {
 			opts.Exemplars = exemplarsLeft
 		}
 		r, err := b.app.Append(ref, ls, sm.ST, sm.T, sm.V, nil, nil, opts)
+		if cached && retryUncached(err) {
+			// The reference may be stale: stamp and append again by labels.
+			cached, ref = false, 0
+			if ls, perr = b.uncache(&key, s.labels()); perr != nil {
+				b.reject(c, perr.Reason, n, perr)
+				return nil
+			}
+			r, err = b.app.Append(ref, ls, sm.ST, sm.T, sm.V, nil, nil, opts)
+		}
 		if err := b.appendErr(c, ls, sm.T, err, &opts, w); err != nil {
 			return err
 		}
-		if r != 0 {
+		if r != 0 && r != ref {
 			ref = r
+			if b.p.refs != nil {
+				b.p.refs.set(&key, r)
+			}
 		}
 		if err == nil || errors.Is(err, (*storage.AppendPartialError)(nil)) {
 			w.Samples++
@@ -375,17 +461,43 @@ func (b *Batch) Add(s *Series) error {
 			opts.Exemplars = exemplarsLeft
 		}
 		r, err := b.app.Append(ref, ls, hs.ST, hs.T, 0, hs.H, hs.FH, opts)
+		if cached && retryUncached(err) {
+			// The reference may be stale: stamp and append again by labels.
+			cached, ref = false, 0
+			if ls, perr = b.uncache(&key, s.labels()); perr != nil {
+				b.reject(c, perr.Reason, n, perr)
+				return nil
+			}
+			r, err = b.app.Append(ref, ls, hs.ST, hs.T, 0, hs.H, hs.FH, opts)
+		}
 		if err := b.appendErr(c, ls, hs.T, err, &opts, w); err != nil {
 			return err
 		}
-		if r != 0 {
+		if r != 0 && r != ref {
 			ref = r
+			if b.p.refs != nil {
+				b.p.refs.set(&key, r)
+			}
 		}
 		if err == nil || errors.Is(err, (*storage.AppendPartialError)(nil)) {
 			w.Histograms++
 		}
 	}
 	return nil
+}
+
+// uncache forgets a cached series and stamps it the full way.
+func (b *Batch) uncache(key *refKey, sent labels.Labels) (labels.Labels, *Error) {
+	b.p.refs.del(key)
+	ls, _, perr := b.stamp(sent)
+	return ls, perr
+}
+
+// retryUncached tells whether a failed append of a cached series must be
+// retried by labels: any failure but a partial one (the sample was appended,
+// some exemplars were not).
+func retryUncached(err error) bool {
+	return err != nil && !errors.Is(err, (*storage.AppendPartialError)(nil))
 }
 
 // appendErr sorts an append error into reported (nil returned) or fatal.

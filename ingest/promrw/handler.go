@@ -2,6 +2,7 @@
 package promrw
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -75,6 +76,84 @@ type Handler struct {
 type decodeState struct {
 	series pipeline.Series
 	sb     labels.ScratchBuilder
+	ls     labels.Labels // series labels, rebuilt in place for every series
+	ids    [][]byte      // 1.0: encoded labels of each series, from decodeV1
+	id     []byte        // 2.0: the current series' labels and metadata, resolved
+
+	// The series SeriesLabels builds: a 1.0 one, or 2.0 references.
+	cur     *prompb.TimeSeries
+	refs    []uint32
+	symbols []string
+}
+
+// SeriesLabels implements pipeline.LabelSource for the current series, whose
+// label references (2.0) were checked already.
+func (st *decodeState) SeriesLabels() labels.Labels {
+	if st.cur != nil {
+		return st.labelsV1(st.cur.Labels)
+	}
+	ls, _ := st.labelsV2(st.refs, st.symbols)
+	return ls
+}
+
+// checkRefs fails like writev2's TimeSeries.ToLabels on bad references.
+func checkRefs(refs []uint32, symbols []string) error {
+	if len(refs)%2 != 0 {
+		return fmt.Errorf("invalid labelRefs length %d", len(refs))
+	}
+	for i := 0; i < len(refs); i += 2 {
+		if int(refs[i]) >= len(symbols) || int(refs[i+1]) >= len(symbols) {
+			return fmt.Errorf("labelRefs %d (name) = %d (value) outside of symbols table (size %d)", refs[i], refs[i+1], len(symbols))
+		}
+	}
+	return nil
+}
+
+// idV2 encodes a 2.0 series' resolved labels and metadata, length-prefixed,
+// into st.id: the series identity for the pipeline's series cache.
+func (st *decodeState) idV2(refs []uint32, symbols []string, md metadata.Metadata) []byte {
+	b := st.id[:0]
+	for _, r := range refs {
+		b = binary.AppendUvarint(b, uint64(len(symbols[r])))
+		b = append(b, symbols[r]...)
+	}
+	b = append(b, 0xff)
+	for _, v := range [...]string{string(md.Type), md.Help, md.Unit} {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	st.id = b
+	return b
+}
+
+// labelsV1 builds the sorted labels of a 1.0 series into st's reused buffer.
+func (st *decodeState) labelsV1(pairs []prompb.Label) labels.Labels {
+	st.sb.Reset()
+	for _, l := range pairs {
+		st.sb.Add(l.Name, l.Value)
+	}
+	st.sb.Sort()
+	st.sb.Overwrite(&st.ls)
+	return st.ls
+}
+
+// labelsV2 is labelsV1 for 2.0 label references; it fails like writev2's
+// TimeSeries.ToLabels.
+func (st *decodeState) labelsV2(refs []uint32, symbols []string) (labels.Labels, error) {
+	if len(refs)%2 != 0 {
+		return labels.EmptyLabels(), fmt.Errorf("invalid labelRefs length %d", len(refs))
+	}
+	st.sb.Reset()
+	for i := 0; i < len(refs); i += 2 {
+		nameRef, valueRef := refs[i], refs[i+1]
+		if int(nameRef) >= len(symbols) || int(valueRef) >= len(symbols) {
+			return labels.EmptyLabels(), fmt.Errorf("labelRefs %d (name) = %d (value) outside of symbols table (size %d)", nameRef, valueRef, len(symbols))
+		}
+		st.sb.Add(symbols[nameRef], symbols[valueRef])
+	}
+	st.sb.Sort()
+	st.sb.Overwrite(&st.ls)
+	return st.ls, nil
 }
 
 // NewHandler builds the receiver. r may be nil.
@@ -252,7 +331,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	}()
 	req.Timeseries = req.Timeseries[:0]
 	req.Metadata = req.Metadata[:0]
-	if err := req.Unmarshal(body); err != nil {
+	if err := decodeV1(req, &st.ids, body); err != nil {
 		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 1.0 request: %w", err)
 	}
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
@@ -263,7 +342,8 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		s.Reset()
-		s.Labels = ts.ToLabels(&st.sb, nil)
+		// Labels are built only if the pipeline does not know the series.
+		st.cur, s.ID, s.Source = ts, st.ids[i], st
 		for _, sm := range ts.Samples {
 			s.Samples = append(s.Samples, pipeline.Sample{T: sm.Timestamp, V: sm.Value})
 		}
@@ -336,7 +416,7 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		w.Header().Set(headerExemplarsWritten, strconv.Itoa(wr.Exemplars))
 	}
 	setWritten(pipeline.Written{})
-	if err := req.Unmarshal(body); err != nil {
+	if err := decodeV2(req, body); err != nil {
 		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 2.0 request: %w", err)
 	}
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
@@ -348,17 +428,18 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		s.Reset()
-		ls, err := ts.ToLabels(&st.sb, req.Symbols)
-		if err != nil {
+		if err := checkRefs(ts.LabelsRefs, req.Symbols); err != nil {
 			badSeries = append(badSeries, fmt.Errorf("series %d: label references %v: %w", i, ts.LabelsRefs, err))
 			continue
 		}
-		s.Labels = ls
+		// Labels are built only if the pipeline does not know the series.
+		st.cur, st.refs, st.symbols, s.Source = nil, ts.LabelsRefs, req.Symbols, st
 		md, err := ts.ToMetadata(req.Symbols)
 		if err != nil {
-			badSeries = append(badSeries, fmt.Errorf("series %s: metadata: %w", ls.String(), err))
+			badSeries = append(badSeries, fmt.Errorf("series %s: metadata: %w", st.SeriesLabels().String(), err))
 			continue
 		}
+		s.ID = st.idV2(ts.LabelsRefs, req.Symbols, md)
 		if md.Type != model.MetricTypeUnknown || md.Help != "" || md.Unit != "" {
 			s.Metadata = md
 		}
@@ -375,7 +456,7 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		for _, e := range ts.Exemplars {
 			ex, err := e.ToExemplar(&st.sb, req.Symbols)
 			if err != nil {
-				badSeries = append(badSeries, fmt.Errorf("series %s: exemplar: %w", ls.String(), err))
+				badSeries = append(badSeries, fmt.Errorf("series %s: exemplar: %w", st.SeriesLabels().String(), err))
 				continue
 			}
 			s.Exemplars = append(s.Exemplars, ex)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -173,6 +174,10 @@ func (m *Metadata) SetMetadata(cluster, family string, md metadata.Metadata) {
 	if ok && cur == md {
 		return
 	}
+	// Receivers may pass strings that point into a reused request buffer:
+	// keep copies.
+	cluster, family = strings.Clone(cluster), strings.Clone(family)
+	md.Help, md.Unit = strings.Clone(md.Help), strings.Clone(md.Unit)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	byCluster := m.m[family]
