@@ -38,7 +38,11 @@ func WriteError(w http.ResponseWriter, status int, errType, msg string) {
 
 // writeError writes Prometheus's JSON error shape.
 func writeError(w http.ResponseWriter, status int, errType, msg string) {
-	writeJSON(w, status, map[string]string{"status": "error", "errorType": errType, "error": msg})
+	writeJSON(w, status, struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+	}{"error", errType, msg})
 }
 
 // noTSDB answers the TSDB status endpoints when there is no embedded TSDB.

@@ -213,20 +213,31 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 	for name, dst := range map[string]*time.Time{"start": &start, "end": &end} {
 		if v := q.Get(name); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				http.Error(w, fmt.Sprintf("bad %s %q: want Unix seconds", name, v), http.StatusBadRequest)
+			if err != nil || n < 0 || n > maxUnixSeconds {
+				http.Error(w, fmt.Sprintf("bad %s %q: want Unix seconds between 0 and %d", name, v, int64(maxUnixSeconds)), http.StatusBadRequest)
 				return
 			}
 			*dst = time.Unix(n, 0)
 		}
 	}
+	if end.Before(start) {
+		http.Error(w, fmt.Sprintf("end %d is before start %d", end.Unix(), start.Unix()), http.StatusBadRequest)
+		return
+	}
 	res, err := a.store.Search(r.Context(), start.UnixMilli(), end.UnixMilli(), conds, limit)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		status := http.StatusInternalServerError
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			status = http.StatusGatewayTimeout
+		}
+		http.Error(w, err.Error(), status)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"traces": res, "metrics": map[string]any{}})
 }
+
+// maxUnixSeconds bounds search times so that milliseconds do not overflow.
+const maxUnixSeconds = 1 << 40
 
 func (a *TempoAPI) tags(w http.ResponseWriter, _ *http.Request) {
 	seen := map[string]struct{}{}

@@ -114,6 +114,12 @@ func TestTempoAPI(t *testing.T) {
 	require.Equal(t, 400, code)
 	require.Contains(t, body, "duration > 1s")
 
+	for _, bad := range []string{"start=10&end=1", "start=-5", "end=99999999999999999", "start=x"} {
+		code, body = get("/api/search?" + bad)
+		require.Equal(t, 400, code, bad)
+		require.NotEmpty(t, body)
+	}
+
 	code, body = get("/api/search/tags")
 	require.Equal(t, 200, code)
 	require.JSONEq(t, `{"tagNames":["cluster","http.status_code","service.name"]}`, body)
