@@ -363,10 +363,13 @@ func (t *HATracker) drop(c *fleet.Cluster, g *haGroup, ls labels.Labels, name, r
 	if t.backfillMax == 0 || len(s.Samples) == 0 {
 		return
 	}
-	out, _ := t.accepted(ls, name)
-	out = out.Copy() // kept beyond the request
-	h := out.Hash()
 	cutoff := now.UnixMilli() - t.backfillWindow
+	if s.Samples[len(s.Samples)-1].T < cutoff {
+		return // too old to fill a failover gap
+	}
+	out, _ := t.accepted(ls, name)
+	out = ownLabels(out) // kept beyond the request
+	h := out.Hash()
 	b := &g.bf
 	evicted, delta := 0, 0
 	b.mu.Lock()
@@ -468,8 +471,15 @@ func (t *HATracker) accepted(ls labels.Labels, name string) (labels.Labels, bool
 	if t.cfg.KeepReplicaLabel {
 		return ls, true
 	}
-	return labels.NewBuilder(ls).Del(name).Labels(), true
+	lb := builderPool.Get().(*labels.Builder)
+	lb.Reset(ls)
+	out := lb.Del(name).Labels()
+	lb.Reset(labels.EmptyLabels()) // keep no request's labels alive
+	builderPool.Put(lb)
+	return out, true
 }
+
+var builderPool = sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }}
 
 // elect records an election; t.mu is held.
 func (t *HATracker) elect(key haKey, g *haGroup, now time.Time, from, to, reason string) {

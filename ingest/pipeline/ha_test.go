@@ -214,6 +214,31 @@ func BenchmarkHATrackerAccept(b *testing.B) {
 	})
 }
 
+// BenchmarkHATrackerAcceptBuffering: as above with recent samples, which
+// the standby's calls keep in the backfill buffer.
+func BenchmarkHATrackerAcceptBuffering(b *testing.B) {
+	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{TLSNames: []string{"x"}}}}})
+	require.NoError(b, err)
+	c := reg.Get("eu-1")
+	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(b, err)
+	a := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "a")
+	bb := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "b")
+	s := &Series{Samples: []Sample{{T: time.Now().UnixMilli(), V: 1}}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if i%2 == 0 {
+				tr.Accept(c, a, s)
+			} else {
+				tr.Accept(c, bb, s)
+			}
+			i++
+		}
+	})
+}
+
 // The series cache must not let a replica's series skip the election: once
 // replica b took over, replica a's (previously cached) series are dropped.
 func TestHAElectionAppliesToCachedSeries(t *testing.T) {
