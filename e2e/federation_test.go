@@ -282,6 +282,17 @@ remote_write:
 			// is about a scrape interval, never more than failover_timeout.
 			require.LessOrEqual(t, maxGap, failover, "gap larger than failover_timeout")
 		}
+		resp, err := http.Get(fg.URL + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var backfilled float64
+		for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+			if v, ok := strings.CutPrefix(sc.Text(), `fleetgate_ha_backfilled_samples_total{cluster="us-1"} `); ok {
+				backfilled, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		t.Logf("backfilled samples: %v", backfilled)
+		require.Positive(t, backfilled, "the gap was filled by the backfill")
 	})
 
 	t.Run("a stopped cluster is a warning naming it, an error with partial_response=false", func(t *testing.T) {
