@@ -153,7 +153,6 @@ type HATracker struct {
 	bfFailed       *prometheus.CounterVec
 	bfEvicted      *prometheus.CounterVec
 	bfSize         prometheus.Gauge
-	bfTotal        atomic.Int64
 }
 
 // NewHATracker builds the tracker; it returns nil when HA is disabled.
@@ -390,7 +389,6 @@ func (t *HATracker) drop(c *fleet.Cluster, g *haGroup, ls labels.Labels, name, r
 		delta++
 	}
 	b.mu.Unlock()
-	t.bfTotal.Add(int64(delta))
 	t.bfSize.Add(float64(delta))
 	if evicted > 0 {
 		t.bfEvicted.WithLabelValues(c.Name).Add(float64(evicted))
@@ -443,7 +441,6 @@ func (t *HATracker) takeBackfill(g *haGroup, replica string, now time.Time) []HA
 	n := b.count
 	b.reset()
 	b.mu.Unlock()
-	t.bfTotal.Add(-int64(n))
 	t.bfSize.Sub(float64(n))
 	return out
 }
