@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -425,4 +426,52 @@ func TestHABackfillPipeline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Concurrent pushes across a failover (run with -race): the buffer and the
+// takeover do not race, and the gauge ends where the buffer is.
+func TestHABackfillConcurrent(t *testing.T) {
+	reg := testRegistry(t, "eu-1")
+	eu := reg.Get("eu-1")
+	tr, err := NewHATracker(HAConfig{Enabled: true, FailoverTimeout: model.Duration(200 * time.Millisecond), BackfillMaxSamples: intp(100)}, nil)
+	require.NoError(t, err)
+	push := func(replica string, d time.Duration, done chan<- int) {
+		total := 0
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			for i := range 4 {
+				ls := labels.FromStrings("__name__", fmt.Sprint("m", i), "cluster", "eu-1", "replica", replica)
+				_, _, bf := tr.Accept(eu, ls, &Series{Samples: []Sample{{T: time.Now().UnixMilli(), V: 1}}})
+				total += len(bf)
+			}
+		}
+		done <- total
+	}
+	// (a failover timeout above haRefresh, or the elected one's last-seen
+	// time is not refreshed often enough and the replicas flap)
+	_, keep, _ := tr.Accept(eu, labels.FromStrings("__name__", "m0", "cluster", "eu-1", "replica", "a"), oneSample)
+	require.True(t, keep)
+	done := make(chan int, 4)
+	go push("a", 300*time.Millisecond, done)
+	go push("a", 300*time.Millisecond, done)
+	go push("b", 700*time.Millisecond, done)
+	go push("b", 700*time.Millisecond, done)
+	total := 0
+	for range 4 {
+		total += <-done
+	}
+	st := tr.Status()[0]
+	require.Equal(t, "b", st.Elected)
+	failovers := 0
+	for _, e := range st.History {
+		if e.Reason == "failover" {
+			failovers++
+		}
+	}
+	require.Positive(t, failovers)
+	require.Positive(t, total)
+	require.LessOrEqual(t, total, 100*failovers, "at most backfill_max_samples per takeover")
+	g := tr.groups[haKey{cluster: "eu-1"}]
+	g.bf.mu.Lock()
+	defer g.bf.mu.Unlock()
+	require.Equal(t, float64(g.bf.count), testutil.ToFloat64(tr.bfSize))
 }
