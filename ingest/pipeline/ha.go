@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,7 +38,15 @@ type HAConfig struct {
 	KeepReplicaLabel bool `yaml:"keep_replica_label"`
 	// HistorySize is how many elections are kept per group (default 50).
 	HistorySize int `yaml:"history_size"`
+	// BackfillMaxSamples bounds, per HA group, the standby's most recent
+	// dropped float samples kept in memory; on failover the ones newer than
+	// the old replica's last sample of the same series are appended first,
+	// so the takeover leaves no gap. Nil: 50000; 0 disables the backfill.
+	BackfillMaxSamples *int `yaml:"backfill_max_samples"`
 }
+
+// DefaultBackfillMaxSamples is ha.backfill_max_samples when not set.
+const DefaultBackfillMaxSamples = 50000
 
 // Validate names the first bad field.
 func (c *HAConfig) Validate() error {
@@ -56,6 +66,9 @@ func (c *HAConfig) Validate() error {
 	}
 	if c.HistorySize < 0 {
 		return fmt.Errorf("ha.history_size: must not be negative, got %d", c.HistorySize)
+	}
+	if c.BackfillMaxSamples != nil && *c.BackfillMaxSamples < 0 {
+		return fmt.Errorf("ha.backfill_max_samples: must not be negative, got %d", *c.BackfillMaxSamples)
 	}
 	return nil
 }
@@ -90,6 +103,36 @@ type haGroup struct {
 	pinned   bool
 	replicas map[string]time.Time
 	history  []Election
+
+	// last is the elected replica's last accepted sample time per series
+	// (by hash of the accepted labels), *atomic.Int64 values; nil without
+	// backfill. Replaced on every election.
+	last *sync.Map
+	bf   haBackfill // the standbys' recent samples
+}
+
+// HABackfill is one buffered standby sample to append on failover.
+type HABackfill struct {
+	Labels labels.Labels // as Accept returns them
+	Sample Sample
+}
+
+type bfEntry struct {
+	hash    uint64
+	replica string
+	HABackfill
+}
+
+// haBackfill is a ring of the standbys' most recent samples, oldest first.
+type haBackfill struct {
+	mu    sync.Mutex
+	ring  []bfEntry
+	head  int // index of the oldest entry
+	count int
+}
+
+func (b *haBackfill) reset() {
+	b.ring, b.head, b.count = nil, 0, 0
 }
 
 // HATracker elects one replica per (cluster, HA group).
@@ -103,6 +146,13 @@ type HATracker struct {
 
 	dropped   *prometheus.CounterVec
 	failovers *prometheus.CounterVec
+
+	backfillMax    int   // per group; 0: off
+	backfillWindow int64 // ms: older buffered samples cannot fill a failover gap
+	backfilled     *prometheus.CounterVec
+	bfFailed       *prometheus.CounterVec
+	bfEvicted      *prometheus.CounterVec
+	bfSize         prometheus.Gauge
 }
 
 // NewHATracker builds the tracker; it returns nil when HA is disabled.
@@ -129,12 +179,33 @@ func NewHATracker(cfg HAConfig, r prometheus.Registerer) (*HATracker, error) {
 			Name: "fleetgate_ha_elections_total",
 			Help: "Changes of the elected replica by cluster and reason.",
 		}, []string{"cluster", "reason"}),
+		backfilled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetgate_ha_backfilled_samples_total",
+			Help: "Buffered samples of a standby replica appended when it took over.",
+		}, []string{"cluster"}),
+		bfFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetgate_ha_backfill_failed_samples_total",
+			Help: "Buffered standby samples the storage refused on takeover (out of order, duplicate, ...), by reason.",
+		}, []string{"cluster", "reason"}),
+		bfEvicted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetgate_ha_backfill_evicted_samples_total",
+			Help: "Standby samples pushed out of a full backfill buffer (ha.backfill_max_samples) while still recent.",
+		}, []string{"cluster"}),
+		bfSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fleetgate_ha_backfill_buffer_samples",
+			Help: "Standby samples held in the HA backfill buffers.",
+		}),
 	}
 	if t.timeout == 0 {
 		t.timeout = 30 * time.Second
 	}
+	t.backfillMax = DefaultBackfillMaxSamples
+	if cfg.BackfillMaxSamples != nil {
+		t.backfillMax = *cfg.BackfillMaxSamples
+	}
+	t.backfillWindow = (t.timeout + t.timeout/2 + 5*time.Second).Milliseconds()
 	if r != nil {
-		for _, c := range []prometheus.Collector{t.dropped, t.failovers} {
+		for _, c := range []prometheus.Collector{t.dropped, t.failovers, t.backfilled, t.bfFailed, t.bfEvicted, t.bfSize} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("registering HA tracker metrics: %w", err)
 			}
@@ -150,8 +221,11 @@ func (p *Pipeline) SetHATracker(t *HATracker) { p.ha = t }
 // without a replica label always are; a replica's series only when that
 // replica is the elected one of its group (electing it when the group is
 // new or the elected one has been silent longer than the failover
-// timeout). n is the number of samples, counted when dropped. The
-// returned labels lack the replica label unless keep_replica_label is set.
+// timeout). s is the series: its samples are counted when dropped, and a
+// standby's float samples are kept for backfill. The returned labels lack
+// the replica label unless keep_replica_label is set. When the call elects
+// a new replica on failover, it also returns that replica's buffered
+// samples that fill the gap, to be appended before s.
 // Tracks reports whether ls carries a replica label, i.e. whether Accept
 // decides about it. A nil tracker tracks nothing.
 func (t *HATracker) Tracks(ls labels.Labels) bool {
@@ -166,9 +240,9 @@ func (t *HATracker) Tracks(ls labels.Labels) bool {
 	return false
 }
 
-func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, n int) (labels.Labels, bool) {
+func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, s *Series) (labels.Labels, bool, []HABackfill) {
 	if t == nil || c == nil {
-		return ls, true
+		return ls, true, nil
 	}
 	var name, replica string
 	for _, l := range t.cfg.ReplicaLabels {
@@ -178,7 +252,7 @@ func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, n int) (labels.La
 		}
 	}
 	if replica == "" {
-		return ls, true
+		return ls, true, nil
 	}
 	key := haKey{cluster: c.Name}
 	if t.cfg.GroupLabel != "" {
@@ -194,12 +268,15 @@ func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, n int) (labels.La
 		fresh := now.Sub(seen) < haRefresh && !seen.After(now)
 		switch {
 		case replica == g.elected && fresh && now.Sub(g.lastSeen) < haRefresh:
+			last := g.last
 			t.mu.RUnlock()
-			return t.accepted(ls, name)
+			out, _ := t.accepted(ls, name)
+			t.noteLast(last, out, s)
+			return out, true, nil
 		case replica != g.elected && fresh && (g.pinned || now.Sub(g.lastSeen) <= t.timeout):
 			t.mu.RUnlock()
-			t.dropped.WithLabelValues(c.Name).Add(float64(n))
-			return ls, false
+			t.drop(c, g, ls, name, replica, s, now)
+			return ls, false, nil
 		}
 	}
 	t.mu.RUnlock()
@@ -207,27 +284,179 @@ func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, n int) (labels.La
 	t.mu.Lock()
 	g := t.groups[key]
 	if g == nil {
-		g = &haGroup{elected: replica, lastSeen: now, replicas: map[string]time.Time{}}
+		g = &haGroup{elected: replica, lastSeen: now, replicas: map[string]time.Time{}, last: t.newLast()}
 		t.groups[key] = g
 		t.elect(key, g, now, "", replica, "first")
 	}
 	g.replicas[replica] = now
 	keep := false
+	var backfill []HABackfill
 	switch {
 	case replica == g.elected:
 		g.lastSeen = now
 		keep = true
 	case !g.pinned && now.Sub(g.lastSeen) > t.timeout:
 		t.elect(key, g, now, g.elected, replica, "failover")
-		g.elected, g.lastSeen = replica, now
+		backfill = t.takeBackfill(g, replica, now)
+		g.elected, g.lastSeen, g.last = replica, now, t.newLast()
 		keep = true
 	}
+	last := g.last
 	t.mu.Unlock()
 	if !keep {
-		t.dropped.WithLabelValues(c.Name).Add(float64(n))
-		return ls, false
+		t.drop(c, g, ls, name, replica, s, now)
+		return ls, false, nil
 	}
-	return t.accepted(ls, name)
+	out, _ := t.accepted(ls, name)
+	t.noteLast(last, out, s)
+	return out, true, backfill
+}
+
+func (t *HATracker) newLast() *sync.Map {
+	if t.backfillMax == 0 {
+		return nil
+	}
+	return &sync.Map{}
+}
+
+// noteLast records the elected replica's newest sample time of series out.
+func (t *HATracker) noteLast(last *sync.Map, out labels.Labels, s *Series) {
+	if last == nil || s == nil {
+		return
+	}
+	newest := int64(math.MinInt64)
+	for i := range s.Samples {
+		newest = max(newest, s.Samples[i].T)
+	}
+	for i := range s.Histograms {
+		newest = max(newest, s.Histograms[i].T)
+	}
+	if newest == math.MinInt64 {
+		return
+	}
+	h := out.Hash()
+	v, ok := last.Load(h)
+	if !ok {
+		nv := &atomic.Int64{}
+		nv.Store(newest)
+		if v, ok = last.LoadOrStore(h, nv); !ok {
+			return
+		}
+	}
+	a := v.(*atomic.Int64)
+	for {
+		old := a.Load()
+		if old >= newest || a.CompareAndSwap(old, newest) {
+			return
+		}
+	}
+}
+
+// drop counts the samples of a standby replica and keeps its float samples
+// in the group's backfill buffer.
+func (t *HATracker) drop(c *fleet.Cluster, g *haGroup, ls labels.Labels, name, replica string, s *Series, now time.Time) {
+	if s == nil {
+		return
+	}
+	t.dropped.WithLabelValues(c.Name).Add(float64(len(s.Samples) + len(s.Histograms)))
+	if t.backfillMax == 0 || len(s.Samples) == 0 {
+		return
+	}
+	cutoff := now.UnixMilli() - t.backfillWindow
+	if s.Samples[len(s.Samples)-1].T < cutoff {
+		return // too old to fill a failover gap
+	}
+	out, _ := t.accepted(ls, name)
+	out = ownLabels(out) // kept beyond the request
+	h := out.Hash()
+	b := &g.bf
+	evicted, delta := 0, 0
+	b.mu.Lock()
+	for b.count > 0 && b.ring[b.head].Sample.T < cutoff {
+		b.pop()
+		delta--
+	}
+	for i := range s.Samples {
+		if s.Samples[i].T < cutoff {
+			continue
+		}
+		if b.count == t.backfillMax {
+			b.pop()
+			evicted++
+			delta--
+		}
+		b.push(bfEntry{hash: h, replica: replica, HABackfill: HABackfill{Labels: out, Sample: s.Samples[i]}}, t.backfillMax)
+		delta++
+	}
+	b.mu.Unlock()
+	t.bfSize.Add(float64(delta))
+	if evicted > 0 {
+		t.bfEvicted.WithLabelValues(c.Name).Add(float64(evicted))
+	}
+}
+
+func (b *haBackfill) pop() {
+	b.ring[b.head] = bfEntry{}
+	b.head = (b.head + 1) % len(b.ring)
+	b.count--
+}
+
+// push appends e; the ring grows up to max entries and must have room.
+func (b *haBackfill) push(e bfEntry, max int) {
+	if b.count == len(b.ring) {
+		n := min(max, 2*len(b.ring)+256)
+		r := make([]bfEntry, n)
+		for i := 0; i < b.count; i++ {
+			r[i] = b.ring[(b.head+i)%len(b.ring)]
+		}
+		b.ring, b.head = r, 0
+	}
+	b.ring[(b.head+b.count)%len(b.ring)] = e
+	b.count++
+}
+
+// takeBackfill empties g's buffer and returns the samples of replica (the
+// new elected one) that are recent and newer than the old elected replica's
+// last sample of the same series, oldest first; t.mu is held.
+func (t *HATracker) takeBackfill(g *haGroup, replica string, now time.Time) []HABackfill {
+	if t.backfillMax == 0 {
+		return nil
+	}
+	cutoff := now.UnixMilli() - t.backfillWindow
+	b := &g.bf
+	b.mu.Lock()
+	var out []HABackfill
+	for i := 0; i < b.count; i++ {
+		e := &b.ring[(b.head+i)%len(b.ring)]
+		if e.replica != replica || e.Sample.T < cutoff {
+			continue
+		}
+		if g.last != nil {
+			if v, ok := g.last.Load(e.hash); ok && e.Sample.T <= v.(*atomic.Int64).Load() {
+				continue
+			}
+		}
+		out = append(out, e.HABackfill)
+	}
+	n := b.count
+	b.reset()
+	b.mu.Unlock()
+	t.bfSize.Sub(float64(n))
+	return out
+}
+
+// Backfilled counts the outcome of appending a takeover's backfill: ok
+// samples appended, and refused ones by reason.
+func (t *HATracker) Backfilled(c *fleet.Cluster, ok int, refused map[string]int) {
+	if t == nil || c == nil {
+		return
+	}
+	if ok > 0 {
+		t.backfilled.WithLabelValues(c.Name).Add(float64(ok))
+	}
+	for r, n := range refused {
+		t.bfFailed.WithLabelValues(c.Name, r).Add(float64(n))
+	}
 }
 
 // haRefresh is how stale the last-seen times may get before a write lock
@@ -239,8 +468,15 @@ func (t *HATracker) accepted(ls labels.Labels, name string) (labels.Labels, bool
 	if t.cfg.KeepReplicaLabel {
 		return ls, true
 	}
-	return labels.NewBuilder(ls).Del(name).Labels(), true
+	lb := builderPool.Get().(*labels.Builder)
+	lb.Reset(ls)
+	out := lb.Del(name).Labels()
+	lb.Reset(labels.EmptyLabels()) // keep no request's labels alive
+	builderPool.Put(lb)
+	return out, true
 }
+
+var builderPool = sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }}
 
 // elect records an election; t.mu is held.
 func (t *HATracker) elect(key haKey, g *haGroup, now time.Time, from, to, reason string) {
@@ -277,10 +513,13 @@ func (t *HATracker) Pin(cluster, group, replica string) error {
 		return nil
 	}
 	if g == nil {
-		g = &haGroup{replicas: map[string]time.Time{}}
+		g = &haGroup{replicas: map[string]time.Time{}, last: t.newLast()}
 		t.groups[key] = g
 	}
 	t.elect(key, g, now, g.elected, replica, "pin")
+	if replica != g.elected {
+		g.last = t.newLast()
+	}
 	g.elected, g.pinned, g.lastSeen = replica, true, now
 	return nil
 }
@@ -345,7 +584,7 @@ func (t *HATracker) Load(path string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range st {
-		g := &haGroup{elected: s.Elected, lastSeen: s.LastSeen, pinned: s.Pinned, replicas: s.Replicas, history: s.History}
+		g := &haGroup{elected: s.Elected, lastSeen: s.LastSeen, pinned: s.Pinned, replicas: s.Replicas, history: s.History, last: t.newLast()}
 		if g.replicas == nil {
 			g.replicas = map[string]time.Time{}
 		}

@@ -2,14 +2,17 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
@@ -24,6 +27,9 @@ func testRegistry(t *testing.T, names ...string) *fleet.Registry {
 	require.NoError(t, err)
 	return r
 }
+
+// oneSample is a series of one sample too old to be buffered for backfill.
+var oneSample = &Series{Samples: []Sample{{T: 0, V: 1}}}
 
 func TestHATracker(t *testing.T) {
 	reg := testRegistry(t, "eu-1", "us-1")
@@ -79,7 +85,7 @@ func TestHATracker(t *testing.T) {
 			t0 := time.Unix(1_700_000_000, 0)
 			for i, s := range tc.steps {
 				tr.now = func() time.Time { return t0.Add(s.at) }
-				out, keep := tr.Accept(s.c, s.ls, 1)
+				out, keep, _ := tr.Accept(s.c, s.ls, oneSample)
 				require.Equal(t, s.keep, keep, "step %d", i)
 				if keep && s.elected != "" {
 					require.False(t, out.Has("replica") || out.Has("__replica__"), "replica label dropped: %s", out)
@@ -108,16 +114,16 @@ func TestHAPinAndState(t *testing.T) {
 	tr.now = func() time.Time { return t0 }
 	a := labels.FromStrings("__name__", "up", "replica", "a")
 	b := labels.FromStrings("__name__", "up", "replica", "b")
-	_, keep := tr.Accept(eu, a, 1)
+	_, keep, _ := tr.Accept(eu, a, oneSample)
 	require.True(t, keep)
 	require.NoError(t, tr.Pin("eu-1", "", "b"))
-	_, keep = tr.Accept(eu, a, 1)
+	_, keep, _ = tr.Accept(eu, a, oneSample)
 	require.False(t, keep)
 	// Pinned: no failover even after a long silence.
 	tr.now = func() time.Time { return t0.Add(time.Hour) }
-	_, keep = tr.Accept(eu, a, 1)
+	_, keep, _ = tr.Accept(eu, a, oneSample)
 	require.False(t, keep)
-	_, keep = tr.Accept(eu, b, 1)
+	_, keep, _ = tr.Accept(eu, b, oneSample)
 	require.True(t, keep)
 	require.NoError(t, tr.Pin("eu-1", "", ""))
 	st := tr.Status()
@@ -200,9 +206,34 @@ func BenchmarkHATrackerAccept(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			if i%2 == 0 {
-				tr.Accept(c, a, 1)
+				tr.Accept(c, a, oneSample)
 			} else {
-				tr.Accept(c, bb, 1)
+				tr.Accept(c, bb, oneSample)
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkHATrackerAcceptBuffering: as above with recent samples, which
+// the standby's calls keep in the backfill buffer.
+func BenchmarkHATrackerAcceptBuffering(b *testing.B) {
+	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{TLSNames: []string{"x"}}}}})
+	require.NoError(b, err)
+	c := reg.Get("eu-1")
+	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(b, err)
+	a := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "a")
+	bb := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "b")
+	s := &Series{Samples: []Sample{{T: time.Now().UnixMilli(), V: 1}}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if i%2 == 0 {
+				tr.Accept(c, a, s)
+			} else {
+				tr.Accept(c, bb, s)
 			}
 			i++
 		}
@@ -239,4 +270,208 @@ func TestHAElectionAppliesToCachedSeries(t *testing.T) {
 	clock = clock.Add(5 * time.Second)         // a goes silent
 	require.Equal(t, 1, write("b", base+6000)) // b takes over
 	require.Equal(t, 0, write("a", base+7000), "a is no longer elected, cached or not")
+}
+
+func intp(n int) *int { return &n }
+
+// haStep is one push of a replica at second sec (the tracker's clock
+// follows the sample times).
+type haStep struct {
+	replica string
+	sec     int64
+	series  []string // metric names, default just "up"
+}
+
+// TestHABackfill: the standby's buffered samples fill the failover gap,
+// only those newer than the old replica's last sample of the same series.
+func TestHABackfill(t *testing.T) {
+	reg := testRegistry(t, "eu-1")
+	eu := reg.Get("eu-1")
+	base := time.Now().Truncate(time.Second)
+	run := func(t *testing.T, cfg HAConfig, steps []haStep) (map[string][]int64, *HATracker) {
+		cfg.Enabled, cfg.FailoverTimeout = true, model.Duration(5*time.Second)
+		tr, err := NewHATracker(cfg, nil)
+		require.NoError(t, err)
+		var clock time.Time
+		tr.now = func() time.Time { return clock }
+		got := map[string][]int64{} // backfilled sample seconds by metric name
+		for _, s := range steps {
+			clock = base.Add(time.Duration(s.sec) * time.Second)
+			names := s.series
+			if names == nil {
+				names = []string{"up"}
+			}
+			for _, n := range names {
+				ls := labels.FromStrings("__name__", n, "cluster", "eu-1", "replica", s.replica)
+				_, _, bf := tr.Accept(eu, ls, &Series{Samples: []Sample{{T: clock.UnixMilli(), V: 1}}})
+				for _, b := range bf {
+					require.Empty(t, b.Labels.Get("replica"))
+					name := b.Labels.Get("__name__")
+					got[name] = append(got[name], (b.Sample.T-base.UnixMilli())/1000)
+				}
+			}
+		}
+		return got, tr
+	}
+	// a pushes 0..3 s then dies; b pushes 0..9 s and takes over at 9 s.
+	var steps []haStep
+	for s := int64(0); s <= 9; s++ {
+		if s <= 3 {
+			steps = append(steps, haStep{replica: "a", sec: s, series: []string{"up", "late"}})
+		}
+		steps = append(steps, haStep{replica: "b", sec: s, series: []string{"up", "late"}})
+	}
+	// "late" of a stopped at 1 s: its gap starts earlier.
+	steps2 := append([]haStep(nil), steps...)
+	for i, s := range steps2 {
+		if s.replica == "a" && s.sec > 1 {
+			steps2[i].series = []string{"up"}
+		}
+	}
+
+	t.Run("fills the gap after the old replica's last sample", func(t *testing.T) {
+		got, tr := run(t, HAConfig{}, steps2)
+		require.Equal(t, []int64{4, 5, 6, 7, 8}, got["up"])
+		require.Equal(t, []int64{2, 3, 4, 5, 6, 7, 8}, got["late"], "per series, not per group")
+		require.Equal(t, "b", tr.Status()[0].Elected)
+		require.Zero(t, testutil.ToFloat64(tr.bfSize), "the buffer is emptied on takeover")
+	})
+	t.Run("the bound holds, keeping the newest", func(t *testing.T) {
+		got, tr := run(t, HAConfig{BackfillMaxSamples: intp(3)}, steps)
+		require.Equal(t, []int64{7, 8}, got["late"])
+		require.Equal(t, []int64{8}, got["up"])
+		require.Equal(t, float64(2*9-3), testutil.ToFloat64(tr.bfEvicted.WithLabelValues("eu-1")))
+	})
+	t.Run("disabled with 0", func(t *testing.T) {
+		got, tr := run(t, HAConfig{BackfillMaxSamples: intp(0)}, steps)
+		require.Empty(t, got)
+		require.Equal(t, "b", tr.Status()[0].Elected)
+	})
+	t.Run("nothing older than the window", func(t *testing.T) {
+		// b was silent for a long time: only its recent samples are buffered.
+		var st []haStep
+		st = append(st, haStep{replica: "a", sec: 0}, haStep{replica: "b", sec: 0})
+		st = append(st, haStep{replica: "a", sec: 30}, haStep{replica: "b", sec: 30})
+		for s := int64(31); s <= 45; s++ {
+			st = append(st, haStep{replica: "b", sec: s})
+		}
+		got, _ := run(t, HAConfig{}, st)
+		require.Equal(t, []int64{31, 32, 33, 34, 35}, got["up"])
+	})
+	require.Error(t, (&HAConfig{BackfillMaxSamples: intp(-1)}).Validate())
+}
+
+// Through the pipeline: the backfill is appended with the request that
+// triggers the takeover, and leaves no gap in the stored series.
+func TestHABackfillPipeline(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		max    *int
+		maxGap int64
+	}{{"on", nil, 1000}, {"off", intp(0), 6000}} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := testRegistry(t, "eu-1")
+			db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = db.Close() })
+			p, err := New(Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
+			require.NoError(t, err)
+			tr, err := NewHATracker(HAConfig{Enabled: true, FailoverTimeout: model.Duration(5 * time.Second), BackfillMaxSamples: tc.max}, nil)
+			require.NoError(t, err)
+			start := time.Now().Truncate(time.Second)
+			var clock time.Time
+			tr.now = func() time.Time { return clock }
+			p.SetHATracker(tr)
+			write := func(replica string, sec int64) int {
+				clock = start.Add(time.Duration(sec) * time.Second)
+				b := p.Begin(context.Background(), reg.Get("eu-1"))
+				require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "up", "replica", replica), Samples: []Sample{{T: clock.UnixMilli(), V: float64(sec)}}}))
+				w, err := b.Commit()
+				require.NoError(t, err)
+				return w.Samples
+			}
+			for s := int64(0); s <= 9; s++ {
+				if s <= 3 {
+					require.Equal(t, 1, write("a", s))
+				}
+				n := write("b", s)
+				if s < 9 {
+					require.Zero(t, n)
+				} else if tc.max == nil {
+					require.Equal(t, 6, n, "5 backfilled and its own")
+				} else {
+					require.Equal(t, 1, n)
+				}
+			}
+			q, err := db.Querier(0, clock.UnixMilli()+1)
+			require.NoError(t, err)
+			defer q.Close()
+			ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "up"))
+			require.True(t, ss.Next())
+			it := ss.At().Iterator(nil)
+			var prev, gap int64
+			n := 0
+			for it.Next() != chunkenc.ValNone {
+				ts, _ := it.At()
+				if n > 0 {
+					gap = max(gap, ts-prev)
+				}
+				prev = ts
+				n++
+			}
+			require.False(t, ss.Next(), "one series across the failover")
+			require.Equal(t, tc.maxGap, gap)
+			if tc.max == nil {
+				require.Equal(t, 5.0, testutil.ToFloat64(tr.backfilled.WithLabelValues("eu-1")))
+			}
+		})
+	}
+}
+
+// Concurrent pushes across a failover (run with -race): the buffer and the
+// takeover do not race, and the gauge ends where the buffer is.
+func TestHABackfillConcurrent(t *testing.T) {
+	reg := testRegistry(t, "eu-1")
+	eu := reg.Get("eu-1")
+	tr, err := NewHATracker(HAConfig{Enabled: true, FailoverTimeout: model.Duration(200 * time.Millisecond), BackfillMaxSamples: intp(100)}, nil)
+	require.NoError(t, err)
+	push := func(replica string, d time.Duration, done chan<- int) {
+		total := 0
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			for i := range 4 {
+				ls := labels.FromStrings("__name__", fmt.Sprint("m", i), "cluster", "eu-1", "replica", replica)
+				_, _, bf := tr.Accept(eu, ls, &Series{Samples: []Sample{{T: time.Now().UnixMilli(), V: 1}}})
+				total += len(bf)
+			}
+		}
+		done <- total
+	}
+	// (a failover timeout above haRefresh, or the elected one's last-seen
+	// time is not refreshed often enough and the replicas flap)
+	_, keep, _ := tr.Accept(eu, labels.FromStrings("__name__", "m0", "cluster", "eu-1", "replica", "a"), oneSample)
+	require.True(t, keep)
+	done := make(chan int, 4)
+	go push("a", 300*time.Millisecond, done)
+	go push("a", 300*time.Millisecond, done)
+	go push("b", 700*time.Millisecond, done)
+	go push("b", 700*time.Millisecond, done)
+	total := 0
+	for range 4 {
+		total += <-done
+	}
+	st := tr.Status()[0]
+	require.Equal(t, "b", st.Elected)
+	failovers := 0
+	for _, e := range st.History {
+		if e.Reason == "failover" {
+			failovers++
+		}
+	}
+	require.Positive(t, failovers)
+	require.Positive(t, total)
+	require.LessOrEqual(t, total, 100*failovers, "at most backfill_max_samples per takeover")
+	g := tr.groups[haKey{cluster: "eu-1"}]
+	g.bf.mu.Lock()
+	defer g.bf.mu.Unlock()
+	require.Equal(t, float64(g.bf.count), testutil.ToFloat64(tr.bfSize))
 }

@@ -411,9 +411,14 @@ func (b *Batch) Add(s *Series) error {
 		b.reject(c, perr.Reason, n, perr)
 		return nil
 	}
-	ls, keep := b.p.ha.Accept(c, ls, n)
+	ls, keep, backfill := b.p.ha.Accept(c, ls, s)
 	if !keep {
 		return nil // a non-elected HA replica: dropped, counted in ha.go
+	}
+	if len(backfill) > 0 {
+		if err := b.backfill(c, backfill); err != nil {
+			return err
+		}
 	}
 	if n == 0 {
 		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", s.Labels.String())})
@@ -483,6 +488,36 @@ func (b *Batch) Add(s *Series) error {
 			w.Histograms++
 		}
 	}
+	return nil
+}
+
+// backfill appends the standby samples an HA takeover returned. Samples the
+// storage refuses (out of order, duplicate, ...) are counted by the tracker,
+// not reported: they do not fail the request.
+func (b *Batch) backfill(c *fleet.Cluster, bf []HABackfill) error {
+	w := b.count(c)
+	ok := 0
+	var refused map[string]int
+	for i := range bf {
+		sm := &bf[i].Sample
+		_, err := b.app.Append(0, bf[i].Labels, sm.ST, sm.T, sm.V, nil, nil, storage.AOptions{})
+		if err == nil {
+			ok++
+			continue
+		}
+		reason, known := classify(err)
+		if !known {
+			b.fatal = fmt.Errorf("appending HA backfill of series %s: %w", bf[i].Labels.String(), err)
+			b.abort()
+			return b.fatal
+		}
+		if refused == nil {
+			refused = map[string]int{}
+		}
+		refused[reason]++
+	}
+	w.Samples += ok
+	b.p.ha.Backfilled(c, ok, refused)
 	return nil
 }
 
