@@ -18,24 +18,18 @@ import (
 // http://loki:3100/loki/api/v1/push.
 type Config = queue.HTTPConfig
 
-// Forwarder implements signals.LogsSink.
+// Forwarder implements signals.LogsSink; Run and Close come from its queue.
 type Forwarder struct {
-	q *queue.Queue
+	*queue.Queue
 }
 
 // New opens the destination's queue in dir.
 func New(cfg Config, dir string, m *queue.Metrics, logger *slog.Logger) (*Forwarder, error) {
-	s, err := queue.NewHTTPSender(cfg, map[string]string{"Content-Type": "application/x-protobuf"})
+	q, err := queue.OpenHTTP("loki", cfg, map[string]string{"Content-Type": "application/x-protobuf"}, dir, m, logger)
 	if err != nil {
 		return nil, err
 	}
-	q, err := queue.Open("loki/"+cfg.Name, dir, cfg.Options(), func(ctx context.Context, rec []byte) error {
-		return s.Post(ctx, rec)
-	}, m, logger)
-	if err != nil {
-		return nil, err
-	}
-	return &Forwarder{q: q}, nil
+	return &Forwarder{Queue: q}, nil
 }
 
 // PushLogs queues the streams durably as one snappy-compressed push request.
@@ -45,11 +39,5 @@ func (f *Forwarder) PushLogs(_ context.Context, streams []push.Stream) error {
 	if err != nil {
 		return fmt.Errorf("encoding Loki push request: %w", err)
 	}
-	return f.q.Enqueue(snappy.Encode(nil, raw))
+	return f.Enqueue(snappy.Encode(nil, raw))
 }
-
-// Run delivers until ctx ends.
-func (f *Forwarder) Run(ctx context.Context) error { return f.q.Run(ctx) }
-
-// Close closes the queue.
-func (f *Forwarder) Close() error { return f.q.Close() }

@@ -96,7 +96,7 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 		require.NoError(t, fw.PushLogs(context.Background(), batch(i)))
 		sent = append(sent, batch(i)...)
 	}
-	require.Eventually(t, func() bool { return len(dest.received()) == 3 && fw.q.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(dest.received()) == 3 && fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 
 	// Destination down: pushes are still accepted (queued on disk).
 	require.NoError(t, dest.srv.Close())
@@ -111,7 +111,7 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 	require.NoError(t, fw.Close())
 	fw, err = New(cfg, dir, m, logger)
 	require.NoError(t, err)
-	require.Positive(t, fw.q.Pending())
+	require.Positive(t, fw.Queue.Pending())
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	go func() { done <- fw.Run(ctx) }()
@@ -141,7 +141,7 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 		require.True(t, sent[i].Entries[0].Timestamp.Equal(got[i].Entries[0].Timestamp))
 		require.Equal(t, sent[i].Entries[0].StructuredMetadata, got[i].Entries[0].StructuredMetadata)
 	}
-	require.Eventually(t, func() bool { return fw.q.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 	dest.srv.Close()
 	fw.Close()
 }
@@ -167,7 +167,7 @@ func TestRefusedIsDropped(t *testing.T) {
 	defer cancel()
 	go func() { _ = fw.Run(ctx) }()
 	require.NoError(t, fw.PushLogs(ctx, batch(1)))
-	require.Eventually(t, func() bool { return fw.q.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 	mu.Lock()
 	require.Equal(t, 1, calls) // not retried
 	mu.Unlock()

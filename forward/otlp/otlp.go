@@ -18,24 +18,18 @@ import (
 // http://tempo:4318/v1/traces.
 type Config = queue.HTTPConfig
 
-// Forwarder implements signals.TracesSink.
+// Forwarder implements signals.TracesSink; Run and Close come from its queue.
 type Forwarder struct {
-	q *queue.Queue
+	*queue.Queue
 }
 
 // New opens the destination's queue in dir.
 func New(cfg Config, dir string, m *queue.Metrics, logger *slog.Logger) (*Forwarder, error) {
-	s, err := queue.NewHTTPSender(cfg, map[string]string{"Content-Type": "application/x-protobuf"})
+	q, err := queue.OpenHTTP("otlp", cfg, map[string]string{"Content-Type": "application/x-protobuf"}, dir, m, logger)
 	if err != nil {
 		return nil, err
 	}
-	q, err := queue.Open("otlp/"+cfg.Name, dir, cfg.Options(), func(ctx context.Context, rec []byte) error {
-		return s.Post(ctx, rec)
-	}, m, logger)
-	if err != nil {
-		return nil, err
-	}
-	return &Forwarder{q: q}, nil
+	return &Forwarder{Queue: q}, nil
 }
 
 // PushTraces queues the traces durably as one OTLP export request.
@@ -44,11 +38,5 @@ func (f *Forwarder) PushTraces(_ context.Context, td ptrace.Traces) error {
 	if err != nil {
 		return fmt.Errorf("encoding OTLP traces: %w", err)
 	}
-	return f.q.Enqueue(b)
+	return f.Enqueue(b)
 }
-
-// Run delivers until ctx ends.
-func (f *Forwarder) Run(ctx context.Context) error { return f.q.Run(ctx) }
-
-// Close closes the queue.
-func (f *Forwarder) Close() error { return f.q.Close() }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -122,4 +123,15 @@ func (s *HTTPSender) Post(ctx context.Context, body []byte) error {
 		return fmt.Errorf("%s answered %s: %s", s.cfg.Name, resp.Status, bytes.TrimSpace(msg))
 	}
 	return &PermanentError{fmt.Errorf("%s answered %s: %s", s.cfg.Name, resp.Status, bytes.TrimSpace(msg))}
+}
+
+// OpenHTTP opens the durable queue of one HTTP destination: records are
+// POSTed as they are, with the given content headers. kind prefixes the
+// queue's name ("loki", "otlp").
+func OpenHTTP(kind string, cfg HTTPConfig, contentHeaders map[string]string, dir string, m *Metrics, logger *slog.Logger) (*Queue, error) {
+	s, err := NewHTTPSender(cfg, contentHeaders)
+	if err != nil {
+		return nil, err
+	}
+	return Open(kind+"/"+cfg.Name, dir, cfg.Options(), s.Post, m, logger)
 }
