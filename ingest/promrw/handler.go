@@ -380,24 +380,10 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	return http.StatusNoContent, nil
 }
 
+// metricTypeV1 maps the 1.0 enum to Prometheus's metric type names, as
+// Prometheus's own receiver does (COUNTER -> counter, GAUGEHISTOGRAM -> gaugehistogram).
 func metricTypeV1(t prompb.MetricMetadata_MetricType) model.MetricType {
-	switch t {
-	case prompb.MetricMetadata_COUNTER:
-		return model.MetricTypeCounter
-	case prompb.MetricMetadata_GAUGE:
-		return model.MetricTypeGauge
-	case prompb.MetricMetadata_HISTOGRAM:
-		return model.MetricTypeHistogram
-	case prompb.MetricMetadata_GAUGEHISTOGRAM:
-		return model.MetricTypeGaugeHistogram
-	case prompb.MetricMetadata_SUMMARY:
-		return model.MetricTypeSummary
-	case prompb.MetricMetadata_INFO:
-		return model.MetricTypeInfo
-	case prompb.MetricMetadata_STATESET:
-		return model.MetricTypeStateset
-	}
-	return model.MetricTypeUnknown
+	return model.MetricType(strings.ToLower(t.String()))
 }
 
 func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet.Cluster, body []byte, st *decodeState) (int, error) {
