@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/prometheus/model/labels"
 	"io"
 	"log/slog"
 	"mime"
@@ -174,7 +175,7 @@ func decodeJSON(body []byte, req *push.PushRequest) error {
 	}
 	req.Streams = make([]push.Stream, 0, len(jp.Streams))
 	for i, s := range jp.Streams {
-		ls := labelString(s.Stream)
+		ls := labels.FromMap(s.Stream).String()
 		st := push.Stream{Labels: ls, Entries: make([]push.Entry, 0, len(s.Values))}
 		for j, v := range s.Values {
 			if len(v) < 2 || len(v) > 3 {

@@ -1,6 +1,7 @@
 package otlp
 
 import (
+	"github.com/prometheus/prometheus/model/labels"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,7 +54,7 @@ func (rc *Receiver) logsToStreams(ld plog.Logs, stamped map[string]bool) []push.
 		if stream["service_name"] == "" {
 			stream["service_name"] = "unknown_service"
 		}
-		ls := renderLabels(stream)
+		ls := labels.FromMap(stream).String()
 		idx, ok := byLabels[ls]
 		if !ok {
 			idx = len(streams)
@@ -105,24 +106,4 @@ func (rc *Receiver) logsToStreams(ld plog.Logs, stamped map[string]bool) []push.
 		}
 	}
 	return streams
-}
-
-func renderLabels(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(strconv.Quote(m[k]))
-	}
-	b.WriteByte('}')
-	return b.String()
 }
