@@ -304,6 +304,9 @@ func (a *LokiAPI) timeRange(r *http.Request) (int64, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	if end.Before(start) {
+		return 0, 0, errors.New("end timestamp must not be before start time")
+	}
 	return start.UnixNano(), end.UnixNano(), nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -176,7 +177,7 @@ func parseTraceQL(q string) ([]traces.Condition, error) {
 	for _, part := range strings.Split(body, "&&") {
 		k, v, ok := strings.Cut(part, "=")
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || k == "" || v == "" || strings.ContainsAny(k, "!<>~|(") || strings.HasPrefix(v, "~") {
+		if !ok || !traceQLTag.MatchString(k) || !traceQLValue.MatchString(v) {
 			return nil, fmt.Errorf("TraceQL condition %q: fleetgate's embedded store supports only tag = value joined by && (Tempo supports the full language)", strings.TrimSpace(part))
 		}
 		if uq, err := strconv.Unquote(v); err == nil {
@@ -186,6 +187,14 @@ func parseTraceQL(q string) ([]traces.Condition, error) {
 	}
 	return out, nil
 }
+
+// The subset of TraceQL the embedded store answers: a plain tag name and a
+// quoted string or bare word; anything else (||, pipes, nested spansets,
+// comparisons) is refused rather than matched literally.
+var (
+	traceQLTag   = regexp.MustCompile(`^[A-Za-z_.][A-Za-z0-9_.:/-]*$`)
+	traceQLValue = regexp.MustCompile(`^("([^"\\]|\\.)*"|[A-Za-z0-9_.:/-]+)$`)
+)
 
 func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,4 +155,39 @@ func TestLogQLParseErrors(t *testing.T) {
 	require.Len(t, le.filters, 4)
 	require.True(t, le.keep(`raw\str error`))
 	require.False(t, le.keep(`raw\str error no`))
+}
+
+// TraceQL beyond the supported subset is refused with a 400, never matched
+// literally into an empty 200.
+func TestTraceQLSubsetRefusesTheRest(t *testing.T) {
+	for _, q := range []string{
+		`{ a = "x" || b = "y" }`,
+		`{ a = "x" } && { b = "y" }`,
+		`{ a = "x" } | count() > 2`,
+		`{ duration > 1s }`,
+		`{ a = }`,
+	} {
+		_, err := parseTraceQL(q)
+		require.Error(t, err, q)
+	}
+	conds, err := parseTraceQL(`{ resource.service.name = "checkout" && span.http.status_code = 500 && status = error }`)
+	require.NoError(t, err)
+	require.Len(t, conds, 3)
+	require.Equal(t, "checkout", conds[0].Value)
+}
+
+// The Loki metadata endpoints reject an end before start like query_range.
+func TestLokiMetadataRejectsEndBeforeStart(t *testing.T) {
+	mux := http.NewServeMux()
+	NewLokiAPI(nil).Register(mux)
+	for _, path := range []string{"/loki/api/v1/labels", "/loki/api/v1/label/app/values", "/loki/api/v1/series?match[]={a=\"b\"}"} {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path+sep+"start=2000&end=1000", nil))
+		require.Equal(t, http.StatusBadRequest, w.Code, path)
+		require.Contains(t, w.Body.String(), "before start", path)
+	}
 }
