@@ -203,6 +203,16 @@ func TestPushRateLimit(t *testing.T) {
 	require.Equal(t, 204, code, msg)
 }
 
+// A push larger than the burst could never pass the limiter: it gets a 413
+// naming the setting, not a 429 that senders retry for ever.
+func TestPushLargerThanBurstIs413(t *testing.T) {
+	e := newEnv(t, signals.Config{LogsRateBytes: 1, LogsBurstBytes: 5})
+	ctype, body := encode(t, testRequest(time.Now()), "protobuf", "")
+	code, msg := e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
+	require.Equal(t, 413, code, msg)
+	require.Contains(t, msg, "logs_traces.logs_burst_bytes")
+}
+
 func TestReadAPIMetricQueries(t *testing.T) {
 	e := newEnv(t, signals.Config{})
 	base := time.Now().Add(-10 * time.Minute).Truncate(time.Second)

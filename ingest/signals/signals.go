@@ -309,6 +309,17 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 		}
 		keys = append(keys, logKeyOf(sc.Name, ls))
 	}
+	// A request larger than the burst can never pass the limiter: refuse it
+	// as too large (413, not retried) instead of a 429 retried for ever.
+	for _, pc := range counts {
+		if s.cfg.LogsRateBytes > 0 && pc.bytes > s.cfg.LogsBurstBytes {
+			msg := fmt.Sprintf("request carries %d log bytes for cluster %q, more than logs_traces.logs_burst_bytes (%d); send smaller pushes",
+				pc.bytes, pc.c.Name, s.cfg.LogsBurstBytes)
+			s.rejected.WithLabelValues("logs", "too_large").Add(float64(pc.lines))
+			pc.c.Rejected("too_large", pc.lines, msg)
+			return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: msg}
+		}
+	}
 	for _, pc := range counts {
 		if l := s.limiter(pc.c.Name); l != nil && !l.AllowN(time.Now(), pc.bytes) {
 			msg := fmt.Sprintf("cluster %q is over its log ingestion limit of %d bytes/s (burst %d); this request has %d bytes",

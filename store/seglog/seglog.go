@@ -302,13 +302,14 @@ func (l *Log) appendBatch(recs []Record) ([]Pos, error) {
 		minT, maxT = min(minT, r.MinT), max(maxT, r.MaxT)
 	}
 	if _, err := l.f.Write(l.buf); err != nil {
-		// Cut the segment so a partial write is never followed by good records.
-		_ = l.f.Truncate(cur.size)
+		// Cut the segment so a partial write is never followed by good records,
+		// and move the offset back so the next append lands where positions say.
+		l.rewind(cur.size)
 		return nil, fmt.Errorf("seglog: writing: %w", err)
 	}
 	if !l.opts.NoSync {
 		if err := l.f.Sync(); err != nil {
-			_ = l.f.Truncate(cur.size)
+			l.rewind(cur.size)
 			return nil, fmt.Errorf("seglog: fsync: %w", err)
 		}
 	}
@@ -520,4 +521,11 @@ func (l *Log) ReadAt(pos Pos) (data []byte, ok bool, err error) {
 		return nil, false, err
 	}
 	return data, true, nil
+}
+
+// rewind drops a failed append: it truncates the active segment to size and
+// moves the write offset back to it (the file is not opened with O_APPEND).
+func (l *Log) rewind(size int64) {
+	_ = l.f.Truncate(size)
+	_, _ = l.f.Seek(size, io.SeekStart)
 }
