@@ -706,26 +706,39 @@ func readSeriesSet(ss storage.SeriesSet) ([]fetched, annotations.Annotations, er
 	for ss.Next() {
 		s := ss.At()
 		f := fetched{lset: s.Labels()}
+		var vals []sample
 		it = s.Iterator(it)
 		for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
 			switch vt {
 			case chunkenc.ValFloat:
 				t, v := it.At()
-				f.samples = append(f.samples, sample{st: it.AtST(), t: t, f: v})
+				vals = append(vals, sample{st: it.AtST(), t: t, f: v})
 			case chunkenc.ValHistogram:
 				t, h := it.AtHistogram(nil)
-				f.samples = append(f.samples, sample{st: it.AtST(), t: t, h: h})
+				vals = append(vals, sample{st: it.AtST(), t: t, h: h})
 			case chunkenc.ValFloatHistogram:
 				t, h := it.AtFloatHistogram(nil)
-				f.samples = append(f.samples, sample{st: it.AtST(), t: t, fh: h})
+				vals = append(vals, sample{st: it.AtST(), t: t, fh: h})
 			}
 		}
 		if err := it.Err(); err != nil {
 			return nil, ss.Warnings(), err
 		}
+		f.samples = boxSamples(vals)
 		out = append(out, f)
 	}
 	return out, ss.Warnings(), ss.Err()
+}
+
+// boxSamples exposes vals as chunks.Sample through pointers into vals, so
+// that turning a sample into an interface value costs no heap allocation
+// per sample (a struct stored in an interface is boxed; a pointer is not).
+func boxSamples(vals []sample) []chunks.Sample {
+	out := make([]chunks.Sample, len(vals))
+	for i := range vals {
+		out[i] = &vals[i]
+	}
+	return out
 }
 
 // headerRoundTripper adds fixed headers (X-Scope-OrgID, ...) to every request.

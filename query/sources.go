@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
-	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/util/annotations"
 
 	"github.com/fleetgate/fleetgate/fleet"
@@ -249,10 +248,11 @@ func (p *promAPIFetcher) fetch(ctx context.Context, mint, maxt int64, hints *sto
 	out := make([]fetched, 0, len(mat))
 	var skipped bool
 	for _, ss := range mat {
-		f := fetched{lset: labelSetToLabels(model.LabelSet(ss.Metric)), samples: make([]chunks.Sample, 0, len(ss.Values))}
+		vals := make([]sample, 0, len(ss.Values))
 		for _, sp := range ss.Values {
-			f.samples = append(f.samples, sample{t: int64(sp.Timestamp), f: float64(sp.Value)})
+			vals = append(vals, sample{t: int64(sp.Timestamp), f: float64(sp.Value)})
 		}
+		f := fetched{lset: labelSetToLabels(model.LabelSet(ss.Metric)), samples: boxSamples(vals)}
 		if len(ss.Histograms) > 0 {
 			skipped = true
 		}
