@@ -27,7 +27,7 @@ import (
 var quiet = slog.New(slog.DiscardHandler)
 
 func openStore(t testing.TB) *metrics.Store {
-	s, err := metrics.Open(metrics.Config{Path: t.TempDir(), BlockDuration: model.Duration(24 * time.Hour), OutOfOrderWindow: model.Duration(365 * 24 * time.Hour)}, nil, quiet)
+	s, err := metrics.Open(metrics.Config{Path: t.TempDir(), BlockDuration: model.Duration(24 * time.Hour), OutOfOrderWindow: model.Duration(365 * 24 * time.Hour)}, metrics.Options{Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
 	return s

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/agent"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/fleetgate/fleetgate/fleet"
@@ -164,7 +163,7 @@ func (f *federation) close() {
 // agent WAL that the forward queues drain, with queries going to the backend.
 type storageParts struct {
 	store     *metrics.Store // nil in forward-only mode
-	agent     *agent.DB      // nil with an embedded TSDB
+	agent     *metrics.Agent // nil with an embedded TSDB
 	fwd       *remotewrite.Forwarder
 	sink      storage.AppendableV2
 	meta      *metrics.Metadata
@@ -173,11 +172,16 @@ type storageParts struct {
 	tsdb      v1.TSDBAdminStats               // nil in forward-only mode
 }
 
+// storageOptions are the store options of the running process.
+func storageOptions(r prometheus.Registerer, logger *slog.Logger) metrics.Options {
+	return metrics.Options{Registerer: r, Logger: logger}
+}
+
 // openStorage opens the embedded TSDB (replaying its WAL) or the agent WAL,
 // and starts the forward queues tailing that WAL.
 func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger) (*storageParts, error) {
 	if cfg.Storage.Embedded == nil || *cfg.Storage.Embedded {
-		store, err := metrics.Open(cfg.Storage, r, logger)
+		store, err := metrics.Open(cfg.Storage, storageOptions(r, logger))
 		if err != nil {
 			return nil, err
 		}
@@ -200,10 +204,10 @@ func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger) (*st
 	}
 	logger = logger.With("component", "forward")
 	rs := remotewrite.NewStorage(cfg.Forward, cfg.Storage.Path, r, logger)
-	db, err := agent.Open(logger, r, rs, cfg.Storage.Path, agent.DefaultOptions())
+	db, err := metrics.OpenAgent(cfg.Storage.Path, cfg.Storage.MinFreeBytes, rs, storageOptions(r, logger))
 	if err != nil {
 		_ = rs.Close()
-		return nil, fmt.Errorf("opening the forward-only WAL in %s: %w", cfg.Storage.Path, err)
+		return nil, err
 	}
 	fwd, err := remotewrite.NewWithStorage(cfg.Forward, rs, logger)
 	if err != nil {
@@ -212,6 +216,14 @@ func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger) (*st
 	}
 	db.SetWriteNotified(fwd.WriteNotified())
 	return &storageParts{agent: db, fwd: fwd, sink: db, meta: metrics.NewMetadata()}, nil
+}
+
+// ready is nil when the store takes writes, else why not (for /-/ready).
+func (s *storageParts) ready() error {
+	if s.store != nil {
+		return s.store.Ready()
+	}
+	return s.agent.Ready()
 }
 
 // close stops forwarding first (what is not sent stays in the WAL), then

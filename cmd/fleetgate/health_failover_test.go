@@ -58,12 +58,12 @@ func TestHealthFailoverRoutes(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	fr, err := fleet.NewRegistry(cfg.fleet())
 	require.NoError(t, err)
-	st, err := metrics.Open(metrics.Config{Path: cfg.Storage.Path}, nil, logger)
+	st, err := metrics.Open(metrics.Config{Path: cfg.Storage.Path}, metrics.Options{Logger: logger})
 	require.NoError(t, err)
 	defer st.Close()
 	mux := http.NewServeMux()
 	var g run.Group
-	require.NoError(t, setupHealthFailover(cfg, fr, health.NewEngineQuerier(query.NewEngine(cfg.Query, reg, logger), st), ":0", mux, &g, reg, logger))
+	require.NoError(t, setupHealthFailover(cfg, fr, health.NewEngineQuerier(query.NewEngine(cfg.Query, reg, logger), st), ":0", mux, &g, &readiness{}, reg, logger))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

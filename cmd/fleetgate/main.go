@@ -238,7 +238,9 @@ func serve(args []string) error {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Healthy.") })
-	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Ready.") })
+	ready := &readiness{}
+	ready.add(st.ready)
+	mux.HandleFunc("GET /-/ready", ready.serve)
 	if f.enablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -249,13 +251,13 @@ func serve(args []string) error {
 	var g run.Group
 	fed.actors(&g)
 	// Logs and traces: OTLP and Loki receivers, embedded stores, forwarders.
-	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, mux, &g, reg, logger)
+	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, mux, &g, ready, reg, logger)
 	defer closeLogsTraces()
 	if err != nil {
 		return err
 	}
 	// Health scoring, failover decisions and their signals, over every cluster.
-	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, mux, &g, reg, logger); err != nil {
+	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, mux, &g, ready, reg, logger); err != nil {
 		return err
 	}
 	// Termination on SIGINT/SIGTERM.
@@ -294,6 +296,32 @@ func serve(args []string) error {
 		})
 	}
 	return g.Run()
+}
+
+// readiness is /-/ready: 200 while every part can take writes, else 503
+// naming each part that cannot (a failed WAL, a poisoned TSDB, a full disk).
+type readiness struct {
+	checks []func() error
+}
+
+func (rd *readiness) add(check func() error) { rd.checks = append(rd.checks, check) }
+
+func (rd *readiness) err() error {
+	var errs []error
+	for _, c := range rd.checks {
+		if err := c(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (rd *readiness) serve(w http.ResponseWriter, _ *http.Request) {
+	if err := rd.err(); err != nil {
+		http.Error(w, "fleetgate is not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "fleetgate is Ready.")
 }
 
 func listen(f *flags, h http.Handler, logger *slog.Logger) (*http.Server, net.Listener, error) {

@@ -70,7 +70,7 @@ func (c *logsTracesConfig) Validate() error {
 // endpoints on mux and adds their actors (stores, forwarders, derived
 // metrics, OTLP listeners) to g. The returned function closes the stores.
 func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, pipe *pipeline.Pipeline,
-	mux *http.ServeMux, g *run.Group, reg prometheus.Registerer, logger *slog.Logger) (func(), error) {
+	mux *http.ServeMux, g *run.Group, ready *readiness, reg prometheus.Registerer, logger *slog.Logger) (func(), error) {
 	var closers []func() error
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {

@@ -250,6 +250,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.logger.Debug("Loki push rejected", "status", status, "err", err)
 		}
+		pipeline.SetRetryAfter(w.Header(), err)
 		http.Error(w, err.Error(), status)
 		return
 	}

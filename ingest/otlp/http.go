@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -142,6 +143,7 @@ func (rc *Receiver) writeError(w http.ResponseWriter, enc encoding, signal strin
 	if retryable(s) {
 		outcome = "retryable_error"
 		w.Header().Set("Retry-After", "1")
+		pipeline.SetRetryAfter(w.Header(), err) // the store's own delay, when it says
 	}
 	rc.requests.WithLabelValues(signal, "http", outcome).Inc()
 	if s >= 500 {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -202,13 +203,37 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
-// ErrorStatus is the HTTP status for err: the one of *Error, or 500.
+// ErrorStatus is the HTTP status for err: the one of *Error, 503 for an
+// error that says when to retry (a store that cannot take writes now, see
+// RetryAfter), or 500.
 func ErrorStatus(err error) int {
 	var pe *Error
 	if errors.As(err, &pe) {
 		return pe.Status
 	}
+	if _, ok := RetryAfter(err); ok {
+		return http.StatusServiceUnavailable
+	}
 	return http.StatusInternalServerError
+}
+
+// RetryAfter is how long a sender should wait before retrying, when err
+// carries it (a RetryAfter() time.Duration method: nothing was stored, the
+// store is temporarily unavailable; answer 503 with Retry-After).
+func RetryAfter(err error) (time.Duration, bool) {
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		return ra.RetryAfter(), true
+	}
+	return 0, false
+}
+
+// SetRetryAfter sets the Retry-After header (whole seconds, at least 1) when
+// err carries a retry delay.
+func SetRetryAfter(h http.Header, err error) {
+	if d, ok := RetryAfter(err); ok {
+		h.Set("Retry-After", strconv.Itoa(max(1, int((d+time.Second-1)/time.Second))))
+	}
 }
 
 // Written counts what a batch committed.

@@ -232,6 +232,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.logger.Debug("remote-write rejected", "err", err, "status", status)
 		}
+		pipeline.SetRetryAfter(w.Header(), err)
 		http.Error(w, err.Error(), status)
 	} else {
 		w.WriteHeader(status)

@@ -52,7 +52,7 @@ func newEnv(t testing.TB, fcfg *fleet.Config, pcfg pipeline.Config, rcfg Config)
 	reg, err := fleet.NewRegistry(*fcfg)
 	require.NoError(t, err)
 	logger := slog.New(slog.DiscardHandler)
-	st, err := metrics.Open(metrics.Config{Path: filepath.Join(dir, "data"), MaxExemplars: 1000}, nil, logger)
+	st, err := metrics.Open(metrics.Config{Path: filepath.Join(dir, "data"), MaxExemplars: 1000}, metrics.Options{Logger: logger})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	p, err := pipeline.New(pcfg, reg, st, st.Metadata(), nil, logger)
@@ -357,4 +357,4 @@ func TestRemoteWriteHistogramsAndMetadataV1(t *testing.T) {
 	require.Equal(t, 400, w.Code, w.Body.String())
 }
 
-var _ storage.Appendable = (*metrics.Store)(nil)
+var _ storage.AppendableV2 = (*metrics.Store)(nil)

@@ -1,0 +1,61 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/storage/remote"
+	"github.com/prometheus/prometheus/tsdb/agent"
+	"github.com/prometheus/prometheus/tsdb/wlog"
+)
+
+// Agent is forward-only mode's storage (storage.embedded: false): Prometheus's
+// agent WAL, which the forward queues drain, behind the same guard as the
+// TSDB: no write is acknowledged after a WAL failure until the WAL has been
+// reopened (in process, once there is free space again).
+type Agent struct {
+	g *guard
+}
+
+// OpenAgent opens (and replays) the agent WAL under dir/wal. rs is the
+// remote storage whose queues tail it.
+func OpenAgent(dir string, minFreeBytes int64, rs *remote.Storage, o Options) (*Agent, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if minFreeBytes < 0 {
+		return nil, fmt.Errorf("storage.min_free_bytes: must not be negative, got %d", minFreeBytes)
+	}
+	g, err := newGuard("forward WAL", dir, o.Registerer, o.Logger, guardOptions{
+		MinFreeBytes: uint64(minFreeBytes), CheckInterval: o.CheckInterval, FreeBytes: o.FreeBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = g.start(func(reg prometheus.Registerer) (*instance, error) {
+		db, err := agent.Open(o.Logger, reg, rs, dir, agent.DefaultOptions())
+		if err != nil {
+			return nil, fmt.Errorf("opening the forward-only WAL in %s: %w", dir, err)
+		}
+		return &instance{app: db, close: db.Close}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{g: g}, nil
+}
+
+// AppenderV2 implements storage.AppendableV2.
+func (a *Agent) AppenderV2(ctx context.Context) storage.AppenderV2 { return a.g.appenderV2(ctx) }
+
+// SetWriteNotified makes the WAL (also after a reopen) notify wn of writes.
+func (a *Agent) SetWriteNotified(wn wlog.WriteNotified) { a.g.setWriteNotified(wn) }
+
+// Ready is nil when the WAL takes writes, else why not.
+func (a *Agent) Ready() error { return a.g.ready() }
+
+// Close closes the WAL.
+func (a *Agent) Close() error { return a.g.shutdown() }

@@ -1,0 +1,633 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/wlog"
+	"golang.org/x/sys/unix"
+)
+
+// UnavailableError is returned while the store cannot take writes (its WAL
+// failed, free space is below the reserve, it holds far-future samples, or it
+// is being reopened). Nothing of the request was acknowledged; a sender should
+// keep the data and retry after RetryAfter (HTTP 503 with Retry-After).
+type UnavailableError struct {
+	Reason string // metric label: wal_failed, low_disk, poisoned, reopening, closed
+	Msg    string
+	After  time.Duration
+}
+
+func (e *UnavailableError) Error() string { return e.Msg }
+
+// RetryAfter is how long a sender should wait before retrying.
+func (e *UnavailableError) RetryAfter() time.Duration { return e.After }
+
+// Names of the WAL write-failure counters Prometheus's wlog registers (the
+// head WAL and the out-of-order WBL). A failed write may have torn the log.
+var walFailureCounters = []string{
+	"prometheus_tsdb_wal_writes_failed_total",
+	"prometheus_tsdb_out_of_order_wbl_writes_failed_total",
+}
+
+// regTracker registers collectors for one open TSDB (or agent WAL) and
+// remembers them, so that closing it can unregister every one of them and a
+// reopen in the same process can register them again. It also finds the WAL
+// write-failure counters among them.
+type regTracker struct {
+	r prometheus.Registerer
+
+	mu       sync.Mutex
+	cs       []prometheus.Collector
+	failures []prometheus.Collector
+}
+
+func (t *regTracker) Register(c prometheus.Collector) error {
+	if err := t.r.Register(c); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cs = append(t.cs, c)
+	if describesOneOf(c, walFailureCounters) {
+		t.failures = append(t.failures, c)
+	}
+	return nil
+}
+
+func (t *regTracker) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := t.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (t *regTracker) Unregister(c prometheus.Collector) bool { return t.r.Unregister(c) }
+
+// take returns the tracked collectors and forgets them.
+func (t *regTracker) take() (all, failures []prometheus.Collector) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	all, failures = t.cs, t.failures
+	t.cs, t.failures = nil, nil
+	return all, failures
+}
+
+func describesOneOf(c prometheus.Collector, names []string) bool {
+	ch := make(chan *prometheus.Desc, 8)
+	go func() { c.Describe(ch); close(ch) }()
+	found := false
+	for d := range ch {
+		s := d.String()
+		for _, n := range names {
+			if strings.Contains(s, `fqName: "`+n+`"`) {
+				found = true
+			}
+		}
+	}
+	return found
+}
+
+// counterSum is the sum of the counters the collectors collect.
+func counterSum(cs []prometheus.Collector) float64 {
+	var sum float64
+	for _, c := range cs {
+		ch := make(chan prometheus.Metric, 4)
+		go func() { c.Collect(ch); close(ch) }()
+		for m := range ch {
+			var pb dto.Metric
+			if m.Write(&pb) == nil && pb.Counter != nil {
+				sum += pb.Counter.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// instance is one open backend: the TSDB or, in forward-only mode, the agent WAL.
+type instance struct {
+	poisoned *UnavailableError // the backend holds far-future samples: writes are refused
+	gen      uint64            // generation, part of every series reference handed out
+	db       *tsdb.DB
+	app      storage.AppendableV2
+	close    func() error
+	failures []prometheus.Collector // WAL write-failure counters of this instance
+	baseline float64
+}
+
+// walFailed reports whether a WAL write of this instance failed since it was opened.
+func (i *instance) walFailed() bool {
+	return len(i.failures) > 0 && counterSum(i.failures) > i.baseline
+}
+
+// Series references handed out carry the instance generation in their top
+// bits: after a reopen the WAL replay may hand an old reference number to
+// another series, and a caller's cached reference must then not be used.
+const (
+	genShift = 48
+	refMask  = 1<<genShift - 1
+)
+
+// guardOptions tune the guard (tests shorten the intervals).
+type guardOptions struct {
+	MinFreeBytes    uint64
+	CheckInterval   time.Duration
+	DrainTimeout    time.Duration
+	FreeBytes       func(path string) (uint64, error)
+	RetryAfter      time.Duration
+	WALSegmentBytes int64
+}
+
+// guard is the only way to the backend: every appender and querier goes
+// through it. It latches a WAL failure (no later write is acknowledged),
+// refuses writes while free space is below the reserve, and reopens the
+// backend in process once space is back: new users are turned away with a
+// fast UnavailableError (never blocked, so a query that opens several
+// queriers cannot deadlock), in-flight ones are waited for, the backend is
+// closed and opened again (its replay repairs the torn WAL tail, which holds
+// only writes that were never acknowledged) and swapped in.
+type guard struct {
+	what   string // "TSDB" or "forward WAL", for messages
+	dir    string
+	walDir string
+	logger *slog.Logger
+	opts   guardOptions
+	open   func(reg prometheus.Registerer) (*instance, error)
+	reg    *regTracker
+	notify wlog.WriteNotified
+
+	inst    atomic.Pointer[instance]
+	refuse  atomic.Pointer[UnavailableError] // non-nil: writes are refused
+	latched atomic.Bool                      // a WAL failure is being recovered from
+	closing atomic.Bool                      // gate shut for everyone
+	users   atomic.Int64
+	drained chan struct{}
+	gen     uint64
+
+	mu       sync.Mutex // state changes
+	walErr   error      // the WAL failure being recovered from
+	poisoned *UnavailableError
+	lowDisk  *UnavailableError
+	closed   bool
+	stop     chan struct{}
+	done     chan struct{}
+
+	failedGauge prometheus.Gauge
+	failures    prometheus.Counter
+	reopens     prometheus.Counter
+	refused     *prometheus.CounterVec
+	freeGauge   prometheus.Gauge
+}
+
+func newGuard(what, dir string, r prometheus.Registerer, logger *slog.Logger, opts guardOptions) (*guard, error) {
+	if r == nil {
+		r = prometheus.NewRegistry() // the TSDB's own metrics need somewhere to go
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = time.Second
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = time.Minute
+	}
+	if opts.FreeBytes == nil {
+		opts.FreeBytes = FreeBytes
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = 5 * time.Second
+	}
+	g := &guard{what: what, dir: dir, walDir: filepath.Join(dir, "wal"), logger: logger, opts: opts,
+		reg: &regTracker{r: r}, drained: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		failedGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetgate_storage_wal_failed",
+			Help: "1 while a WAL write or fsync has failed and writes are refused (503) until the WAL is reopened."}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetgate_storage_wal_failures_total",
+			Help: "WAL write failures that made the store refuse writes until it was reopened."}),
+		reopens: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetgate_storage_wal_reopens_total",
+			Help: "In-process reopens of the store after a WAL failure."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetgate_storage_writes_refused_total",
+			Help: "Write requests the store refused with 503, by reason (wal_failed, low_disk, poisoned, reopening, closed)."}, []string{"reason"}),
+		freeGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetgate_storage_free_bytes",
+			Help: "Free bytes on the filesystem of --storage.path, as last checked."}),
+	}
+	for _, c := range []prometheus.Collector{g.failedGauge, g.failures, g.reopens, g.refused, g.freeGauge} {
+		if err := r.Register(c); err != nil {
+			return nil, fmt.Errorf("registering storage metrics: %w", err)
+		}
+	}
+	return g, nil
+}
+
+// start opens the backend for the first time and starts the watcher.
+func (g *guard) start(open func(reg prometheus.Registerer) (*instance, error)) error {
+	g.open = open
+	inst, err := g.openInstance()
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.installLocked(inst)
+	g.mu.Unlock()
+	g.checkSpace()
+	go g.run()
+	return nil
+}
+
+func (g *guard) openInstance() (*instance, error) {
+	inst, err := g.open(g.reg)
+	if err != nil {
+		g.unregisterAll()
+		return nil, err
+	}
+	inst.failures = g.reg.failureCounters()
+	if len(inst.failures) == 0 {
+		g.logger.Warn("the WAL write-failure counter was not found: a write that races a WAL failure may be acknowledged", "store", g.what)
+	}
+	inst.baseline = counterSum(inst.failures)
+	g.gen = g.gen%(1<<(64-genShift)-1) + 1
+	inst.gen = g.gen
+	if g.notify != nil {
+		setWriteNotified(inst, g.notify)
+	}
+	return inst, nil
+}
+
+func (t *regTracker) failureCounters() []prometheus.Collector {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]prometheus.Collector(nil), t.failures...)
+}
+
+func (g *guard) unregisterAll() {
+	all, _ := g.reg.take()
+	for _, c := range all {
+		g.reg.r.Unregister(c)
+	}
+}
+
+// acquire admits one user (an appender or a querier) or refuses it at once.
+func (g *guard) acquire() (*instance, error) {
+	g.users.Add(1)
+	if g.closing.Load() {
+		g.release()
+		return nil, g.unavailable("reopening", fmt.Sprintf("the %s is being reopened after a WAL failure; retry shortly", g.what))
+	}
+	inst := g.inst.Load()
+	if inst == nil {
+		g.release()
+		return nil, g.unavailable("closed", fmt.Sprintf("the %s is not open (see the fleetgate log); retry later", g.what))
+	}
+	return inst, nil
+}
+
+func (g *guard) release() {
+	if g.users.Add(-1) == 0 && g.closing.Load() {
+		select {
+		case g.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drain shuts the gate and waits until no user is left; on timeout it
+// opens the gate again and reports false.
+func (g *guard) drain(timeout time.Duration) bool {
+	g.closing.Store(true)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for g.users.Load() != 0 {
+		select {
+		case <-g.drained:
+		case <-t.C:
+			if g.users.Load() == 0 {
+				return true
+			}
+			g.closing.Store(false)
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+func (g *guard) unavailable(reason, msg string) *UnavailableError {
+	return &UnavailableError{Reason: reason, Msg: msg, After: g.opts.RetryAfter}
+}
+
+// refusal is why writes are refused now, or nil.
+func (g *guard) refusal() *UnavailableError { return g.refuse.Load() }
+
+// recomputeLocked sets the write refusal from the state; g.mu is held.
+func (g *guard) recomputeLocked() {
+	var e *UnavailableError
+	switch {
+	case g.closed:
+		e = g.unavailable("closed", fmt.Sprintf("the %s is closed", g.what))
+	case g.walErr != nil:
+		e = g.unavailable("wal_failed", fmt.Sprintf("the %s WAL failed (%v): writes are refused until it is reopened, which fleetgate does by itself once %s has free space again; retry later", g.what, g.walErr, g.dir))
+	case g.poisoned != nil:
+		e = g.poisoned
+	case g.lowDisk != nil:
+		e = g.lowDisk
+	}
+	g.refuse.Store(e)
+}
+
+// walFault latches a WAL failure: no later write is acknowledged until the
+// backend has been reopened.
+func (g *guard) walFault(err error) {
+	if g.latched.Load() {
+		return // latched already (and g.mu may be held by a long reopen)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.walErr != nil || g.closed {
+		return
+	}
+	g.walErr = err
+	g.latched.Store(true)
+	g.recomputeLocked()
+	g.failures.Inc()
+	g.failedGauge.Set(1)
+	free, ferr := g.opts.FreeBytes(g.dir)
+	g.logger.Error("WAL write failed: refusing every write with 503 until the WAL is reopened, so that nothing acknowledged can be lost. "+
+		"Free space on the storage filesystem (or fix the I/O error); fleetgate reopens the WAL by itself once there is room, and a restart does the same.",
+		"store", g.what, "dir", g.dir, "err", err, "free_bytes", free, "free_bytes_err", ferr, "need_bytes", g.needBytes())
+}
+
+// installLocked makes inst the backend; g.mu is held.
+func (g *guard) installLocked(inst *instance) {
+	g.inst.Store(inst)
+	g.poisoned = inst.poisoned
+	g.recomputeLocked()
+}
+
+// ready is nil when the store takes writes, else why not.
+func (g *guard) ready() error {
+	if e := g.refusal(); e != nil {
+		return e
+	}
+	if g.closing.Load() {
+		return g.unavailable("reopening", fmt.Sprintf("the %s is being reopened", g.what))
+	}
+	return nil
+}
+
+// needBytes is the free space a reopen needs: the WAL repair copies the
+// segment with the torn record, plus a margin, and at least the reserve.
+func (g *guard) needBytes() uint64 {
+	var largest int64
+	if ents, err := os.ReadDir(g.walDir); err == nil {
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+				largest = max(largest, fi.Size())
+			}
+		}
+	}
+	return max(uint64(largest)+4<<20, g.opts.MinFreeBytes)
+}
+
+// FreeBytes is the space available to an unprivileged user on the filesystem of path.
+func FreeBytes(path string) (uint64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// checkSpace updates the low-disk refusal from the free space.
+func (g *guard) checkSpace() (uint64, error) {
+	free, err := g.opts.FreeBytes(g.dir)
+	if err != nil {
+		return 0, err
+	}
+	g.freeGauge.Set(float64(free))
+	if g.opts.MinFreeBytes == 0 {
+		return free, nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	low := free < g.opts.MinFreeBytes
+	switch {
+	case low && g.lowDisk == nil:
+		g.lowDisk = g.unavailable("low_disk", fmt.Sprintf("%s has %d bytes free, less than storage.min_free_bytes (%d): writes are refused until there is room; retry later", g.dir, free, g.opts.MinFreeBytes))
+		g.logger.Error("free space below storage.min_free_bytes: refusing writes with 503", "store", g.what, "dir", g.dir, "free_bytes", free, "min_free_bytes", g.opts.MinFreeBytes)
+		g.recomputeLocked()
+	case !low && g.lowDisk != nil:
+		g.lowDisk = nil
+		g.logger.Info("free space back above storage.min_free_bytes: accepting writes", "store", g.what, "free_bytes", free)
+		g.recomputeLocked()
+	}
+	return free, nil
+}
+
+// run watches free space and reopens the backend after a WAL failure.
+func (g *guard) run() {
+	defer close(g.done)
+	t := time.NewTicker(g.opts.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+		free, err := g.checkSpace()
+		g.mu.Lock()
+		failed := g.walErr != nil || g.inst.Load() == nil
+		g.mu.Unlock()
+		if !failed {
+			continue
+		}
+		if err != nil {
+			g.logger.Warn("checking free space", "err", err)
+			continue
+		}
+		if need := g.needBytes(); free < need {
+			continue
+		}
+		g.reopen()
+	}
+}
+
+// reopen closes and reopens the backend; g.mu is not held.
+func (g *guard) reopen() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	if old := g.inst.Load(); old != nil {
+		if !g.drain(g.opts.DrainTimeout) {
+			g.logger.Warn("reopening the store after a WAL failure: readers or writers still in flight, trying again", "store", g.what, "in_flight", g.users.Load())
+			return
+		}
+		g.inst.Store(nil)
+		if err := old.close(); err != nil {
+			g.logger.Warn("closing the failed store before reopening it", "store", g.what, "err", err)
+		}
+		g.unregisterAll()
+	}
+	g.closing.Store(true)
+	g.logger.Info("reopening the store after a WAL failure (replaying and repairing the WAL)", "store", g.what, "dir", g.dir)
+	start := time.Now()
+	inst, err := g.openInstance()
+	if err != nil {
+		g.logger.Error("reopening the store failed; reads and writes are refused (503) and fleetgate tries again. A restart does the same.", "store", g.what, "err", err)
+		return
+	}
+	g.walErr = nil
+	g.latched.Store(false)
+	g.installLocked(inst)
+	g.closing.Store(false)
+	g.failedGauge.Set(0)
+	g.reopens.Inc()
+	g.logger.Info("store reopened: the WAL is good again, accepting writes", "store", g.what, "took", time.Since(start))
+}
+
+// shutdown stops the watcher, waits for users and closes the backend.
+func (g *guard) shutdown() error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	g.recomputeLocked()
+	g.mu.Unlock()
+	close(g.stop)
+	<-g.done
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.drain(10 * time.Second) {
+		g.logger.Warn("closing the store with readers or writers still in flight", "store", g.what, "in_flight", g.users.Load())
+		g.closing.Store(true)
+	}
+	inst := g.inst.Swap(nil)
+	if inst == nil {
+		return nil
+	}
+	err := inst.close()
+	g.unregisterAll()
+	return err
+}
+
+func setWriteNotified(inst *instance, wn wlog.WriteNotified) {
+	if n, ok := inst.app.(interface{ SetWriteNotified(wlog.WriteNotified) }); ok {
+		n.SetWriteNotified(wn)
+	}
+}
+
+// setWriteNotified makes the backend (and every reopened one) notify wn of WAL writes.
+func (g *guard) setWriteNotified(wn wlog.WriteNotified) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.notify = wn
+	if inst := g.inst.Load(); inst != nil {
+		setWriteNotified(inst, wn)
+	}
+}
+
+// appenderV2 is the storage.AppendableV2 of the guarded backend.
+func (g *guard) appenderV2(ctx context.Context) storage.AppenderV2 {
+	if e := g.refusal(); e != nil {
+		g.refused.WithLabelValues(e.Reason).Inc()
+		return refusedAppender{e}
+	}
+	inst, err := g.acquire()
+	if err != nil {
+		var ue *UnavailableError
+		errors.As(err, &ue)
+		g.refused.WithLabelValues(ue.Reason).Inc()
+		return refusedAppender{ue}
+	}
+	return &guardedAppender{g: g, inst: inst, app: inst.app.AppenderV2(ctx)}
+}
+
+// refusedAppender refuses every sample with the reason the store is unavailable.
+type refusedAppender struct{ err *UnavailableError }
+
+func (a refusedAppender) Append(storage.SeriesRef, labels.Labels, int64, int64, float64, *histogram.Histogram, *histogram.FloatHistogram, storage.AOptions) (storage.SeriesRef, error) {
+	return 0, a.err
+}
+func (a refusedAppender) Commit() error   { return a.err }
+func (a refusedAppender) Rollback() error { return nil }
+
+type guardedAppender struct {
+	g    *guard
+	inst *instance
+	app  storage.AppenderV2
+	done bool
+}
+
+func (a *guardedAppender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AOptions) (storage.SeriesRef, error) {
+	if ref != 0 {
+		if uint64(ref)>>genShift != a.inst.gen {
+			ref = 0 // a reference of an earlier instance: look the series up by labels
+		} else {
+			ref &= refMask
+		}
+	}
+	r, err := a.app.Append(ref, ls, st, t, v, h, fh, opts)
+	if r != 0 {
+		r = r&refMask | storage.SeriesRef(a.inst.gen<<genShift)
+	}
+	return r, err
+}
+
+func (a *guardedAppender) finish() {
+	if !a.done {
+		a.done = true
+		a.g.release()
+	}
+}
+
+// Commit writes the WAL. A failed commit latches the WAL failure; so does a
+// commit that succeeded after another write to the same WAL failed (its
+// records may follow a torn one and be dropped by the repair on reopen).
+func (a *guardedAppender) Commit() error {
+	if a.done {
+		return tsdb.ErrAppenderClosed
+	}
+	err := a.app.Commit()
+	a.finish()
+	if err != nil {
+		a.g.walFault(err)
+		a.g.refused.WithLabelValues("wal_failed").Inc()
+		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
+			Msg: fmt.Sprintf("the %s WAL failed, nothing of this request was stored: %v; retry later", a.g.what, err)}
+	}
+	if a.g.latched.Load() || a.inst.walFailed() {
+		a.g.walFault(errors.New("a concurrent WAL write failed"))
+		a.g.refused.WithLabelValues("wal_failed").Inc()
+		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
+			Msg: fmt.Sprintf("the %s WAL failed during this request; it is not acknowledged; retry later", a.g.what)}
+	}
+	return nil
+}
+
+func (a *guardedAppender) Rollback() error {
+	if a.done {
+		return nil
+	}
+	err := a.app.Rollback() // logs the series created meanwhile to the WAL
+	a.finish()
+	if err != nil {
+		a.g.walFault(fmt.Errorf("rollback: %w", err))
+	}
+	return err
+}

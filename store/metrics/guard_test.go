@@ -1,0 +1,269 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/stretchr/testify/require"
+)
+
+// fileSizeLimit makes every write beyond n bytes of any regular file fail
+// with EFBIG, as a full disk fails a write (a write crossing the limit is
+// short). The Go runtime ignores SIGXFSZ. It is process-wide: tests using it
+// must not run in parallel.
+func fileSizeLimit(t *testing.T, n uint64) {
+	t.Helper()
+	var old syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old))
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: n, Max: old.Max}))
+	t.Cleanup(func() { liftFileSizeLimit(t) })
+}
+
+func liftFileSizeLimit(t *testing.T) {
+	var old syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old))
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: old.Max, Max: old.Max}))
+}
+
+// walSize is the size of the newest WAL segment.
+func walSize(t *testing.T, dir string) uint64 {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(dir, "wal"))
+	require.NoError(t, err)
+	var last os.DirEntry
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			last = e
+		}
+	}
+	require.NotNil(t, last)
+	fi, err := last.Info()
+	require.NoError(t, err)
+	return uint64(fi.Size())
+}
+
+// batch appends one sample to each of n series (one WAL record larger than
+// a WAL page) at time ts and commits.
+func batch(app storage.AppendableV2, round, n int, ts int64) error {
+	a := app.AppenderV2(context.Background())
+	for i := 0; i < n; i++ {
+		ls := labels.FromStrings("__name__", "m", "series", fmt.Sprintf("s%05d", i), "padding", "abcdefghijklmnopqrstuvwxyz0123456789")
+		if _, err := a.Append(0, ls, 0, ts, float64(round), nil, nil, storage.AOptions{}); err != nil {
+			_ = a.Rollback()
+			return err
+		}
+	}
+	return a.Commit()
+}
+
+// rounds counts, per value ("round"), the samples stored in dir, read through
+// a fresh TSDB opened on a copy of dir: what a process killed now would find.
+func roundsAfterCrash(t *testing.T, dir string) map[float64]int {
+	t.Helper()
+	cp := filepath.Join(t.TempDir(), "copy")
+	require.NoError(t, os.CopyFS(cp, os.DirFS(dir)))
+	require.NoError(t, os.Remove(filepath.Join(cp, "lock")))
+	db, err := tsdb.Open(cp, slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+	require.NoError(t, err)
+	defer db.Close()
+	return rounds(t, db)
+}
+
+func rounds(t *testing.T, q storage.Queryable) map[float64]int {
+	t.Helper()
+	qr, err := q.Querier(math.MinInt64, math.MaxInt64)
+	require.NoError(t, err)
+	defer qr.Close()
+	out := map[float64]int{}
+	ss := qr.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))
+	for ss.Next() {
+		it := ss.At().Iterator(nil)
+		for it.Next() != 0 {
+			_, v := it.At()
+			out[v]++
+		}
+		require.NoError(t, it.Err())
+	}
+	require.NoError(t, ss.Err())
+	return out
+}
+
+// TestUpstreamTornWALLosesLaterWrites shows the failure the guard exists
+// for, on Prometheus's TSDB alone: a WAL write that fails in the middle of a
+// multi-page record leaves a torn record; writes committed after space is
+// back follow it, and the repair at the next open deletes them although
+// their Commit succeeded. If this test fails, the upstream WAL no longer
+// tears and the guard's latch could be revisited.
+func TestUpstreamTornWALLosesLaterWrites(t *testing.T) {
+	dir := t.TempDir()
+	db, err := tsdb.Open(dir, slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
+	require.NoError(t, err)
+	defer db.Close()
+	ts := time.Now().UnixMilli()
+	require.NoError(t, batch(db, 1, 3000, ts))
+
+	fileSizeLimit(t, walSize(t, dir)+10_000) // the next record fits one page and a bit
+	require.Error(t, batch(db, 2, 3000, ts+1000), "the WAL write fails")
+	liftFileSizeLimit(t)
+	require.NoError(t, batch(db, 3, 3000, ts+2000), "space is back: the commit succeeds")
+	require.Equal(t, 3000, rounds(t, db)[3], "and is queryable")
+
+	got := roundsAfterCrash(t, dir)
+	t.Logf("after a crash: %d of 3000 acknowledged before the failure, %d of 3000 acknowledged after it", got[1], got[3])
+	require.Equal(t, 3000, got[1])
+	require.Less(t, got[3], 3000, "acknowledged samples written after the torn record are lost at the next open")
+}
+
+func openTestStore(t *testing.T, dir string, free *atomic.Uint64, reg prometheus.Registerer) *Store {
+	t.Helper()
+	s, err := Open(Config{Path: dir}, Options{
+		Registerer: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CheckInterval: 10 * time.Millisecond,
+		FreeBytes: func(string) (uint64, error) { return free.Load(), nil },
+	})
+	require.NoError(t, err)
+	return s
+}
+
+// TestWALFailureLatchesAndReopens: after a failed WAL write nothing is
+// acknowledged (503-style UnavailableError, /-/ready names it, the gauge is
+// 1) until free space is back; then the store reopens in process and every
+// acknowledged sample survives a crash.
+func TestWALFailureLatchesAndReopens(t *testing.T) {
+	dir := t.TempDir()
+	var free atomic.Uint64
+	free.Store(1 << 40)
+	reg := prometheus.NewRegistry()
+	s := openTestStore(t, dir, &free, reg)
+	defer s.Close()
+	require.NotEmpty(t, s.g.inst.Load().failures, "the WAL write-failure counter is found")
+	ts := time.Now().UnixMilli()
+	require.NoError(t, batch(s, 1, 3000, ts))
+
+	free.Store(0)
+	fileSizeLimit(t, walSize(t, dir)+10_000)
+	err := batch(s, 2, 3000, ts+1000)
+	var ue *UnavailableError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, "wal_failed", ue.Reason)
+	require.Equal(t, 1.0, testutil.ToFloat64(s.g.failedGauge))
+	liftFileSizeLimit(t)
+
+	// The disk works again but is still full: everything is refused at once.
+	err = batch(s, 3, 3000, ts+2000)
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, "wal_failed", ue.Reason)
+	require.ErrorContains(t, s.Ready(), "WAL failed")
+	require.Positive(t, ue.RetryAfter())
+	// Reads keep working.
+	require.Equal(t, 3000, rounds(t, s)[1])
+
+	free.Store(1 << 40)
+	require.Eventually(t, func() bool { return s.Ready() == nil }, 30*time.Second, 10*time.Millisecond)
+	require.Equal(t, 0.0, testutil.ToFloat64(s.g.failedGauge))
+	require.Equal(t, 1.0, testutil.ToFloat64(s.g.reopens))
+	require.NoError(t, batch(s, 4, 3000, ts+3000))
+
+	got := roundsAfterCrash(t, dir)
+	require.Equal(t, 3000, got[1], "acknowledged before the failure")
+	require.Equal(t, 3000, got[4], "acknowledged after the reopen")
+	require.Zero(t, got[3], "refused")
+}
+
+// TestReopenInvalidatesSeriesRefs: a series reference handed out before a
+// reopen is not used afterwards (the replay may give its number to another
+// series): the append falls back to the labels.
+func TestReopenInvalidatesSeriesRefs(t *testing.T) {
+	dir := t.TempDir()
+	var free atomic.Uint64
+	free.Store(1 << 40)
+	s := openTestStore(t, dir, &free, nil)
+	defer s.Close()
+	a := s.AppenderV2(context.Background())
+	ls := labels.FromStrings("__name__", "m", "a", "1")
+	ref, err := a.Append(0, ls, 0, time.Now().UnixMilli(), 1, nil, nil, storage.AOptions{})
+	require.NoError(t, err)
+	require.NoError(t, a.Commit())
+
+	s.g.walFault(errors.New("injected"))
+	require.Eventually(t, func() bool { return s.Ready() == nil }, 30*time.Second, 10*time.Millisecond)
+
+	a = s.AppenderV2(context.Background())
+	_, err = a.Append(ref, labels.EmptyLabels(), 0, time.Now().UnixMilli()+1, 2, nil, nil, storage.AOptions{})
+	require.Error(t, err, "an old reference with no labels must not reach a series")
+	ref2, err := a.Append(ref, ls, 0, time.Now().UnixMilli()+1, 2, nil, nil, storage.AOptions{})
+	require.NoError(t, err)
+	require.NotEqual(t, ref, ref2)
+	require.NoError(t, a.Commit())
+}
+
+// TestGateTurnsAwayUsersWhileReopening: while the store drains for a reopen,
+// new queriers and appenders are refused at once (never blocked), and a
+// querier held open delays the reopen instead of being pulled away.
+func TestGateTurnsAwayUsersWhileReopening(t *testing.T) {
+	dir := t.TempDir()
+	var free atomic.Uint64
+	free.Store(0)
+	s := openTestStore(t, dir, &free, nil)
+	defer s.Close()
+	require.NoError(t, batch(s, 1, 10, time.Now().UnixMilli()))
+	q, err := s.Querier(math.MinInt64, math.MaxInt64)
+	require.NoError(t, err)
+
+	s.g.walFault(errors.New("injected"))
+	free.Store(1 << 40)
+	require.Eventually(t, func() bool { return s.g.closing.Load() }, 10*time.Second, time.Millisecond)
+	_, err = s.Querier(math.MinInt64, math.MaxInt64)
+	var ue *UnavailableError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, "reopening", ue.Reason)
+	require.ErrorAs(t, batch(s, 2, 10, time.Now().UnixMilli()), &ue)
+
+	// The held querier still reads the old TSDB.
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))
+	n := 0
+	for ss.Next() {
+		n++
+	}
+	require.Equal(t, 10, n)
+	require.NoError(t, q.Close())
+	require.Eventually(t, func() bool { return s.Ready() == nil }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, batch(s, 3, 10, time.Now().UnixMilli()+5))
+}
+
+// TestMinFreeBytesRefusesWrites: below the reserve, writes are refused
+// before they reach the WAL, and accepted again when space is back.
+func TestMinFreeBytesRefusesWrites(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(1 << 30)
+	s, err := Open(Config{Path: t.TempDir(), MinFreeBytes: 100 << 20}, Options{
+		Logger: slog.New(slog.DiscardHandler), CheckInterval: 10 * time.Millisecond,
+		FreeBytes: func(string) (uint64, error) { return free.Load(), nil },
+	})
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, batch(s, 1, 10, time.Now().UnixMilli()))
+	free.Store(10 << 20)
+	require.Eventually(t, func() bool { return s.Ready() != nil }, 10*time.Second, 10*time.Millisecond)
+	var ue *UnavailableError
+	require.ErrorAs(t, batch(s, 2, 10, time.Now().UnixMilli()+1), &ue)
+	require.Equal(t, "low_disk", ue.Reason)
+	require.Contains(t, ue.Error(), "storage.min_free_bytes")
+	free.Store(1 << 30)
+	require.Eventually(t, func() bool { return s.Ready() == nil }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, batch(s, 3, 10, time.Now().UnixMilli()+2))
+}
