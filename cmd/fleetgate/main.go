@@ -55,6 +55,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		os.Exit(checkCommand(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "storage" {
+		os.Exit(storageCommand(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "drill" {
 		os.Exit(drillCommand(os.Args[2:]))
 	}
