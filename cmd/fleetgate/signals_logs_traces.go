@@ -93,6 +93,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 			return closeAll, err
 		}
 		closers = append(closers, st.Close)
+		ready.add(st.Err)
 		logSinks = append(logSinks, st)
 		addRun(st.Run)
 		query.NewLokiAPI(st).Register(mux)
@@ -103,6 +104,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 			return closeAll, err
 		}
 		closers = append(closers, st.Close)
+		ready.add(st.Err)
 		traceSinks = append(traceSinks, st)
 		addRun(st.Run)
 		query.NewTempoAPI(st).Register(mux)
