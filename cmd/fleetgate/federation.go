@@ -21,7 +21,10 @@ import (
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
-const haStateFile = "fleetgate-ha.json"
+const (
+	haStateFile = "fleetgate-ha.json"
+	haPinsFile  = "fleetgate-ha-pins.json" // written durably on every pin change
+)
 
 // federation is the scale-out part of fleetgate: remote clusters as query
 // sources, the HA tracker, and forwarding to remote-write backends.
@@ -74,6 +77,9 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 	if err := f.ha.Load(filepath.Join(dataDir, haStateFile)); err != nil {
 		logger.Warn("HA elections not restored", "err", err)
 	}
+	if err := f.ha.OpenPins(filepath.Join(dataDir, haPinsFile)); err != nil {
+		return nil, fmt.Errorf("restoring HA pins (fix or remove the file to start without them): %w", err)
+	}
 	return f, nil
 }
 
@@ -124,8 +130,11 @@ func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := f.ha.Pin(cluster, r.Form.Get("group"), replica); err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, pipeline.ErrBadPin) {
+		switch {
+		case errors.Is(err, pipeline.ErrBadPin):
 			status = http.StatusBadRequest
+		case errors.Is(err, pipeline.ErrPinNotSaved):
+			status = http.StatusServiceUnavailable // not applied: retry
 		}
 		query.WriteError(w, status, "bad_data", err.Error())
 		return
