@@ -29,7 +29,7 @@ func OpenAgent(dir string, minFreeBytes int64, rs *remote.Storage, o Options) (*
 	if minFreeBytes < 0 {
 		return nil, fmt.Errorf("storage.min_free_bytes: must not be negative, got %d", minFreeBytes)
 	}
-	g, err := newGuard("forward WAL", dir, o.Registerer, o.Logger, guardOptions{
+	g, err := newGuard("forward-only WAL", dir, o.Registerer, o.Logger, guardOptions{
 		MinFreeBytes: uint64(minFreeBytes), CheckInterval: o.CheckInterval, FreeBytes: o.FreeBytes,
 	})
 	if err != nil {

@@ -323,6 +323,14 @@ func (g *guard) drain(timeout time.Duration) bool {
 	return true
 }
 
+// walName names the WAL in messages: "TSDB WAL" or "forward-only WAL".
+func (g *guard) walName() string {
+	if strings.HasSuffix(g.what, "WAL") {
+		return g.what
+	}
+	return g.what + " WAL"
+}
+
 func (g *guard) unavailable(reason, msg string) *UnavailableError {
 	return &UnavailableError{Reason: reason, Msg: msg, After: g.opts.RetryAfter}
 }
@@ -337,7 +345,7 @@ func (g *guard) recomputeLocked() {
 	case g.closed:
 		e = g.unavailable("closed", fmt.Sprintf("the %s is closed", g.what))
 	case g.walErr != nil:
-		e = g.unavailable("wal_failed", fmt.Sprintf("the %s WAL failed (%v): writes are refused until it is reopened, which fleetgate does by itself once %s has free space again; retry later", g.what, g.walErr, g.dir))
+		e = g.unavailable("wal_failed", fmt.Sprintf("the %s failed (%v): writes are refused until it is reopened, which fleetgate does by itself once %s has free space again; retry later", g.walName(), g.walErr, g.dir))
 	case g.poisoned != nil:
 		e = g.poisoned
 	case g.lowDisk != nil:
@@ -609,13 +617,13 @@ func (a *guardedAppender) Commit() error {
 		a.g.walFault(err)
 		a.g.refused.WithLabelValues("wal_failed").Inc()
 		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
-			Msg: fmt.Sprintf("the %s WAL failed, nothing of this request was stored: %v; retry later", a.g.what, err)}
+			Msg: fmt.Sprintf("the %s failed, nothing of this request was stored: %v; retry later", a.g.walName(), err)}
 	}
 	if a.g.latched.Load() || a.inst.walFailed() {
 		a.g.walFault(errors.New("a concurrent WAL write failed"))
 		a.g.refused.WithLabelValues("wal_failed").Inc()
 		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
-			Msg: fmt.Sprintf("the %s WAL failed during this request; it is not acknowledged; retry later", a.g.what)}
+			Msg: fmt.Sprintf("the %s failed during this request; it is not acknowledged; retry later", a.g.walName())}
 	}
 	return nil
 }
