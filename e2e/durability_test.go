@@ -384,3 +384,68 @@ logs_traces:
 		len(load.samplesRefused), len(load.logsRefused), len(load.spansRefused))
 	require.NotEmpty(t, load.samplesRefused, "the disk was full: some writes were refused")
 }
+
+// TestMinFreeBytesReserve measures what storage.min_free_bytes buys: the
+// disk is filled (by a filler, then by fleetgate's own log store) down to
+// ENOSPC. Without the reserve the TSDB WAL write fails and the store is
+// reopened (a WAL replay) once space is back; with it, samples are refused
+// (503, low_disk) before the WAL can fail, and resume without a reopen.
+func TestMinFreeBytesReserve(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		reserve int
+	}{{"no reserve", 0}, {"8MiB reserve", 8 << 20}} {
+		t.Run(tc.name, func(t *testing.T) {
+			disk := mountTmpfs(t, "48m")
+			token := "tok-eu-1-reserve"
+			fg := startFleetgate(t, fmt.Sprintf(`
+clusters:
+- {name: eu-1, credentials: {bearer_token_file: %s}}
+storage: {min_free_bytes: %d}
+`, writeSecret(t, "eu-1.token", token), tc.reserve), "--storage.path", disk)
+			load := newDurabilityLoad(t, fg, token)
+			for i := 0; i < 5; i++ {
+				load.step()
+			}
+			var st syscall.Statfs_t
+			require.NoError(t, syscall.Statfs(disk, &st))
+			free := int64(st.Bavail) * st.Bsize
+			filler, err := os.Create(filepath.Join(disk, "filler"))
+			require.NoError(t, err)
+			t.Cleanup(func() { filler.Close() })
+			require.NoError(t, filler.Truncate(0))
+			buf := make([]byte, 1<<20)
+			for left := free - 4<<20; left > 0; left -= int64(len(buf)) {
+				_, err := filler.Write(buf[:min(int64(len(buf)), left)])
+				require.NoError(t, err)
+			}
+			// fleetgate's own log store fills the last 4 MiB.
+			for i := 0; i < 5000 && len(load.logsRefused) == 0; i++ {
+				load.step()
+			}
+			require.NotEmpty(t, load.logsRefused, "the disk filled up")
+			failures := metricValue(t, fg.URL, "fleetgate_storage_wal_failures_total")
+			refused := load.statuses["remote_write"][503]
+			require.NoError(t, filler.Close())
+			require.NoError(t, os.Remove(filler.Name()))
+			eventually(t, 30*time.Second, "ready again", func() error {
+				if c, b := httpDo(t, http.MethodGet, fg.URL+"/-/ready", "", "", nil); c != 200 {
+					return fmt.Errorf("%d %s", c, b)
+				}
+				return nil
+			})
+			reopens := metricValue(t, fg.URL, "fleetgate_storage_wal_reopens_total")
+			t.Logf("MEASURED (%s): remote-write %v, WAL failures %v, reopens %v", tc.name, load.statuses["remote_write"], failures, reopens)
+			if tc.reserve > 0 {
+				require.Zero(t, failures, "the reserve refuses samples before the WAL can fail")
+				require.Zero(t, reopens)
+				require.Positive(t, refused)
+			} else {
+				require.Positive(t, failures)
+				require.Positive(t, reopens)
+			}
+			load.step()
+			require.True(t, load.samplesOK[strconv.Itoa(load.round)], "writes resume")
+		})
+	}
+}
