@@ -126,24 +126,33 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 		return rep, nil
 	}
 
-	w := &windowWriter{dir: dir, blockMs: blockDuration.Milliseconds(), logger: logger, writers: map[int64]*tsdb.BlockWriter{}}
-	defer w.close()
+	// One merged view of everything moved aside, so that a series found in
+	// several sources is copied once, in time order.
+	var queriers []storage.Querier
+	var blocks []*tsdb.Block
+	var head *tsdb.DBReadOnly
+	defer func() {
+		for _, q := range queriers { // before the blocks: closing a block waits for its readers
+			q.Close()
+		}
+		for _, b := range blocks {
+			b.Close()
+		}
+		if head != nil {
+			head.Close()
+		}
+	}()
 	for _, m := range poisoned {
 		b, err := tsdb.OpenBlock(logger, filepath.Join(pdir, "blocks", m.ULID.String()), chunkenc.NewPool(), nil)
 		if err != nil {
 			return rep, fmt.Errorf("opening moved block %s: %w", m.ULID, err)
 		}
+		blocks = append(blocks, b)
 		q, err := tsdb.NewBlockQuerier(b, math.MinInt64, math.MaxInt64)
 		if err != nil {
-			b.Close()
 			return rep, err
 		}
-		err = w.copy(q, math.MinInt64, cutoff, &rep)
-		q.Close()
-		b.Close()
-		if err != nil {
-			return rep, fmt.Errorf("copying block %s: %w", m.ULID, err)
-		}
+		queriers = append(queriers, q)
 	}
 	if headFuture {
 		sandbox, err := os.MkdirTemp(dir, ".drop-future-")
@@ -151,22 +160,21 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 			return rep, err
 		}
 		defer os.RemoveAll(sandbox)
-		ro, err := tsdb.OpenDBReadOnly(filepath.Join(pdir, "head"), sandbox, logger)
-		if err != nil {
-			return rep, fmt.Errorf("reading the moved head: %w", err)
-		}
-		q, err := ro.Querier(math.MinInt64, math.MaxInt64)
-		if err != nil {
-			ro.Close()
+		if head, err = tsdb.OpenDBReadOnly(filepath.Join(pdir, "head"), sandbox, logger); err != nil {
 			return rep, fmt.Errorf("reading the moved head: %w", err)
 		}
 		// Head samples before the newest kept block are in that block already.
-		err = w.copy(q, goodMax, cutoff, &rep)
-		q.Close()
-		ro.Close()
+		q, err := head.Querier(goodMax, math.MaxInt64)
 		if err != nil {
-			return rep, fmt.Errorf("copying the head: %w", err)
+			return rep, fmt.Errorf("reading the moved head: %w", err)
 		}
+		queriers = append(queriers, q)
+	}
+	w := &windowWriter{dir: dir, blockMs: blockDuration.Milliseconds(), logger: logger, writers: map[int64]*tsdb.BlockWriter{}}
+	defer w.close()
+	merged := storage.NewMergeQuerier(queriers, nil, storage.ChainedSeriesMerge)
+	if err := w.copy(merged, math.MinInt64, cutoff, &rep); err != nil {
+		return rep, fmt.Errorf("copying the moved data: %w", err)
 	}
 	ids, err := w.flush()
 	rep.WrittenBlocks = append(rep.WrittenBlocks, ids...)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -128,6 +129,95 @@ type instance struct {
 	close    func() error
 	failures []prometheus.Collector // WAL write-failure counters of this instance
 	baseline float64
+
+	walDir string // "" without a WAL to cut back
+	ackMu  sync.Mutex
+	acked  walPos // end of the last acknowledged write
+}
+
+// walPos is a position in the WAL: a segment and a size.
+type walPos struct {
+	seg  int
+	size int64
+}
+
+func (p walPos) less(o walPos) bool { return p.seg < o.seg || (p.seg == o.seg && p.size < o.size) }
+
+// walMark is where the WAL ends now: the newest segment and its size.
+func (i *instance) walMark() walPos {
+	if i.walDir == "" {
+		return walPos{}
+	}
+	i.ackMu.Lock()
+	seg := i.acked.seg
+	i.ackMu.Unlock()
+	// The TSDB starts a new segment when one is full or at compaction.
+	for {
+		if _, err := os.Stat(wlog.SegmentName(i.walDir, seg+1)); err != nil {
+			break
+		}
+		seg++
+	}
+	fi, err := os.Stat(wlog.SegmentName(i.walDir, seg))
+	if err != nil {
+		return walPos{}
+	}
+	return walPos{seg: seg, size: fi.Size()}
+}
+
+// noteAcked moves the acknowledged end of the WAL forward to p.
+func (i *instance) noteAcked(p walPos) {
+	i.ackMu.Lock()
+	defer i.ackMu.Unlock()
+	if i.acked.less(p) {
+		i.acked = p
+	}
+}
+
+// cutWAL cuts the WAL of a closed instance back to the end of its last
+// acknowledged write. What follows is unacknowledged: records of failed
+// commits, which a failed page flush left in the WAL's page buffer and the
+// close then wrote out. Without the cut, writes answered with 503 would be
+// replayed (and a torn record would make the replay drop what follows it).
+func cutWAL(dir string, acked walPos) (int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var cut int64
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil || !e.Type().IsRegular() {
+			continue // checkpoints and anything else
+		}
+		p := filepath.Join(dir, e.Name())
+		fi, err := e.Info()
+		if err != nil {
+			return cut, err
+		}
+		switch {
+		case n > acked.seg:
+			if err := os.Remove(p); err != nil {
+				return cut, err
+			}
+			cut += fi.Size()
+		case n == acked.seg && fi.Size() > acked.size:
+			if err := os.Truncate(p, acked.size); err != nil {
+				return cut, err
+			}
+			cut += fi.Size() - acked.size
+		}
+	}
+	return cut, syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // walFailed reports whether a WAL write of this instance failed since it was opened.
@@ -179,13 +269,14 @@ type guard struct {
 	drained chan struct{}
 	gen     uint64
 
-	mu       sync.Mutex // state changes
-	walErr   error      // the WAL failure being recovered from
-	poisoned *UnavailableError
-	lowDisk  *UnavailableError
-	closed   bool
-	stop     chan struct{}
-	done     chan struct{}
+	mu         sync.Mutex // state changes
+	walErr     error      // the WAL failure being recovered from
+	cutPending *instance  // closed after a WAL failure, its WAL not yet cut back
+	poisoned   *UnavailableError
+	lowDisk    *UnavailableError
+	closed     bool
+	stop       chan struct{}
+	done       chan struct{}
 
 	failedGauge prometheus.Gauge
 	failures    prometheus.Counter
@@ -257,6 +348,14 @@ func (g *guard) openInstance() (*instance, error) {
 		g.logger.Warn("the WAL write-failure counter was not found: a write that races a WAL failure may be acknowledged", "store", g.what)
 	}
 	inst.baseline = counterSum(inst.failures)
+	inst.walDir = g.walDir
+	if seg, err := newestSegment(g.walDir); err == nil {
+		inst.acked = walPos{seg: seg}
+		inst.acked = inst.walMark() // everything replayed is acknowledged
+	} else {
+		inst.walDir = ""
+		g.logger.Warn("the WAL cannot be cut back after a failure", "store", g.what, "err", err)
+	}
 	g.gen = g.gen%(1<<(64-genShift)-1) + 1
 	inst.gen = g.gen
 	if g.notify != nil {
@@ -408,6 +507,24 @@ func (g *guard) needBytes() uint64 {
 	return max(uint64(largest)+4<<20, g.opts.MinFreeBytes)
 }
 
+// newestSegment is the number of the newest WAL segment in dir.
+func newestSegment(dir string) (int, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	newest := -1
+	for _, e := range ents {
+		if n, err := strconv.Atoi(e.Name()); err == nil && e.Type().IsRegular() {
+			newest = max(newest, n)
+		}
+	}
+	if newest < 0 {
+		return 0, fmt.Errorf("no WAL segment in %s", dir)
+	}
+	return newest, nil
+}
+
 // FreeBytes is the space available to an unprivileged user on the filesystem of path.
 func FreeBytes(path string) (uint64, error) {
 	var st unix.Statfs_t
@@ -489,6 +606,16 @@ func (g *guard) reopen() {
 			g.logger.Warn("closing the failed store before reopening it", "store", g.what, "err", err)
 		}
 		g.unregisterAll()
+		g.cutPending = old
+	}
+	if old := g.cutPending; old != nil && old.walDir != "" {
+		n, err := cutWAL(old.walDir, old.acked)
+		if err != nil {
+			g.closing.Store(true)
+			g.logger.Error("cutting the WAL back to the last acknowledged write failed; fleetgate tries again", "store", g.what, "err", err)
+			return
+		}
+		g.logger.Info("cut unacknowledged writes off the WAL", "store", g.what, "bytes", n, "segment", old.acked.seg, "offset", old.acked.size)
 	}
 	g.closing.Store(true)
 	g.logger.Info("reopening the store after a WAL failure (replaying and repairing the WAL)", "store", g.what, "dir", g.dir)
@@ -498,6 +625,7 @@ func (g *guard) reopen() {
 		g.logger.Error("reopening the store failed; reads and writes are refused (503) and fleetgate tries again. A restart does the same.", "store", g.what, "err", err)
 		return
 	}
+	g.cutPending = nil
 	g.walErr = nil
 	g.latched.Store(false)
 	g.installLocked(inst)
@@ -612,14 +740,25 @@ func (a *guardedAppender) Commit() error {
 		return tsdb.ErrAppenderClosed
 	}
 	err := a.app.Commit()
+	concurrent := false
+	if err == nil {
+		// Still a user of the guard: a reopen cannot start before the end
+		// of this acknowledged write is noted.
+		mark := a.inst.walMark()
+		if a.g.latched.Load() || a.inst.walFailed() {
+			concurrent = true
+		} else {
+			a.inst.noteAcked(mark)
+		}
+	}
 	a.finish()
-	if err != nil {
+	switch {
+	case err != nil:
 		a.g.walFault(err)
 		a.g.refused.WithLabelValues("wal_failed").Inc()
 		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
 			Msg: fmt.Sprintf("the %s failed, nothing of this request was stored: %v; retry later", a.g.walName(), err)}
-	}
-	if a.g.latched.Load() || a.inst.walFailed() {
+	case concurrent:
 		a.g.walFault(errors.New("a concurrent WAL write failed"))
 		a.g.refused.WithLabelValues("wal_failed").Inc()
 		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,

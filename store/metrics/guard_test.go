@@ -267,3 +267,28 @@ func TestMinFreeBytesRefusesWrites(t *testing.T) {
 	require.Eventually(t, func() bool { return s.Ready() == nil }, 10*time.Second, 10*time.Millisecond)
 	require.NoError(t, batch(s, 3, 10, time.Now().UnixMilli()+2))
 }
+
+// TestFailedFinalFlushNotReplayed: a commit whose final page flush fails
+// leaves its complete records in the WAL's page buffer, which closing the
+// WAL writes out once there is space. The reopen cuts the WAL back to the
+// last acknowledged write, so the refused samples are not replayed.
+func TestFailedFinalFlushNotReplayed(t *testing.T) {
+	dir := t.TempDir()
+	var free atomic.Uint64
+	free.Store(1 << 40)
+	s := openTestStore(t, dir, &free, nil)
+	defer s.Close()
+	ts := time.Now().UnixMilli()
+	require.NoError(t, batch(s, 1, 20, ts))
+	free.Store(0)
+	fileSizeLimit(t, walSize(t, dir)+100) // the next record does not fit: its flush is short
+	var ue *UnavailableError
+	require.ErrorAs(t, batch(s, 2, 20, ts+1000), &ue)
+	liftFileSizeLimit(t)
+	free.Store(1 << 40)
+	require.Eventually(t, func() bool { return s.Ready() == nil }, 30*time.Second, 10*time.Millisecond)
+	require.NoError(t, batch(s, 3, 20, ts+2000))
+	got := rounds(t, s)
+	require.Equal(t, map[float64]int{1: 20, 3: 20}, got)
+	require.Equal(t, map[float64]int{1: 20, 3: 20}, roundsAfterCrash(t, dir), "the refused round is not in the WAL")
+}
