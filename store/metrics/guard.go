@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -338,6 +339,18 @@ func (g *guard) start(open func(reg prometheus.Registerer) (*instance, error)) e
 }
 
 func (g *guard) openInstance() (*instance, error) {
+	mark := filepath.Join(g.dir, cutMarkFile)
+	if p, ok, err := readCutMark(mark); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", mark, err)
+	} else if ok {
+		// A WAL failure was not recovered from before fleetgate stopped:
+		// what follows the last acknowledged write is not acknowledged.
+		n, err := cutWAL(g.walDir, p)
+		if err != nil {
+			return nil, fmt.Errorf("cutting the WAL back to the last acknowledged write (%s): %w", mark, err)
+		}
+		g.logger.Info("cut unacknowledged writes off the WAL after an unrecovered WAL failure", "store", g.what, "bytes", n, "segment", p.seg, "offset", p.size)
+	}
 	inst, err := g.open(g.reg)
 	if err != nil {
 		g.unregisterAll()
@@ -348,6 +361,12 @@ func (g *guard) openInstance() (*instance, error) {
 		g.logger.Warn("the WAL write-failure counter was not found: a write that races a WAL failure may be acknowledged", "store", g.what)
 	}
 	inst.baseline = counterSum(inst.failures)
+	if err := writeCutMark(mark, walPos{}, false); err != nil && !errors.Is(err, os.ErrNotExist) {
+		g.logger.Warn("clearing the WAL cut marker", "file", mark, "err", err)
+	}
+	if err := prepareCutMark(mark); err != nil {
+		g.logger.Warn("the WAL cut marker cannot be prepared: after a crash during a WAL failure, writes refused with 503 may be replayed", "file", mark, "err", err)
+	}
 	inst.walDir = g.walDir
 	if seg, err := newestSegment(g.walDir); err == nil {
 		inst.acked = walPos{seg: seg}
@@ -466,6 +485,9 @@ func (g *guard) walFault(err error) {
 	}
 	g.walErr = err
 	g.latched.Store(true)
+	if inst := g.inst.Load(); inst != nil {
+		g.recordAcked(inst)
+	}
 	g.recomputeLocked()
 	g.failures.Inc()
 	g.failedGauge.Set(1)
@@ -505,6 +527,66 @@ func (g *guard) needBytes() uint64 {
 		}
 	}
 	return max(uint64(largest)+4<<20, g.opts.MinFreeBytes)
+}
+
+// cutMarkFile, in the storage directory, holds the end of the last
+// acknowledged WAL write while a WAL failure is being recovered from, so that
+// a restart (after a crash while latched) cuts the WAL back like the
+// in-process reopen does. It is allocated at open and overwritten in place,
+// so that writing it needs no new space on a full disk.
+const cutMarkFile = "fleetgate-wal-cut"
+
+const cutMarkSize = 24 // magic, segment, size
+
+var cutMagic = [8]byte{'f', 'g', 'w', 'a', 'l', 'c', 'u', 't'}
+
+// prepareCutMark makes sure the marker file exists with its full size.
+func prepareCutMark(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.Size() == cutMarkSize {
+		return nil
+	}
+	if err := os.WriteFile(path, make([]byte, cutMarkSize), 0o644); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeCutMark records p in the marker file (an empty p clears it).
+func writeCutMark(path string, p walPos, set bool) error {
+	var b [cutMarkSize]byte
+	if set {
+		copy(b[:8], cutMagic[:])
+		binary.LittleEndian.PutUint64(b[8:], uint64(p.seg))
+		binary.LittleEndian.PutUint64(b[16:], uint64(p.size))
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(b[:], 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readCutMark returns the recorded position, if one is set.
+func readCutMark(path string) (walPos, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return walPos{}, false, nil
+	}
+	if err != nil {
+		return walPos{}, false, err
+	}
+	if len(b) != cutMarkSize || [8]byte(b[:8]) != cutMagic {
+		return walPos{}, false, nil
+	}
+	return walPos{seg: int(binary.LittleEndian.Uint64(b[8:])), size: int64(binary.LittleEndian.Uint64(b[16:]))}, true, nil
 }
 
 // newestSegment is the number of the newest WAL segment in dir.
@@ -668,6 +750,19 @@ func setWriteNotified(inst *instance, wn wlog.WriteNotified) {
 	}
 }
 
+// recordAcked writes inst's acknowledged WAL end to the cut marker, for a
+// restart before the WAL is reopened.
+func (g *guard) recordAcked(inst *instance) {
+	if inst.walDir == "" {
+		return
+	}
+	inst.ackMu.Lock()
+	defer inst.ackMu.Unlock()
+	if err := writeCutMark(filepath.Join(g.dir, cutMarkFile), inst.acked, true); err != nil {
+		g.logger.Error("recording the last acknowledged WAL write failed: after a crash before the WAL is reopened, writes refused with 503 may be replayed", "err", err)
+	}
+}
+
 // setWriteNotified makes the backend (and every reopened one) notify wn of WAL writes.
 func (g *guard) setWriteNotified(wn wlog.WriteNotified) {
 	g.mu.Lock()
@@ -749,6 +844,9 @@ func (a *guardedAppender) Commit() error {
 			concurrent = true
 		} else {
 			a.inst.noteAcked(mark)
+			if a.g.latched.Load() {
+				a.g.recordAcked(a.inst) // the latch raced this write: keep the marker at its end
+			}
 		}
 	}
 	a.finish()

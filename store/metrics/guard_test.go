@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -291,4 +292,49 @@ func TestFailedFinalFlushNotReplayed(t *testing.T) {
 	got := rounds(t, s)
 	require.Equal(t, map[float64]int{1: 20, 3: 20}, got)
 	require.Equal(t, map[float64]int{1: 20, 3: 20}, roundsAfterCrash(t, dir), "the refused round is not in the WAL")
+}
+
+// TestCrashWhileLatchedCutsAtRestart: a commit whose float samples record
+// reaches the WAL whole but whose (multi-page) histogram record fails is
+// refused; fleetgate is killed before the WAL is reopened. The restart cuts
+// the WAL back to the last acknowledged write (recorded when the failure was
+// latched), as the in-process reopen would: the refused floats are not
+// replayed.
+func TestCrashWhileLatchedCutsAtRestart(t *testing.T) {
+	dir := t.TempDir()
+	var free atomic.Uint64
+	s := openTestStore(t, dir, &free, nil)
+	defer s.Close()
+	ts := time.Now().UnixMilli()
+	require.NoError(t, batch(s, 1, 20, ts))
+
+	fileSizeLimit(t, walSize(t, dir)+2000) // room for the floats, not for the histogram
+	a := s.AppenderV2(context.Background())
+	for i := 0; i < 20; i++ {
+		ls := labels.FromStrings("__name__", "m", "series", fmt.Sprintf("s%05d", i), "padding", "abcdefghijklmnopqrstuvwxyz0123456789")
+		_, err := a.Append(0, ls, 0, ts+1000, 2, nil, nil, storage.AOptions{})
+		require.NoError(t, err)
+	}
+	h := &histogram.Histogram{Count: 5000, Sum: 1, PositiveSpans: []histogram.Span{{Offset: 0, Length: 5000}}, PositiveBuckets: make([]int64, 5000)}
+	h.PositiveBuckets[0] = 1
+	_, err := a.Append(0, labels.FromStrings("__name__", "h"), 0, ts+1000, 0, h, nil, storage.AOptions{})
+	require.NoError(t, err)
+	var ue *UnavailableError
+	require.ErrorAs(t, a.Commit(), &ue)
+	liftFileSizeLimit(t)
+
+	// The process dies now: a copy of its files.
+	crashed := filepath.Join(t.TempDir(), "crashed")
+	require.NoError(t, os.CopyFS(crashed, os.DirFS(dir)))
+	require.NoError(t, os.Remove(filepath.Join(crashed, "lock")))
+	var free2 atomic.Uint64
+	free2.Store(1 << 40)
+	s2 := openTestStore(t, crashed, &free2, nil)
+	defer s2.Close()
+	require.NoError(t, s2.Ready())
+	require.Equal(t, map[float64]int{1: 20}, rounds(t, s2), "the refused floats are not replayed")
+	require.NoError(t, batch(s2, 3, 20, ts+2000))
+	_, set, err := readCutMark(filepath.Join(crashed, cutMarkFile))
+	require.NoError(t, err)
+	require.False(t, set, "the marker is cleared once the WAL is good")
 }
