@@ -39,23 +39,25 @@ func (e *UnavailableError) Error() string { return e.Msg }
 // RetryAfter is how long a sender should wait before retrying.
 func (e *UnavailableError) RetryAfter() time.Duration { return e.After }
 
-// Names of the WAL write-failure counters Prometheus's wlog registers (the
-// head WAL and the out-of-order WBL). A failed write may have torn the log.
-var walFailureCounters = []string{
-	"prometheus_tsdb_wal_writes_failed_total",
-	"prometheus_tsdb_out_of_order_wbl_writes_failed_total",
-}
+// Metrics Prometheus's wlog registers that the guard reads: the write-failure
+// counters of the head WAL and of the out-of-order WBL (a failed write may
+// have torn the log), and the WAL's current segment.
+const (
+	walWritesFailed = "prometheus_tsdb_wal_writes_failed_total"
+	wblWritesFailed = "prometheus_tsdb_out_of_order_wbl_writes_failed_total"
+	walSegment      = "prometheus_tsdb_wal_segment_current"
+)
 
 // regTracker registers collectors for one open TSDB (or agent WAL) and
 // remembers them, so that closing it can unregister every one of them and a
-// reopen in the same process can register them again. It also finds the WAL
-// write-failure counters among them.
+// reopen in the same process can register them again. It also keeps the
+// metrics the guard reads.
 type regTracker struct {
 	r prometheus.Registerer
 
-	mu       sync.Mutex
-	cs       []prometheus.Collector
-	failures []prometheus.Collector
+	mu   sync.Mutex
+	cs   []prometheus.Collector
+	read map[string][]prometheus.Metric // by name
 }
 
 func (t *regTracker) Register(c prometheus.Collector) error {
@@ -65,8 +67,17 @@ func (t *regTracker) Register(c prometheus.Collector) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.cs = append(t.cs, c)
-	if describesOneOf(c, walFailureCounters) {
-		t.failures = append(t.failures, c)
+	if name := describedOneOf(c, walWritesFailed, wblWritesFailed, walSegment); name != "" {
+		// A counter's or gauge's Collect sends the metric itself (wrapped for
+		// the name prefix): writing it later reads the current value.
+		ch := make(chan prometheus.Metric, 4)
+		go func() { c.Collect(ch); close(ch) }()
+		if t.read == nil {
+			t.read = map[string][]prometheus.Metric{}
+		}
+		for m := range ch {
+			t.read[name] = append(t.read[name], m)
+		}
 	}
 	return nil
 }
@@ -81,41 +92,45 @@ func (t *regTracker) MustRegister(cs ...prometheus.Collector) {
 
 func (t *regTracker) Unregister(c prometheus.Collector) bool { return t.r.Unregister(c) }
 
-// take returns the tracked collectors and forgets them.
-func (t *regTracker) take() (all, failures []prometheus.Collector) {
+// take returns the tracked collectors and the metrics read from them, and
+// forgets them.
+func (t *regTracker) take() ([]prometheus.Collector, map[string][]prometheus.Metric) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	all, failures = t.cs, t.failures
-	t.cs, t.failures = nil, nil
-	return all, failures
+	all, read := t.cs, t.read
+	t.cs, t.read = nil, nil
+	return all, read
 }
 
-func describesOneOf(c prometheus.Collector, names []string) bool {
+// describedOneOf is the one of names that c describes, or "".
+func describedOneOf(c prometheus.Collector, names ...string) string {
 	ch := make(chan *prometheus.Desc, 8)
 	go func() { c.Describe(ch); close(ch) }()
-	found := false
+	found := ""
 	for d := range ch {
 		s := d.String()
 		for _, n := range names {
 			if strings.Contains(s, `fqName: "`+n+`"`) {
-				found = true
+				found = n
 			}
 		}
 	}
 	return found
 }
 
-// counterSum is the sum of the counters the collectors collect.
-func counterSum(cs []prometheus.Collector) float64 {
+// metricSum is the sum of the current values of counters or gauges.
+func metricSum(ms []prometheus.Metric) float64 {
 	var sum float64
-	for _, c := range cs {
-		ch := make(chan prometheus.Metric, 4)
-		go func() { c.Collect(ch); close(ch) }()
-		for m := range ch {
-			var pb dto.Metric
-			if m.Write(&pb) == nil && pb.Counter != nil {
-				sum += pb.Counter.GetValue()
-			}
+	for _, m := range ms {
+		var pb dto.Metric
+		if m.Write(&pb) != nil {
+			continue
+		}
+		if pb.Counter != nil {
+			sum += pb.Counter.GetValue()
+		}
+		if pb.Gauge != nil {
+			sum += pb.Gauge.GetValue()
 		}
 	}
 	return sum
@@ -128,12 +143,15 @@ type instance struct {
 	db       *tsdb.DB
 	app      storage.AppendableV2
 	close    func() error
-	failures []prometheus.Collector // WAL write-failure counters of this instance
+	failures []prometheus.Metric // WAL write-failure counters of this instance
 	baseline float64
+	segment  []prometheus.Metric // the WAL's current segment (gauge)
 
 	walDir string // "" without a WAL to cut back
 	ackMu  sync.Mutex
-	acked  walPos // end of the last acknowledged write
+	acked  walPos   // end of the last acknowledged write
+	segF   *os.File // the current segment, for fstat
+	segN   int
 }
 
 // walPos is a position in the WAL: a segment and a size.
@@ -144,26 +162,53 @@ type walPos struct {
 
 func (p walPos) less(o walPos) bool { return p.seg < o.seg || (p.seg == o.seg && p.size < o.size) }
 
-// walMark is where the WAL ends now: the newest segment and its size.
+// walMark is where the WAL ends now: its current segment and that
+// segment's size.
 func (i *instance) walMark() walPos {
 	if i.walDir == "" {
 		return walPos{}
 	}
 	i.ackMu.Lock()
+	defer i.ackMu.Unlock()
 	seg := i.acked.seg
-	i.ackMu.Unlock()
-	// The TSDB starts a new segment when one is full or at compaction.
-	for {
-		if _, err := os.Stat(wlog.SegmentName(i.walDir, seg+1)); err != nil {
-			break
+	if len(i.segment) > 0 {
+		seg = int(metricSum(i.segment))
+	} else {
+		// No gauge: look for a newer segment (one is started when a segment
+		// is full and at compaction).
+		for {
+			if _, err := os.Stat(wlog.SegmentName(i.walDir, seg+1)); err != nil {
+				break
+			}
+			seg++
 		}
-		seg++
 	}
-	fi, err := os.Stat(wlog.SegmentName(i.walDir, seg))
+	if i.segF == nil || i.segN != seg {
+		if i.segF != nil {
+			i.segF.Close()
+		}
+		f, err := os.Open(wlog.SegmentName(i.walDir, seg))
+		if err != nil {
+			i.segF = nil
+			return walPos{}
+		}
+		i.segF, i.segN = f, seg
+	}
+	fi, err := i.segF.Stat()
 	if err != nil {
 		return walPos{}
 	}
 	return walPos{seg: seg, size: fi.Size()}
+}
+
+// closeWAL closes what walMark keeps open.
+func (i *instance) closeWAL() {
+	i.ackMu.Lock()
+	defer i.ackMu.Unlock()
+	if i.segF != nil {
+		i.segF.Close()
+		i.segF = nil
+	}
 }
 
 // noteAcked moves the acknowledged end of the WAL forward to p.
@@ -223,7 +268,7 @@ func syncDir(dir string) error {
 
 // walFailed reports whether a WAL write of this instance failed since it was opened.
 func (i *instance) walFailed() bool {
-	return len(i.failures) > 0 && counterSum(i.failures) > i.baseline
+	return len(i.failures) > 0 && metricSum(i.failures) > i.baseline
 }
 
 // Series references handed out carry the instance generation in their top
@@ -356,11 +401,13 @@ func (g *guard) openInstance() (*instance, error) {
 		g.unregisterAll()
 		return nil, err
 	}
-	inst.failures = g.reg.failureCounters()
-	if len(inst.failures) == 0 {
+	read := g.reg.metricsRead()
+	inst.failures = append(read[walWritesFailed], read[wblWritesFailed]...)
+	inst.segment = read[walSegment]
+	if len(read[walWritesFailed]) == 0 {
 		g.logger.Warn("the WAL write-failure counter was not found: a write that races a WAL failure may be acknowledged", "store", g.what)
 	}
-	inst.baseline = counterSum(inst.failures)
+	inst.baseline = metricSum(inst.failures)
 	if err := writeCutMark(mark, walPos{}, false); err != nil && !errors.Is(err, os.ErrNotExist) {
 		g.logger.Warn("clearing the WAL cut marker", "file", mark, "err", err)
 	}
@@ -383,10 +430,14 @@ func (g *guard) openInstance() (*instance, error) {
 	return inst, nil
 }
 
-func (t *regTracker) failureCounters() []prometheus.Collector {
+func (t *regTracker) metricsRead() map[string][]prometheus.Metric {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]prometheus.Collector(nil), t.failures...)
+	out := make(map[string][]prometheus.Metric, len(t.read))
+	for k, v := range t.read {
+		out[k] = append([]prometheus.Metric(nil), v...)
+	}
+	return out
 }
 
 func (g *guard) unregisterAll() {
@@ -684,6 +735,7 @@ func (g *guard) reopen() {
 			return
 		}
 		g.inst.Store(nil)
+		old.closeWAL()
 		if err := old.close(); err != nil {
 			g.logger.Warn("closing the failed store before reopening it", "store", g.what, "err", err)
 		}
@@ -739,6 +791,7 @@ func (g *guard) shutdown() error {
 	if inst == nil {
 		return nil
 	}
+	inst.closeWAL()
 	err := inst.close()
 	g.unregisterAll()
 	return err
