@@ -64,7 +64,7 @@ func (c *Config) validateHealthFailover() error {
 // setupHealthFailover builds health scoring, failover and its signals,
 // registers their HTTP routes and adds their actors to the run group.
 func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Querier, listen string,
-	mux *http.ServeMux, g *run.Group, ready *readiness, reg prometheus.Registerer, logger *slog.Logger) error {
+	mux *http.ServeMux, g *run.Group, reg prometheus.Registerer, logger *slog.Logger) error {
 	q := local
 	if cfg.Health.QueryURL != "" {
 		rq, err := health.NewAPIQuerier(cfg.Health.QueryURL, nil)

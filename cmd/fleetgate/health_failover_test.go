@@ -63,7 +63,7 @@ func TestHealthFailoverRoutes(t *testing.T) {
 	defer st.Close()
 	mux := http.NewServeMux()
 	var g run.Group
-	require.NoError(t, setupHealthFailover(cfg, fr, health.NewEngineQuerier(query.NewEngine(cfg.Query, reg, logger), st), ":0", mux, &g, &readiness{}, reg, logger))
+	require.NoError(t, setupHealthFailover(cfg, fr, health.NewEngineQuerier(query.NewEngine(cfg.Query, reg, logger), st), ":0", mux, &g, reg, logger))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

@@ -260,7 +260,7 @@ func serve(args []string) error {
 		return err
 	}
 	// Health scoring, failover decisions and their signals, over every cluster.
-	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, mux, &g, ready, reg, logger); err != nil {
+	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, mux, &g, reg, logger); err != nil {
 		return err
 	}
 	// Termination on SIGINT/SIGTERM.
