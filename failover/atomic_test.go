@@ -200,3 +200,28 @@ func TestOrphanSignalsDroppedAtStart(t *testing.T) {
 	require.Equal(t, 2, g.outbox.Pending("rec"))
 	require.NotNil(t, g.ctrl.Status()[0].Frozen, "the logged freeze is restored")
 }
+
+// FuzzEventLogOpen: whatever a crash or a full disk left in the file, the
+// log opens, keeps a prefix of whole events, and an event appended then is
+// there after the next open.
+func FuzzEventLogOpen(f *testing.F) {
+	f.Add([]byte(`{"id":1,"group":"g","kind":"drain"}` + "\n" + `{"id":2,"group":"g","ki`))
+	f.Add([]byte("\x00\x00\x00"))
+	f.Add([]byte(`{"id":5,"group":"g","kind":"freeze"}` + "\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), "events.jsonl")
+		require.NoError(t, os.WriteFile(p, b, 0o644))
+		l, err := OpenEventLog(p, 0)
+		require.NoError(t, err)
+		before := l.Events(0, "", 0)
+		evs, err := l.Append([]Event{{Group: "fuzz", Kind: KindFreeze}})
+		require.NoError(t, err)
+		require.NoError(t, l.Close())
+		l, err = OpenEventLog(p, 0)
+		require.NoError(t, err)
+		defer l.Close()
+		after := l.Events(0, "", 0)
+		require.Len(t, after, len(before)+1)
+		require.Equal(t, evs[0].ID, after[len(after)-1].ID)
+	})
+}
