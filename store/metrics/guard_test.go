@@ -156,13 +156,19 @@ func TestWALFailureLatchesAndReopens(t *testing.T) {
 	require.NoError(t, batch(s, 1, 3000, ts))
 
 	free.Store(0)
+	// A writer that began before the failure and commits after it.
+	early := s.AppenderV2(context.Background())
+	_, err := early.Append(0, labels.FromStrings("__name__", "m", "series", "early"), 0, ts+500, 9, nil, nil, storage.AOptions{})
+	require.NoError(t, err)
 	fileSizeLimit(t, walSize(t, dir)+10_000)
-	err := batch(s, 2, 3000, ts+1000)
+	err = batch(s, 2, 3000, ts+1000)
 	var ue *UnavailableError
 	require.ErrorAs(t, err, &ue)
 	require.Equal(t, "wal_failed", ue.Reason)
 	require.Equal(t, 1.0, testutil.ToFloat64(s.g.failedGauge))
+	require.True(t, s.g.inst.Load().walFailed(), "the WAL's own failure counter shows it")
 	liftFileSizeLimit(t)
+	require.ErrorAs(t, early.Commit(), &ue, "its WAL write follows the failed one: not acknowledged")
 
 	// The disk works again but is still full: everything is refused at once.
 	err = batch(s, 3, 3000, ts+2000)
@@ -183,6 +189,7 @@ func TestWALFailureLatchesAndReopens(t *testing.T) {
 	require.Equal(t, 3000, got[1], "acknowledged before the failure")
 	require.Equal(t, 3000, got[4], "acknowledged after the reopen")
 	require.Zero(t, got[3], "refused")
+	require.Zero(t, got[9], "refused")
 }
 
 // TestReopenInvalidatesSeriesRefs: a series reference handed out before a
