@@ -239,6 +239,11 @@ type Batch struct {
 	stamps   [][2]string // b.cluster's stamp labels, sorted
 	stampKey string      // what stamping does for cluster, part of the series cache key
 	keyBuf   []byte
+
+	// Exemplars (exemplars.go).
+	exBuf           []exemplar.Exemplar
+	oooExemplars    int
+	oooExemplarErrs []error
 }
 
 // Begin starts a batch for cluster c (nil in dev mode without a claimed cluster).
@@ -346,11 +351,9 @@ func classify(err error) (string, bool) {
 		return "too_old", true
 	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
 		return "duplicate", true
-	case errors.Is(err, histogram.ErrHistogramCountMismatch), errors.Is(err, histogram.ErrHistogramCountNotBigEnough),
-		errors.Is(err, histogram.ErrHistogramNegativeBucketCount), errors.Is(err, histogram.ErrHistogramSpanNegativeOffset),
-		errors.Is(err, histogram.ErrHistogramSpansBucketsMismatch), errors.Is(err, histogram.ErrHistogramCustomBucketsMismatch),
-		errors.Is(err, histogram.ErrHistogramsIncompatibleSchema), errors.Is(err, histogram.ErrHistogramsInvalidSchema),
-		errors.Is(err, storage.ErrNativeHistogramsDisabled):
+	case errors.As(err, new(histogram.Error)), errors.Is(err, storage.ErrNativeHistogramsDisabled):
+		// Every validation error of a native histogram (histogram.Error),
+		// as Prometheus's receiver classifies them: the sender's fault.
 		return "invalid_histogram", true
 	}
 	return "", false
@@ -421,6 +424,10 @@ func (b *Batch) Add(s *Series) error {
 		}
 	}
 	if n == 0 {
+		if len(s.Exemplars) > 0 {
+			// Remote-write 1.0 senders send exemplars as series of their own.
+			return b.appendExemplars(c, 0, ls, s, b.count(c))
+		}
 		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", s.Labels.String())})
 		return nil
 	}
@@ -431,12 +438,8 @@ func (b *Batch) Add(s *Series) error {
 		b.p.meta.SetMetadata(c.Name, s.labels().Get(model.MetricNameLabel), s.Metadata)
 	}
 	opts := storage.AOptions{}
-	exemplarsLeft := s.Exemplars
 	for i := range s.Samples {
 		sm := &s.Samples[i]
-		if i == len(s.Samples)-1 && len(s.Histograms) == 0 {
-			opts.Exemplars = exemplarsLeft
-		}
 		r, err := b.app.Append(ref, ls, sm.ST, sm.T, sm.V, nil, nil, opts)
 		if cached && retryUncached(err) {
 			// The reference may be stale: stamp and append again by labels.
@@ -447,7 +450,7 @@ func (b *Batch) Add(s *Series) error {
 			}
 			r, err = b.app.Append(ref, ls, sm.ST, sm.T, sm.V, nil, nil, opts)
 		}
-		if err := b.appendErr(c, ls, sm.T, err, &opts, w); err != nil {
+		if err := b.appendErr(c, ls, sm.T, err); err != nil {
 			return err
 		}
 		if r != 0 && r != ref {
@@ -462,9 +465,6 @@ func (b *Batch) Add(s *Series) error {
 	}
 	for i := range s.Histograms {
 		hs := &s.Histograms[i]
-		if i == len(s.Histograms)-1 {
-			opts.Exemplars = exemplarsLeft
-		}
 		r, err := b.app.Append(ref, ls, hs.ST, hs.T, 0, hs.H, hs.FH, opts)
 		if cached && retryUncached(err) {
 			// The reference may be stale: stamp and append again by labels.
@@ -475,7 +475,7 @@ func (b *Batch) Add(s *Series) error {
 			}
 			r, err = b.app.Append(ref, ls, hs.ST, hs.T, 0, hs.H, hs.FH, opts)
 		}
-		if err := b.appendErr(c, ls, hs.T, err, &opts, w); err != nil {
+		if err := b.appendErr(c, ls, hs.T, err); err != nil {
 			return err
 		}
 		if r != 0 && r != ref {
@@ -488,7 +488,7 @@ func (b *Batch) Add(s *Series) error {
 			w.Histograms++
 		}
 	}
-	return nil
+	return b.appendExemplars(c, ref, ls, s, w)
 }
 
 // backfill appends the standby samples an HA takeover returned. Samples the
@@ -536,21 +536,7 @@ func retryUncached(err error) bool {
 }
 
 // appendErr sorts an append error into reported (nil returned) or fatal.
-func (b *Batch) appendErr(c *fleet.Cluster, ls labels.Labels, t int64, err error, opts *storage.AOptions, w *Written) error {
-	if opts.Exemplars != nil {
-		w.Exemplars += len(opts.Exemplars)
-		var pe *storage.AppendPartialError
-		if errors.As(err, &pe) {
-			w.Exemplars -= len(pe.ExemplarErrors)
-			for _, ee := range pe.ExemplarErrors {
-				if !errors.Is(ee.Err, storage.ErrOutOfOrderExemplar) && !errors.Is(ee.Err, storage.ErrDuplicateExemplar) {
-					b.reject(c, "invalid_exemplar", 1, fmt.Errorf("series %s: exemplar: %w", ls.String(), ee.Err))
-				}
-			}
-			err = nil
-		}
-		opts.Exemplars = nil
-	}
+func (b *Batch) appendErr(c *fleet.Cluster, ls labels.Labels, t int64, err error) error {
 	if err == nil {
 		return nil
 	}

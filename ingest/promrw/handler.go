@@ -17,6 +17,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/prompb"
@@ -341,6 +342,9 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	s := &st.series
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
+		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 && len(ts.Exemplars) == 0 {
+			continue // nothing to write: Prometheus's 1.0 receiver skips it too
+		}
 		s.Reset()
 		// Labels are built only if the pipeline does not know the series.
 		st.cur, s.ID, s.Source = ts, st.ids[i], st
@@ -349,9 +353,9 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 		}
 		for _, hp := range ts.Histograms {
 			if hp.IsFloatHistogram() {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, FH: hp.ToFloatHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, FH: reduceFloatSchema(hp.ToFloatHistogram())})
 			} else {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, H: hp.ToIntHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, H: reduceSchema(hp.ToIntHistogram())})
 			}
 		}
 		for _, e := range ts.Exemplars {
@@ -425,6 +429,11 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 			badSeries = append(badSeries, fmt.Errorf("series %s: metadata: %w", st.SeriesLabels().String(), err))
 			continue
 		}
+		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
+			// The 2.0 spec requires one; Prometheus's receiver answers 400.
+			badSeries = append(badSeries, fmt.Errorf("series %s has no samples or histograms", st.SeriesLabels().String()))
+			continue
+		}
 		s.ID = st.idV2(ts.LabelsRefs, req.Symbols, md)
 		if md.Type != model.MetricTypeUnknown || md.Help != "" || md.Unit != "" {
 			s.Metadata = md
@@ -434,9 +443,9 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		}
 		for _, hp := range ts.Histograms {
 			if hp.IsFloatHistogram() {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, FH: hp.ToFloatHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, FH: reduceFloatSchema(hp.ToFloatHistogram())})
 			} else {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, H: hp.ToIntHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, H: reduceSchema(hp.ToIntHistogram())})
 			}
 		}
 		for _, e := range ts.Exemplars {
@@ -453,14 +462,42 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 	}
 	written, err := batch.Commit()
 	setWritten(written)
-	if err != nil {
-		if len(badSeries) > 0 && pipeline.ErrorStatus(err) == http.StatusBadRequest {
-			err = fmt.Errorf("%w; %w", err, errors.Join(badSeries...))
-		}
+	if err != nil && pipeline.ErrorStatus(err) != http.StatusBadRequest {
 		return pipeline.ErrorStatus(err), err
+	}
+	// Partial acceptance: what was valid is committed and counted in the
+	// Written headers; the rest is a 400 naming it. Out-of-order exemplars
+	// are a 400 too, as in Prometheus's 2.0 receiver (other refused
+	// exemplars are only left out of the count).
+	if ooo := batch.OutOfOrderExemplars(); ooo != nil {
+		badSeries = append(badSeries, ooo)
+	}
+	if err != nil {
+		badSeries = append([]error{err}, badSeries...)
 	}
 	if len(badSeries) > 0 {
 		return http.StatusBadRequest, errors.Join(badSeries...)
 	}
 	return http.StatusNoContent, nil
+}
+
+// reduceSchema reduces a histogram with a reserved exponential schema above
+// the highest supported one (9 to 52) to that one, as Prometheus's receiver
+// does; if it cannot, the histogram stays as sent and storage refuses it.
+func reduceSchema(h *histogram.Histogram) *histogram.Histogram {
+	if histogram.IsExponentialSchemaReserved(h.Schema) && h.Schema > histogram.ExponentialSchemaMax {
+		if r := h.Copy(); r.ReduceResolution(histogram.ExponentialSchemaMax) == nil {
+			return r
+		}
+	}
+	return h
+}
+
+func reduceFloatSchema(h *histogram.FloatHistogram) *histogram.FloatHistogram {
+	if histogram.IsExponentialSchemaReserved(h.Schema) && h.Schema > histogram.ExponentialSchemaMax {
+		if r := h.Copy(); r.ReduceResolution(histogram.ExponentialSchemaMax) == nil {
+			return r
+		}
+	}
+	return h
 }
