@@ -22,7 +22,9 @@ func NewQueryable(q storage.SampleAndChunkQueryable) storage.SampleAndChunkQuery
 	return scopedQueryable{q}
 }
 
-type scopedQueryable struct{ q storage.SampleAndChunkQueryable }
+type scopedQueryable struct {
+	q storage.SampleAndChunkQueryable
+}
 
 func (s scopedQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 	q, err := s.q.Querier(mint, maxt)
