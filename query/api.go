@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/features"
 	"github.com/prometheus/prometheus/util/notifications"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
@@ -193,7 +194,7 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		time.Duration(cfg.LookbackDelta),
 		false, false,
 		nil,
-		nil,
+		features.DefaultRegistry, // what the engine and parser report (a nil registry is a 500)
 		v1.OpenAPIOptions{Version: bi.Version},
 		a.parser,
 		false,
