@@ -234,6 +234,16 @@ func (a *API) Register(mux Mux) {
 	mux.Handle("GET /api/v1/status/tsdb", access.RequireAllClusters(status))
 	mux.Handle("GET /api/v1/status/tsdb/blocks", access.RequireAllClusters(status))
 	mux.Handle("GET /api/v1/status/self_metrics", access.RequireAllClusters(withRequestOptions(a.router)))
+	// Prometheus's search API needs a storage.Searcher, which neither the
+	// federation nor the reader scope provides: say so instead of a 500.
+	mux.HandleFunc("/api/v1/search/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's search API; use /api/v1/labels, /api/v1/label/<name>/values and /api/v1/series")
+	})
+	// The TSDB admin APIs (delete series, snapshot) stay off; Prometheus
+	// answers that with a 500.
+	mux.HandleFunc("/api/v1/admin/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's TSDB admin APIs")
+	})
 	mux.HandleFunc("GET /api/v1/metadata", a.metadata)
 	mux.HandleFunc("POST /api/v1/metadata", a.metadata)
 }

@@ -93,6 +93,8 @@ func authzTable(t testing.TB) []authzCase {
 		{pattern: "/api/v1/", method: "GET", target: "/api/v1/alertmanagers", codes: ok},
 		{pattern: "/api/v1/", method: "GET", target: "/api/v1/scrape_pools", codes: ok},
 		{pattern: "/api/v1/", method: "GET", target: "/api/v1/features", codes: ok},
+		{pattern: "/api/v1/search/", method: "GET", target: "/api/v1/search/metric_names", codes: [4]int{401, 401, 404, 404}},
+		{pattern: "/api/v1/admin/", method: "POST", target: "/api/v1/admin/tsdb/snapshot", codes: [4]int{401, 401, 404, 404}},
 		{pattern: "GET /api/v1/query_range", method: "GET", target: "/api/v1/query_range?query=up&step=60&" + rng, codes: ok},
 		{pattern: "POST /api/v1/query_range", method: "POST", target: "/api/v1/query_range", contentType: form, body: "query=up&step=60&" + rng, codes: ok},
 		{pattern: "GET /api/v1/status/tsdb", method: "GET", target: "/api/v1/status/tsdb", codes: okAll},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 
 	"github.com/fleetgate/fleetgate/access"
@@ -28,7 +29,11 @@ const (
 func decodeAdminBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	var tooLarge *http.MaxBytesError
+	var netErr net.Error
 	switch {
+	case errors.As(err, &netErr) && netErr.Timeout():
+		query.WriteError(w, http.StatusRequestTimeout, "bad_data", fmt.Sprintf("request body: not received in time: %v", err))
+		return false
 	case errors.As(err, &tooLarge):
 		query.WriteError(w, http.StatusRequestEntityTooLarge, "bad_data", fmt.Sprintf("request body: more than %d bytes", maxAdminBody))
 		return false

@@ -39,11 +39,13 @@ type routes struct {
 	// limits are the largest body each class accepts (bytes); they scale
 	// the body read deadline.
 	limits map[routeClass]int64
-	list   []route
+	// bodyBase is the time any body may take besides its size (10 s).
+	bodyBase time.Duration
+	list     []route
 }
 
 func newRoutes(auth *access.Authenticator, ingestLimit int64) *routes {
-	return &routes{mux: http.NewServeMux(), auth: auth, limits: map[routeClass]int64{
+	return &routes{mux: http.NewServeMux(), auth: auth, bodyBase: 10 * time.Second, limits: map[routeClass]int64{
 		classPublic: maxAdminBody, classAdmin: maxAdminBody, classHealthCheck: maxAdminBody,
 		classRead:   10 << 20, // net/http's own bound on a parsed form body
 		classIngest: ingestLimit,
@@ -79,7 +81,7 @@ func (g registrar) Handle(pattern string, h http.Handler) {
 	default:
 		panic("route " + pattern + ": unknown class " + string(g.class))
 	}
-	rt.mux.Handle(pattern, bodyDeadline(rt.limits[g.class], h))
+	rt.mux.Handle(pattern, rt.bodyDeadline(g.class, h))
 }
 
 func (g registrar) HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request)) {
@@ -93,21 +95,21 @@ func publicScope(h http.Handler) http.Handler {
 	})
 }
 
-// bodyReadTime is how long a client may take to send a body of n bytes:
-// 10 s plus n at 1 MiB/s.
-func bodyReadTime(n int64) time.Duration {
-	return 10*time.Second + time.Duration(n)*time.Second/(1<<20)
+// bodyReadTime is how long a client may take to send a body of at most
+// limit bytes: base (10 s) plus the limit at 1 MiB/s.
+func bodyReadTime(base time.Duration, limit int64) time.Duration {
+	return base + time.Duration(limit)*time.Second/(1<<20)
 }
 
 // bodyDeadline cuts off a client that trickles a request body: the body
-// must arrive within bodyReadTime(limit). Once it has been read to the end
-// the deadline is lifted, so a long query is not cancelled by it.
-func bodyDeadline(limit int64, h http.Handler) http.Handler {
-	d := bodyReadTime(limit)
+// must arrive within the body read time of the route's class. Once it has
+// been read to the end the deadline is lifted, so a long query is not
+// cancelled by it.
+func (rt *routes) bodyDeadline(c routeClass, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body != nil && r.Body != http.NoBody {
 			rc := http.NewResponseController(w)
-			if err := rc.SetReadDeadline(time.Now().Add(d)); err == nil {
+			if err := rc.SetReadDeadline(time.Now().Add(bodyReadTime(rt.bodyBase, rt.limits[c]))); err == nil {
 				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 			}
 		}
