@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -308,6 +309,40 @@ func TestScopedQueryable(t *testing.T) {
 	names, _, err := sq.LabelNames(eu1, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"__name__", "cluster", "job"}, names)
+}
+
+// TestScopedExemplars: exemplar selectors get the scope's matcher too.
+func TestScopedExemplars(t *testing.T) {
+	db, err := tsdb.Open(t.TempDir(), nil, nil, &tsdb.Options{EnableExemplarStorage: true, MaxExemplars: 100, RetentionDuration: int64(1e12)}, nil)
+	require.NoError(t, err)
+	defer db.Close()
+	app := db.Appender(context.Background())
+	for _, c := range []string{"eu-1", "us-1"} {
+		ls := labels.FromStrings("__name__", "req_total", "cluster", c)
+		ref, err := app.Append(0, ls, 1000, 1)
+		require.NoError(t, err)
+		_, err = app.AppendExemplar(ref, ls, exemplar.Exemplar{Labels: labels.FromStrings("trace_id", "t-"+c), Value: 1, Ts: 1000, HasTs: true})
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+	eq := NewExemplarQueryable(db)
+	sel := []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "req_total")}
+	query := func(ctx context.Context) []string {
+		q, err := eq.ExemplarQuerier(ctx)
+		require.NoError(t, err)
+		res, err := q.Select(0, 2000, sel)
+		require.NoError(t, err)
+		var out []string
+		for _, r := range res {
+			out = append(out, r.SeriesLabels.Get("cluster"))
+		}
+		return out
+	}
+	require.ElementsMatch(t, []string{"eu-1", "us-1"}, query(WithScope(context.Background(), All())))
+	require.Equal(t, []string{"eu-1"}, query(WithScope(context.Background(), Clusters("eu-1"))))
+	require.Empty(t, query(WithScope(context.Background(), Scope{})))
+	_, err = eq.ExemplarQuerier(context.Background())
+	require.ErrorIs(t, err, ErrNoScope)
 }
 
 var _ storage.SampleAndChunkQueryable = NewQueryable(nil)
