@@ -36,9 +36,12 @@ type testApp struct {
 }
 
 // newTestApp starts fleetgate with clusters eu-1 and us-1 (each with its
-// ingest token), an admin "oncall", a reader "eu-team" scoped to eu-1, a
-// failover group "web" and HA pairs on; extra is appended to the config.
-func newTestApp(t testing.TB, extra string) *testApp {
+// ingest token) and eu-2 (proven by the client certificate
+// eu-2.clusters.test), an admin "oncall" (token, certificate ops.test or
+// web-config user alice), a reader "eu-team" scoped to eu-1, a failover
+// group "web" and HA pairs on; extra is appended to the config, args to
+// the flags.
+func newTestApp(t testing.TB, extra string, args ...string) *testApp {
 	t.Helper()
 	dir := t.TempDir()
 	tok := func(name, v string) string {
@@ -50,9 +53,10 @@ func newTestApp(t testing.TB, extra string) *testApp {
 clusters:
   - {name: eu-1, credentials: {bearer_token_file: ` + tok("eu-1", eu1Token) + `}}
   - {name: us-1, credentials: {bearer_token_file: ` + tok("us-1", us1Token) + `}}
+  - {name: eu-2, credentials: {tls_names: [eu-2.clusters.test]}}
 auth:
   admins:
-    - {name: oncall, bearer_token_file: ` + tok("admin", adminToken) + `}
+    - {name: oncall, bearer_token_file: ` + tok("admin", adminToken) + `, tls_names: [ops.test], basic_auth_users: [alice]}
   readers:
     - {name: eu-team, bearer_token_file: ` + tok("reader", readerToken) + `, clusters: [eu-1]}
 failover:
@@ -63,8 +67,8 @@ ha: {enabled: true}
 	require.NoError(t, os.WriteFile(p, []byte(cfgText), 0o644))
 	cfg, err := loadConfig(p)
 	require.NoError(t, err)
-	f, err := parseFlags([]string{"--storage.path", filepath.Join(dir, "data"), "--otlp.grpc-listen-address=", "--otlp.http-listen-address=",
-		"--web.listen-address=127.0.0.1:0"})
+	f, err := parseFlags(append([]string{"--storage.path", filepath.Join(dir, "data"), "--otlp.grpc-listen-address=", "--otlp.http-listen-address=",
+		"--web.listen-address=127.0.0.1:0"}, args...))
 	require.NoError(t, err)
 	require.NoError(t, applyFlags(cfg, f))
 	a, err := newApp(f, cfg, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
