@@ -219,7 +219,7 @@ func TestScopedReaderEndToEnd(t *testing.T) {
 	q := "/api/v1/query?query=" + url.QueryEscape(`count by (cluster) ({__name__=~".+"})`)
 	require.Equal(t, []string{"eu-1", "us-1"}, clusters(adminToken, q, ""))
 	require.Equal(t, []string{"eu-1"}, clusters(readerToken, q, ""))
-	require.Equal(t, []string{"eu-1", "us-1"}, clusters(adminToken, "/api/v1/clusters", "name"))
+	require.Equal(t, []string{"eu-1", "eu-2", "us-1"}, clusters(adminToken, "/api/v1/clusters", "name"))
 	require.Equal(t, []string{"eu-1"}, clusters(readerToken, "/api/v1/clusters", "name"))
 	w := a.do(t, "GET", "/api/v1/label/cluster/values", readerToken, "", nil)
 	require.Equal(t, 200, w.Code)
