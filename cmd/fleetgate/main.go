@@ -210,7 +210,11 @@ func serve(args []string) error {
 		}, func(error) { cancel() })
 	}
 	// HTTP server.
-	l, err := listen(f, f.listenAddress, a.routes, time.Duration(cfg.Query.Timeout)+writeMargin, logger)
+	queryTimeout := time.Duration(cfg.Query.Timeout)
+	if queryTimeout == 0 {
+		queryTimeout = time.Duration(query.DefaultConfig.Timeout)
+	}
+	l, err := listen(f, f.listenAddress, a.routes, queryTimeout+writeMargin, logger)
 	if err != nil {
 		return fmt.Errorf("--web.listen-address: %w", err)
 	}
