@@ -38,8 +38,8 @@ type Principal struct {
 
 type principalKey struct{}
 
-// WithPrincipal returns ctx carrying p.
-func WithPrincipal(ctx context.Context, p Principal) context.Context {
+// withPrincipal returns ctx carrying p.
+func withPrincipal(ctx context.Context, p Principal) context.Context {
 	return context.WithValue(ctx, principalKey{}, p)
 }
 
@@ -217,7 +217,7 @@ func (a *Authenticator) Admin(h http.Handler) http.Handler {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			a.logger.Info("admin request", "principal", p.Name, "method", r.Method, "path", r.URL.Path)
 		}
-		h.ServeHTTP(w, r.WithContext(WithPrincipal(WithScope(r.Context(), All()), p)))
+		h.ServeHTTP(w, r.WithContext(withPrincipal(WithScope(r.Context(), All()), p)))
 	})
 }
 
@@ -239,7 +239,7 @@ func (a *Authenticator) Read(h http.Handler) http.Handler {
 			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("user %q has no role in auth: (auth.anonymous_read is off)", p.Name))
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(WithPrincipal(WithScope(r.Context(), p.Scope), p)))
+		h.ServeHTTP(w, r.WithContext(withPrincipal(WithScope(r.Context(), p.Scope), p)))
 	})
 }
 

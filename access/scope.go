@@ -42,9 +42,6 @@ func Clusters(names ...string) Scope {
 // IsAll reports whether the scope is every cluster.
 func (s Scope) IsAll() bool { return s.all }
 
-// Names are the clusters of a limited scope (nil for All).
-func (s Scope) Names() []string { return slices.Clone(s.clusters) }
-
 // Allows reports whether cluster is visible in the scope.
 func (s Scope) Allows(cluster string) bool {
 	if s.all {
