@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/access"
 )
 
 // v1Paths are the endpoints behind the /api/v1/ catch-all (Prometheus's
@@ -165,4 +168,28 @@ func TestTrickledBodyIsCutOff(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	require.Contains(t, string(b), "timeout")
 	require.Less(t, sent.Load(), int64(size-1), "answered before the body was complete")
+}
+
+// TestPublicHealthChecks: with auth.public_health_checks a health-check
+// route answers without a credential (seeing every cluster); without it the
+// route is a read route.
+func TestPublicHealthChecks(t *testing.T) {
+	no := false
+	for _, public := range []bool{false, true} {
+		auth, err := access.New(access.Config{AnonymousRead: &no, PublicHealthChecks: public}, access.Options{})
+		require.NoError(t, err)
+		rt := newRoutes(auth, 1<<20)
+		rt.on(classHealthCheck).HandleFunc("GET /health/clusters/{name}", func(w http.ResponseWriter, r *http.Request) {
+			s, _ := access.ScopeFrom(r.Context())
+			_, _ = io.WriteString(w, s.String())
+		})
+		w := httptest.NewRecorder()
+		rt.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/health/clusters/eu-1", nil))
+		if public {
+			require.Equal(t, 200, w.Code)
+			require.Equal(t, "*", w.Body.String())
+		} else {
+			require.Equal(t, 401, w.Code)
+		}
+	}
 }
