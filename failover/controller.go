@@ -185,13 +185,14 @@ func (c *Controller) recordLocked(evs []Event) error {
 	return errors.Join(errs...)
 }
 
-func (c *Controller) operator(f func(now time.Time) (Event, error)) (Event, error) {
+func (c *Controller) operator(actor string, f func(now time.Time) (Event, error)) (Event, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ev, err := f(c.now())
 	if err != nil {
 		return Event{}, err
 	}
+	ev.Actor = actor
 	if err := c.recordLocked([]Event{ev}); err != nil {
 		return Event{}, err
 	}
@@ -202,32 +203,33 @@ func (c *Controller) operator(f func(now time.Time) (Event, error)) (Event, erro
 	return ev, nil
 }
 
-// Freeze stops automatic decisions of a group (until may be zero: no end).
-func (c *Controller) Freeze(group, reason string, until time.Time) (Event, error) {
+// Freeze stops automatic decisions of a group (until may be zero: no end);
+// actor is who asked (recorded in the event).
+func (c *Controller) Freeze(group, actor, reason string, until time.Time) (Event, error) {
 	f := &Freeze{Reason: reason}
 	if !until.IsZero() {
 		f.Until = &until
 	}
-	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, f) })
+	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, f) })
 }
 
 // Unfreeze resumes automatic decisions.
-func (c *Controller) Unfreeze(group string) (Event, error) {
-	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, nil) })
+func (c *Controller) Unfreeze(group, actor string) (Event, error) {
+	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, nil) })
 }
 
 // Override pins the serving clusters of a group.
-func (c *Controller) Override(group string, clusters []string, reason string, until time.Time) (Event, error) {
+func (c *Controller) Override(group, actor string, clusters []string, reason string, until time.Time) (Event, error) {
 	o := &Override{Clusters: clusters, Reason: reason}
 	if !until.IsZero() {
 		o.Until = &until
 	}
-	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, o) })
+	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, o) })
 }
 
 // ClearOverride releases an override.
-func (c *Controller) ClearOverride(group string) (Event, error) {
-	return c.operator(func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, nil) })
+func (c *Controller) ClearOverride(group, actor string) (Event, error) {
+	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, nil) })
 }
 
 // Events lists logged decisions.

@@ -57,7 +57,9 @@ func CredentialFromHTTP(r *http.Request) Credential {
 			c.BearerToken = strings.TrimSpace(h[7:])
 		}
 	}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+	// Only a certificate the listener verified against its CA proves
+	// anything (a web config may request certificates without verifying).
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
 		c.PeerCert = r.TLS.PeerCertificates[0]
 	}
 	c.Claimed = r.Header.Get(DevHeader)

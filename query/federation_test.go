@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
@@ -52,7 +53,7 @@ func serveAPI(t testing.TB, q storage.SampleAndChunkQueryable, cfg Config) (*htt
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	api.Register(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(withScope(mux, access.All()))
 	t.Cleanup(srv.Close)
 	return srv, api
 }

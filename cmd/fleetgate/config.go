@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
@@ -33,6 +34,7 @@ type Config struct {
 	Signals     failover.SignalsConfig `yaml:"signals"`
 	HA          pipeline.HAConfig      `yaml:"ha"`      // federation.go
 	Forward     remotewrite.Config     `yaml:"forward"` // federation.go
+	Auth        access.Config          `yaml:"auth"`
 
 	logsTracesConfig `yaml:",inline"` // otlp, loki_push, logs_traces, logs_storage, traces_storage, forward_logs, forward_traces
 }
@@ -75,6 +77,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.logsTracesConfig.Validate(); err != nil {
+		return err
+	}
+	if err := c.Auth.Validate(c.Clusters); err != nil {
 		return err
 	}
 	return c.validateHealthFailover()

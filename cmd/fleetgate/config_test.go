@@ -63,5 +63,11 @@ func TestFlagsOverrideConfig(t *testing.T) {
 func TestExampleConfigIsValid(t *testing.T) {
 	t.Setenv("FLEETGATE_TOKEN_EU_1", "a")
 	t.Setenv("FLEETGATE_TOKEN_EU_2", "b")
+	t.Setenv("FLEETGATE_ADMIN_TOKEN", "c")
+	t.Setenv("FLEETGATE_GRAFANA_TOKEN", "d")
+	t.Setenv("FLEETGATE_EU_TEAM_TOKEN", "e")
+	t.Setenv("FLEETGATE_EU_TEAM_TOKEN", "a")
+	require.Equal(t, 1, checkCommand([]string{"config", "../../deploy/examples/fleetgate.yml"}), "a reader token equal to a cluster's is refused")
+	t.Setenv("FLEETGATE_EU_TEAM_TOKEN", "e")
 	require.Equal(t, 0, checkCommand([]string{"config", "../../deploy/examples/fleetgate.yml"}))
 }

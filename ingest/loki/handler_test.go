@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/ingest/signals"
 	"github.com/fleetgate/fleetgate/query"
@@ -66,7 +67,8 @@ func (e *env) do(t testing.TB, method, path, token, ctype, cenc string, body []b
 		req.Header.Set("Content-Encoding", cenc)
 	}
 	rec := httptest.NewRecorder()
-	e.mux.ServeHTTP(rec, req)
+	// The read API needs a reader scope (access.Authenticator.Read).
+	e.mux.ServeHTTP(rec, req.WithContext(access.WithScope(req.Context(), access.All())))
 	return rec.Code, rec.Body.String()
 }
 

@@ -21,7 +21,9 @@ import (
 )
 
 // Register mounts POST /v1/metrics, /v1/logs and /v1/traces on mux.
-func (rc *Receiver) Register(mux *http.ServeMux) {
+func (rc *Receiver) Register(mux interface {
+	HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request))
+}) {
 	mux.HandleFunc("POST /v1/metrics", rc.serveMetrics)
 	mux.HandleFunc("POST /v1/logs", rc.serveLogs)
 	mux.HandleFunc("POST /v1/traces", rc.serveTraces)

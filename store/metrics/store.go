@@ -199,12 +199,25 @@ type Entry struct {
 // limit families (all when limit < 0), each with at most limitPerMetric
 // distinct entries; metric filters to one family when set.
 func (m *Metadata) List(metric string, limit, limitPerMetric int) map[string][]Entry {
+	return m.ListFor(metric, limit, limitPerMetric, nil)
+}
+
+// ListFor is List over the metadata reported by the clusters visible says
+// yes to (every cluster when visible is nil): a family only some other
+// cluster reported is not listed.
+func (m *Metadata) ListFor(metric string, limit, limitPerMetric int, visible func(cluster string) bool) map[string][]Entry {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	names := make([]string, 0, len(m.m))
-	for f := range m.m {
-		if metric == "" || f == metric {
-			names = append(names, f)
+	for f, byCluster := range m.m {
+		if metric != "" && f != metric {
+			continue
+		}
+		for c := range byCluster {
+			if visible == nil || visible(c) {
+				names = append(names, f)
+				break
+			}
 		}
 	}
 	sort.Strings(names)
@@ -216,7 +229,9 @@ func (m *Metadata) List(metric string, limit, limitPerMetric int) map[string][]E
 		seen := map[Entry]bool{}
 		clusters := make([]string, 0, len(m.m[f]))
 		for c := range m.m[f] {
-			clusters = append(clusters, c)
+			if visible == nil || visible(c) {
+				clusters = append(clusters, c)
+			}
 		}
 		sort.Strings(clusters)
 		var entries []Entry
