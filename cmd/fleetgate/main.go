@@ -29,6 +29,7 @@ import (
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
 type flags struct {
@@ -193,12 +194,21 @@ func serve(args []string) error {
 	}
 
 	// Storage: the embedded TSDB (WAL replay happens here) or, in
-	// forward-only mode, the agent WAL; forward queues tail the WAL.
-	st, err := openStorage(cfg, reg, logger)
+	// forward-only mode, the agent WAL; forward queues tail the WAL. The
+	// TSDB counts each cluster's series for limits.max_series.
+	seriesLimit, err := pipeline.NewSeriesLimiter(fleetReg, reg)
+	if err != nil {
+		return err
+	}
+	st, err := openStorage(cfg, reg, logger, metrics.WithSeriesLifecycle(seriesLimit))
 	if err != nil {
 		return err
 	}
 	defer st.close(logger)
+	if st.store != nil {
+		seriesLimit.Enforce() // after WAL replay: series already written are never refused
+		fleetReg.SetSeriesCounter(seriesLimit)
+	}
 
 	// Federation: remote clusters as query sources, HA tracker, forwarding.
 	fed, err := setupFederation(cfg, fleetReg, st.local, cfg.Storage.Path, reg, logger)
