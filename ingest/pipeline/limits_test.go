@@ -80,7 +80,7 @@ func TestMaxFuture(t *testing.T) {
 				require.Error(t, err)
 				require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
 				require.Contains(t, err.Error(), tc.wantErr)
-				require.Contains(t, err.Error(), `{__name__="m", job="x"}`, "names the series")
+				require.Contains(t, err.Error(), `{__name__="m", cluster="eu-1", job="x"}`, "names the series")
 				require.Contains(t, err.Error(), "ingest.max_future (10m)", "names the bound")
 				require.Contains(t, eu.Status(now).Rejections, "too_far_in_future")
 			}

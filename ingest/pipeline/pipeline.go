@@ -467,7 +467,7 @@ func (b *Batch) Add(s *Series) error {
 		b.reject(c, perr.Reason, n, perr)
 		return nil
 	}
-	if dropped := b.dropFuture(c, s); dropped > 0 {
+	if dropped := b.dropFuture(c, s, ls); dropped > 0 {
 		if n -= dropped; n == 0 {
 			return nil
 		}
@@ -556,7 +556,9 @@ func (b *Batch) Add(s *Series) error {
 // ingest.max_future ahead of the batch's start, rejecting them as
 // too_far_in_future, and returns how many samples and histograms it removed.
 // A series without such data costs one comparison per sample.
-func (b *Batch) dropFuture(c *fleet.Cluster, s *Series) int {
+// ls are the stamped labels, empty for a cached series (then the message
+// names the series as sent).
+func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 	bad, badEx := 0, 0
 	for i := range s.Samples {
 		if s.Samples[i].T > b.maxT {
@@ -608,8 +610,11 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series) int {
 	if badEx > 0 {
 		what += fmt.Sprintf(" and %d exemplars", badEx)
 	}
+	if ls.IsEmpty() {
+		ls = s.labels()
+	}
 	b.reject(c, "too_far_in_future", bad+badEx, &Error{Status: http.StatusBadRequest, Reason: "too_far_in_future",
-		Msg: fmt.Sprintf("series %s: %s from %s on are more than ingest.max_future (%s) ahead of now", Abbrev(s.labels()), what,
+		Msg: fmt.Sprintf("series %s: %s from %s on are more than ingest.max_future (%s) ahead of now", Abbrev(ls), what,
 			formatMillis(first), b.p.cfg.MaxFuture)})
 	return bad
 }

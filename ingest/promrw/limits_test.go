@@ -74,7 +74,7 @@ func TestFarFutureSampleIsRefusedAndOthersKeepWriting(t *testing.T) {
 			for _, far := range []time.Time{now.Add(3 * time.Hour), now.Add(365 * 24 * time.Hour), time.UnixMilli(math.MaxInt64)} {
 				w := post(tokenEU1, labels.FromStrings("__name__", "poison", "job", "x"), far)
 				require.Equal(t, http.StatusBadRequest, w.Code, w.Body.String())
-				require.Contains(t, w.Body.String(), `series {__name__="poison", job="x"}`)
+				require.Contains(t, w.Body.String(), `series {__name__="poison", cluster="eu-1", env="prod", job="x", region="eu"}`)
 				require.Contains(t, w.Body.String(), "more than ingest.max_future (10m) ahead of now")
 				if version == "2.0" {
 					require.Equal(t, "0", w.Header().Get(headerSamplesWritten))
