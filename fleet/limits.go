@@ -149,6 +149,10 @@ type limitState struct {
 	inflight atomic.Int64
 	samples  *rate.Limiter // nil: unlimited
 	logBytes *rate.Limiter // nil: unlimited
+	// The size of the cluster's last request drawing from each bucket:
+	// senders send batches of about the same size, so a request is refused
+	// before it is decoded unless the bucket holds that much.
+	lastSamples, lastLogBytes atomic.Int64
 }
 
 func newLimitState(l Limits) *limitState {
@@ -184,44 +188,47 @@ func (c *Cluster) ReleaseRequest() { c.lim.inflight.Add(-1) }
 // InflightRequests is the number of the cluster's requests being served.
 func (c *Cluster) InflightRequests() int64 { return c.lim.inflight.Load() }
 
-// SampleBudget tells whether the cluster's sample token bucket has at least
-// one token at now; if not, how long until it has. It takes nothing.
+// SampleBudget tells, before a request is decoded, whether the cluster's
+// sample bucket holds as many tokens as its last request took (at least
+// one, at most the burst); if not, how long until it does. It takes nothing.
 func (c *Cluster) SampleBudget(now time.Time) (bool, time.Duration) {
-	return hasToken(c.lim.samples, now)
+	return hasTokens(c.lim.samples, now, c.lim.lastSamples.Load())
 }
 
 // TakeSamples takes n tokens from the cluster's sample bucket. ok is false
 // when they are not there at now: then wait says when they will be (0 when
 // n is more than the burst, so never), and nothing is taken.
 func (c *Cluster) TakeSamples(now time.Time, n int) (ok bool, wait time.Duration) {
-	return take(c.lim.samples, now, n)
+	return take(c.lim.samples, &c.lim.lastSamples, now, n)
 }
 
 // LogBudget is SampleBudget for the log bytes bucket.
 func (c *Cluster) LogBudget(now time.Time) (bool, time.Duration) {
-	return hasToken(c.lim.logBytes, now)
+	return hasTokens(c.lim.logBytes, now, c.lim.lastLogBytes.Load())
 }
 
 // TakeLogBytes is TakeSamples for the log bytes bucket.
 func (c *Cluster) TakeLogBytes(now time.Time, n int) (ok bool, wait time.Duration) {
-	return take(c.lim.logBytes, now, n)
+	return take(c.lim.logBytes, &c.lim.lastLogBytes, now, n)
 }
 
-func hasToken(l *rate.Limiter, now time.Time) (bool, time.Duration) {
+func hasTokens(l *rate.Limiter, now time.Time, want int64) (bool, time.Duration) {
 	if l == nil {
 		return true, 0
 	}
+	need := float64(min(max(want, 1), int64(l.Burst())))
 	tokens := l.TokensAt(now)
-	if tokens >= 1 {
+	if tokens >= need {
 		return true, 0
 	}
-	return false, time.Duration((1 - tokens) / float64(l.Limit()) * float64(time.Second))
+	return false, time.Duration((need - tokens) / float64(l.Limit()) * float64(time.Second))
 }
 
-func take(l *rate.Limiter, now time.Time, n int) (bool, time.Duration) {
+func take(l *rate.Limiter, last *atomic.Int64, now time.Time, n int) (bool, time.Duration) {
 	if l == nil || n <= 0 {
 		return true, 0
 	}
+	last.Store(int64(n))
 	if n > l.Burst() {
 		return false, 0
 	}

@@ -59,9 +59,12 @@ func TestClusterBucketsAndStatus(t *testing.T) {
 	ok, wait = c.TakeSamples(t0, 5)
 	require.False(t, ok)
 	require.Equal(t, 500*time.Millisecond, wait)
+	// Before decoding, a request needs as many tokens as the last one took (5).
 	ok, wait = c.SampleBudget(t0)
 	require.False(t, ok)
-	require.Equal(t, 100*time.Millisecond, wait)
+	require.Equal(t, 500*time.Millisecond, wait)
+	ok, _ = c.SampleBudget(t0.Add(500 * time.Millisecond))
+	require.True(t, ok)
 	ok, _ = c.TakeLogBytes(t0, 200)
 	require.True(t, ok, "logs have their own bucket (burst 2 x 100)")
 

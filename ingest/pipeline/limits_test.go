@@ -229,10 +229,11 @@ func TestLimiter(t *testing.T) {
 	require.Equal(t, http.StatusRequestEntityTooLarge, ErrorStatus(err))
 	require.Contains(t, err.Error(), "more than its limits.ingestion_burst (200)")
 	require.NoError(t, l.TakeSamples(eu, 50))
-	// An empty bucket is refused before the body is read.
+	// A bucket without the tokens the last request took (50) is refused
+	// before the body is read.
 	err = l.Admit(eu, BudgetSamples)
 	require.Equal(t, http.StatusTooManyRequests, ErrorStatus(err))
-	require.Equal(t, 10*time.Millisecond, ErrorRetryAfter(err))
+	require.Equal(t, 500*time.Millisecond, ErrorRetryAfter(err))
 	require.EqualValues(t, 0, eu.InflightRequests(), "a refused request holds no slot")
 	require.NoError(t, l.Admit(eu, BudgetNone), "traces draw from no bucket")
 	l.Done(eu)
