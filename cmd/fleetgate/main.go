@@ -196,7 +196,7 @@ func serve(args []string) error {
 	// Storage: the embedded TSDB (WAL replay happens here) or, in
 	// forward-only mode, the agent WAL; forward queues tail the WAL. The
 	// TSDB counts each cluster's series for limits.max_series.
-	seriesLimit, err := pipeline.NewSeriesLimiter(fleetReg, reg)
+	seriesLimit, err := pipeline.NewSeriesLimiter(fleetReg, nil)
 	if err != nil {
 		return err
 	}
@@ -205,9 +205,19 @@ func serve(args []string) error {
 		return err
 	}
 	defer st.close(logger)
+	var seriesTracker *pipeline.SeriesTracker
 	if st.store != nil {
 		seriesLimit.Enforce() // after WAL replay: series already written are never refused
+		if err := reg.Register(seriesLimit); err != nil {
+			return fmt.Errorf("registering series limit metrics: %w", err)
+		}
 		fleetReg.SetSeriesCounter(seriesLimit)
+	} else {
+		// Forward-only: the agent WAL has no series hook; the pipeline tracks.
+		if seriesTracker, err = pipeline.NewSeriesTracker(fleetReg, reg); err != nil {
+			return err
+		}
+		fleetReg.SetSeriesCounter(seriesTracker)
 	}
 
 	// Federation: remote clusters as query sources, HA tracker, forwarding.
@@ -223,6 +233,7 @@ func serve(args []string) error {
 		return err
 	}
 	pipe.SetHATracker(fed.ha)
+	pipe.SetSeriesTracker(seriesTracker)
 	rw, err := promrw.NewHandler(cfg.RemoteWrite, pipe, reg, logger)
 	if err != nil {
 		return err

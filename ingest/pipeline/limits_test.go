@@ -305,3 +305,62 @@ func TestAbbrevAndTruncate(t *testing.T) {
 	}
 	require.Equal(t, "problem 0; problem 1; problem 2; problem 3; problem 4; problem 5; problem 6; problem 7; problem 8; problem 9; and 2 more", p.Err().Error())
 }
+
+// Forward-only mode: without a storage series hook the pipeline tracks each
+// limited cluster's series itself, by the series it sent within the idle
+// timeout.
+func TestSeriesTrackerForwardOnly(t *testing.T) {
+	t.Setenv("FG_LIM_EU1", "tok-eu-1")
+	t.Setenv("FG_LIM_US1", "tok-us-1")
+	lim := fleet.DefaultLimits()
+	reg, err := fleet.NewRegistry(fleet.Config{Limits: &lim, Clusters: []fleet.ClusterConfig{
+		{Name: "eu-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_LIM_EU1"}, Limits: &fleet.LimitOverrides{MaxSeries: intp(3)}},
+		{Name: "us-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_LIM_US1"}},
+	}})
+	require.NoError(t, err)
+	db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil) // no series hook
+	require.NoError(t, err)
+	defer db.Close()
+	p, err := New(Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	tr, err := NewSeriesTracker(reg, nil)
+	require.NoError(t, err)
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tr.now = func() time.Time { return clock }
+	p.SetSeriesTracker(tr)
+	eu, us := reg.Get("eu-1"), reg.Get("us-1")
+	series := func(i int) labels.Labels { return labels.FromStrings("__name__", "m", "i", fmt.Sprint(i)) }
+	ts := int64(1000)
+	write := func(c *fleet.Cluster, i int) error {
+		ts++
+		return appendOne(t, p, c, series(i), ts, 1)
+	}
+	for i := range 3 {
+		require.NoError(t, write(eu, i))
+	}
+	err = write(eu, 3)
+	require.Error(t, err)
+	require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
+	require.Contains(t, err.Error(), `cluster "eu-1" is at its limit of 3 active series (limits.max_series)`)
+	for i := range 3 {
+		require.NoError(t, write(eu, i), "known series are accepted, cached or not")
+	}
+	for i := range 10 {
+		require.NoError(t, write(us, i), "us-1 has no series limit")
+	}
+	n, ok := tr.ActiveSeries("eu-1")
+	require.True(t, ok)
+	require.EqualValues(t, 3, n)
+	_, ok = tr.ActiveSeries("us-1")
+	require.False(t, ok, "clusters without a limit are not tracked")
+
+	// Series 0 stays active; 1 and 2 go idle and are forgotten after the idle timeout.
+	clock = clock.Add(SeriesIdleTimeout / 2)
+	require.NoError(t, write(eu, 0))
+	clock = clock.Add(SeriesIdleTimeout/2 + 2*time.Minute)
+	require.NoError(t, write(eu, 3))
+	require.NoError(t, write(eu, 4))
+	require.Error(t, write(eu, 5))
+	n, _ = tr.ActiveSeries("eu-1")
+	require.EqualValues(t, 3, n)
+}

@@ -5,6 +5,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -98,15 +99,16 @@ type MetadataSink interface {
 
 // Pipeline is shared by every receiver. It is safe for concurrent use.
 type Pipeline struct {
-	cfg    Config
-	reg    *fleet.Registry
-	sink   storage.AppendableV2
-	meta   MetadataSink
-	logger *slog.Logger
-	now    func() time.Time
-	ha     *HATracker // HA replica dedup (ha.go); nil: off
-	refs   *refCache
-	limits *Limiter
+	cfg     Config
+	reg     *fleet.Registry
+	sink    storage.AppendableV2
+	meta    MetadataSink
+	logger  *slog.Logger
+	now     func() time.Time
+	ha      *HATracker // HA replica dedup (ha.go); nil: off
+	refs    *refCache
+	limits  *Limiter
+	tracker *SeriesTracker // forward-only series limit; nil: off
 
 	samples    *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
@@ -475,6 +477,19 @@ func (b *Batch) Add(s *Series) error {
 	ls, keep, backfill := b.p.ha.Accept(c, ls, s)
 	if !keep {
 		return nil // a non-elected HA replica: dropped, counted in ha.go
+	}
+	if b.p.tracker != nil {
+		// Forward-only mode: the series limit without a storage hook. The
+		// key is the series cache's (a series as its cluster sends it), or
+		// the stamped labels' hash for series that skip the cache.
+		k := binary.LittleEndian.Uint64(key[:8])
+		if key == (refKey{}) {
+			k = ls.Hash() // not cached, so stamped above
+		}
+		if err := b.p.tracker.admit(c, k); err != nil {
+			b.reject(c, "series_limit", n, fmt.Errorf("series %s: %w", Abbrev(s.labels()), err))
+			return nil
+		}
 	}
 	if len(backfill) > 0 {
 		if err := b.backfill(c, backfill); err != nil {
