@@ -10,19 +10,27 @@
 //	noisy, limited   us-1 while eu-1 floods, eu-1 limited
 //	noisy, unlimited us-1 while eu-1 floods, no limits (for comparison)
 //
+// eu-1's load runs in a child process at niceness 19 (-eu-nice): it stands
+// for a sender on another machine, whose encoding work should compete as
+// little as possible with fleetgate and us-1 on the one machine we have.
+// It ignores Retry-After, as a misbehaving sender would.
+//
 // It prints, per phase, us-1's acceptance and write latency (p50/p99) as the
-// sender saw it, eu-1's answers by status, and fleetgate's CPU-seconds.
-// The first rounds of us-1 (which create its series) are not measured.
+// sender saw it, eu-1's answers by status, fleetgate's CPU-seconds and the
+// generators'. The first rounds of us-1 (which create its series) are not
+// measured.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -41,7 +49,7 @@ type phase struct {
 type result struct {
 	phase       string
 	us, eu      *load.RWResult
-	cpu         time.Duration
+	cpu, genCPU time.Duration // fleetgate's, and the load generators' (both processes)
 	euSeries    string
 	loadAvg     string
 	euStatusStr string
@@ -63,8 +71,13 @@ func main() {
 		euMaxSeries = flag.Int("eu-max-series", 50000, "eu-1's limits.max_series")
 		euRate      = flag.Float64("eu-rate", 20000, "eu-1's limits.ingestion_rate (samples/s; burst 2x)")
 		phases      = flag.String("phases", "quiet,limited,unlimited", "phases to run, in order")
+		euNice      = flag.Int("eu-nice", 19, "scheduling niceness of eu-1's load generator process (it stands for a sender on another machine)")
+		euChild     = flag.String("eu-child", "", "internal: run only eu-1's load against this URL until interrupted, print the result as JSON")
 	)
 	flag.Parse()
+	if *euChild != "" {
+		os.Exit(runEUChild(*euChild, *version, load.RWConfig{Clusters: 1, FirstCluster: 1, SeriesPerCluster: *euSeries, BatchSeries: *euBatch, Concurrency: *euConc}))
+	}
 	dir := *workDir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "fleetgate-neighbour-")
@@ -105,9 +118,8 @@ func main() {
 			fatal(err)
 		}
 		fmt.Fprintf(os.Stderr, "phase %s\n", ph.name)
-		r, err := runPhase(ph, *fgBin, pdir, fmt.Sprintf("127.0.0.1:%d", *port), *duration, *version,
-			load.RWConfig{Clusters: 1, FirstCluster: 0, SeriesPerCluster: *usSeries, BatchSeries: *usBatch, Concurrency: 2, Interval: *usInterval},
-			load.RWConfig{Clusters: 1, FirstCluster: 1, SeriesPerCluster: *euSeries, BatchSeries: *euBatch, Concurrency: *euConc})
+		r, err := runPhase(ph, *fgBin, pdir, fmt.Sprintf("127.0.0.1:%d", *port), *duration, *version, *euNice,
+			load.RWConfig{Clusters: 1, FirstCluster: 0, SeriesPerCluster: *usSeries, BatchSeries: *usBatch, Concurrency: 2, Interval: *usInterval})
 		if err != nil {
 			fatal(fmt.Errorf("phase %s: %w (log: %s)", ph.name, err, filepath.Join(pdir, "log")))
 		}
@@ -116,14 +128,14 @@ func main() {
 	fmt.Printf("us-1: %d series every %s (%d per request); eu-1: %d series, %d per request, %d concurrent, as fast as it can; limited: max_series %d, ingestion_rate %g/s; remote-write %d.0, %s per phase\n\n",
 		*usSeries, *usInterval, *usBatch, *euSeries, *euBatch, *euConc, *euMaxSeries, *euRate, *version, *duration)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\tus-1 acked/sent\tus-1 p50\tus-1 p99\tus-1 max\teu-1 requests by status\teu-1 acked samples\teu-1 active series\tfleetgate CPU-s\tloadavg\t")
+	fmt.Fprintln(tw, "phase\tus-1 acked/sent\tus-1 p50\tus-1 p99\tus-1 max\teu-1 requests by status\teu-1 acked samples\teu-1 active series\tfleetgate CPU-s\tgenerator CPU-s\tloadavg\t")
 	for _, r := range results {
 		euReq, euAcked := "-", "-"
 		if r.eu != nil {
 			euReq, euAcked = r.euStatusStr, fmt.Sprint(r.eu.AckedSamples)
 		}
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t\n", r.phase, r.us.AckedSamples, r.us.SentSamples,
-			round(r.us.Quantile(0.5)), round(r.us.Quantile(0.99)), round(r.us.Quantile(1)), euReq, euAcked, r.euSeries, r.cpu.Seconds(), r.loadAvg)
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t\n", r.phase, r.us.AckedSamples, r.us.SentSamples,
+			round(r.us.Quantile(0.5)), round(r.us.Quantile(0.99)), round(r.us.Quantile(1)), euReq, euAcked, r.euSeries, r.cpu.Seconds(), r.genCPU.Seconds(), r.loadAvg)
 	}
 	tw.Flush()
 }
@@ -153,7 +165,7 @@ func writeConfig(dir, euLimits string) error {
 	return os.WriteFile(filepath.Join(dir, "fleetgate.yml"), []byte(b.String()), 0o644)
 }
 
-func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version int, us, eu load.RWConfig) (result, error) {
+func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version, niceness int, us load.RWConfig) (result, error) {
 	logf, err := os.Create(filepath.Join(dir, "log"))
 	if err != nil {
 		return result{}, err
@@ -173,10 +185,7 @@ func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version int, u
 	if err := waitReady(base+"/-/ready", exited); err != nil {
 		return result{}, err
 	}
-	for _, c := range []*load.RWConfig{&us, &eu} {
-		c.URL, c.Version, c.TokenPrefix, c.SamplesPerSeries = base+"/api/v1/write", version, "bench-token-", 1
-		c.Timeout = time.Minute
-	}
+	us.URL, us.Version, us.TokenPrefix, us.SamplesPerSeries, us.Timeout = base+"/api/v1/write", version, "bench-token-", 1, time.Minute
 	// Warm up: us-1 creates its series.
 	us.Rounds, us.Step, us.Start = 2, us.Interval, time.Now().Add(-2*us.Interval)
 	if _, err := load.RunRW(context.Background(), us); err != nil {
@@ -187,24 +196,18 @@ func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version int, u
 	if err != nil {
 		return result{}, err
 	}
-	// us-1 runs its rounds (the measurement); eu-1 floods until us-1 is
-	// done (its requests cut then are counted under status 0).
+	gen0 := selfCPU()
+	// us-1 runs its rounds (the measurement); eu-1 floods, from its own
+	// process, until us-1 is done (its requests cut then count as status 0).
 	ctx, cancel := context.WithTimeout(context.Background(), 3*dur)
 	defer cancel()
-	euCtx, euCancel := context.WithCancel(ctx)
-	defer euCancel()
 	r := result{phase: ph.name, euSeries: "-"}
-	euDone := make(chan *load.RWResult, 1)
+	var child *euLoad
 	if ph.noisy {
-		// eu-1 sends round after round, each sample 1 ms after the last round's.
-		eu.Rounds, eu.Step, eu.Start = 1<<30, time.Millisecond, time.Now()
-		go func() {
-			res, err := load.RunRW(euCtx, eu)
-			if err != nil && !errors.Is(err, context.Canceled) {
-				fmt.Fprintln(os.Stderr, "eu-1:", err)
-			}
-			euDone <- res
-		}()
+		if child, err = startEUChild(base+"/api/v1/write", version, niceness); err != nil {
+			return r, err
+		}
+		defer child.kill()
 	}
 	us.Rounds, us.Start = max(int(dur/us.Interval), 1), time.Now()
 	res, err := load.RunRW(ctx, us)
@@ -212,24 +215,113 @@ func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version int, u
 		return r, fmt.Errorf("us-1: %w", err)
 	}
 	r.us = res
-	euCancel()
-	if ph.noisy {
-		r.eu = <-euDone
+	if child != nil {
+		if r.eu, err = child.stop(); err != nil {
+			return r, fmt.Errorf("eu-1's load: %w", err)
+		}
 		r.euStatusStr = statusString(r.eu.ByStatus)
+		r.genCPU += child.cpu
 	}
 	cpu1, err := load.ProcCPU(pid)
 	if err != nil {
 		return r, err
 	}
 	r.cpu, r.loadAvg = cpu1-cpu0, load.LoadAvg()
+	r.genCPU += selfCPU() - gen0
 	if n, err := activeSeries(base, load.ClusterName(1)); err == nil {
 		r.euSeries = n
 	}
 	fmt.Fprintf(os.Stderr, "  us-1: %s\n", r.us)
-	if r.eu != nil {
-		fmt.Fprintf(os.Stderr, "  eu-1: %s\n", r.eu)
-	}
 	return r, nil
+}
+
+// euLoad is eu-1's load generator: this program run with -eu-child.
+type euLoad struct {
+	cmd    *exec.Cmd
+	out    strings.Builder
+	exited chan error
+	cpu    time.Duration
+}
+
+// startEUChild starts eu-1's load in its own process at the given niceness,
+// so that its encoding work competes less with fleetgate and us-1: it
+// stands for a sender on another machine.
+func startEUChild(url string, version, niceness int) (*euLoad, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"-eu-child", url, "-rw-version", fmt.Sprint(version)}, euArgs()...)
+	e := &euLoad{cmd: exec.Command(self, args...), exited: make(chan error, 1)}
+	e.cmd.Stdout, e.cmd.Stderr = &e.out, os.Stderr
+	if err := e.cmd.Start(); err != nil {
+		return nil, err
+	}
+	if err := syscall.Setpriority(syscall.PRIO_PROCESS, e.cmd.Process.Pid, niceness); err != nil {
+		fmt.Fprintln(os.Stderr, "setpriority:", err)
+	}
+	go func() { e.exited <- e.cmd.Wait() }()
+	return e, nil
+}
+
+// euArgs passes the eu-* flags on to the child.
+func euArgs() []string {
+	var out []string
+	flag.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "eu-") && f.Name != "eu-child" {
+			out = append(out, "-"+f.Name, f.Value.String())
+		}
+	})
+	return out
+}
+
+// stop interrupts the child and reads its result.
+func (e *euLoad) stop() (*load.RWResult, error) {
+	_ = e.cmd.Process.Signal(os.Interrupt)
+	if err := <-e.exited; err != nil {
+		return nil, fmt.Errorf("%w: %s", err, e.out.String())
+	}
+	if ps := e.cmd.ProcessState; ps != nil {
+		e.cpu = ps.UserTime() + ps.SystemTime()
+	}
+	var res load.RWResult
+	if err := json.Unmarshal([]byte(e.out.String()), &res); err != nil {
+		return nil, fmt.Errorf("reading its result: %w", err)
+	}
+	return &res, nil
+}
+
+func (e *euLoad) kill() {
+	if e.cmd.ProcessState == nil {
+		_ = e.cmd.Process.Kill()
+	}
+}
+
+// runEUChild floods url as eu-1 until interrupted and prints the result.
+func runEUChild(url string, version int, eu load.RWConfig) int {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	// Each round's samples are 1 ms after the last round's.
+	eu.URL, eu.Version, eu.TokenPrefix, eu.SamplesPerSeries, eu.Timeout = url, version, "bench-token-", 1, time.Minute
+	eu.Rounds, eu.Step, eu.Start = 1<<30, time.Millisecond, time.Now()
+	res, err := load.RunRW(ctx, eu)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "eu-1:", err)
+		return 1
+	}
+	res.Latencies = nil
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		fmt.Fprintln(os.Stderr, "eu-1:", err)
+		return 1
+	}
+	return 0
+}
+
+// selfCPU is this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func statusString(m map[int]int64) string {
