@@ -298,12 +298,26 @@ func TestReadAPIMetricQueries(t *testing.T) {
 	require.Contains(t, out, "quantile_over_time")
 }
 
+type discardLogs struct{}
+
+func (discardLogs) PushLogs(context.Context, []push.Stream) error { return nil }
+
+// FuzzDecode decodes arbitrary bodies and pushes what decodes through the
+// signals hub (identity, limits, time bounds): nothing may panic, and a
+// refusal is a 4xx.
 func FuzzDecode(f *testing.F) {
 	base := time.Unix(1700000000, 0)
 	_, pb := encode(f, testRequest(base), "protobuf", "")
 	_, js := encode(f, testRequest(base), "json", "")
 	f.Add(pb, false)
 	f.Add(js, true)
+	f.Add([]byte(`{"streams":[{"stream":{"app":"a"},"values":[["-5","x",{"cluster":"us-1"}]]}]}`), true)
+	f.Add([]byte(`{"streams":[{"stream":{"app":"a","cluster":"eu-1"},"values":[["9223372036854775807","x"]]}]}`), true)
+	f.Setenv("FG_FUZZ_EU1", "tok")
+	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_FUZZ_EU1"}}}})
+	require.NoError(f, err)
+	sig, err := signals.New(signals.Config{LogsMaxAge: 24 * time.Hour}, reg, nil, []signals.LogsSink{discardLogs{}}, nil, nil, slog.New(slog.DiscardHandler))
+	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, body []byte, isJSON bool) {
 		format := FormatProtobuf
 		if isJSON {
@@ -322,5 +336,10 @@ func FuzzDecode(f *testing.F) {
 		again, err := Decode(snappy.Encode(nil, raw), FormatProtobuf, 1<<30)
 		require.NoError(t, err)
 		require.Equal(t, len(req.Streams), len(again.Streams))
+		if err := sig.PushLogs(context.Background(), reg.Get("eu-1"), req.Streams); err != nil {
+			if s := Status(err); s < 400 || s >= 500 {
+				t.Fatalf("status %d for %v", s, err)
+			}
+		}
 	})
 }
