@@ -478,6 +478,15 @@ func (b *Batch) Add(s *Series) error {
 	if !keep {
 		return nil // a non-elected HA replica: dropped, counted in ha.go
 	}
+	if len(backfill) > 0 {
+		if err := b.backfill(c, backfill); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", Abbrev(s.labels()))})
+		return nil
+	}
 	if b.p.tracker != nil {
 		// Forward-only mode: the series limit without a storage hook. The
 		// key is the series cache's (a series as its cluster sends it), or
@@ -490,15 +499,6 @@ func (b *Batch) Add(s *Series) error {
 			b.reject(c, "series_limit", n, fmt.Errorf("series %s: %w", Abbrev(s.labels()), err))
 			return nil
 		}
-	}
-	if len(backfill) > 0 {
-		if err := b.backfill(c, backfill); err != nil {
-			return err
-		}
-	}
-	if n == 0 {
-		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", Abbrev(s.labels()))})
-		return nil
 	}
 	w := b.count(c)
 	w.Series++
@@ -612,7 +612,8 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 		keepH = append(keepH, h)
 	}
 	s.Histograms = keepH
-	keepE := s.Exemplars[:0]
+	// The exemplars may be the caller's (OTLP's translator): a new slice.
+	keepE := make([]exemplar.Exemplar, 0, len(s.Exemplars)-badEx)
 	for _, e := range s.Exemplars {
 		if e.Ts > b.maxT {
 			first = min(first, e.Ts)
