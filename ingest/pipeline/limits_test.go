@@ -364,3 +364,27 @@ func TestSeriesTrackerForwardOnly(t *testing.T) {
 	n, _ = tr.ActiveSeries("eu-1")
 	require.EqualValues(t, 3, n)
 }
+
+// Concurrent requests creating series pass the limit by at most one series
+// each (the hook counts after creation); the count stays exact.
+func TestSeriesLimitConcurrent(t *testing.T) {
+	p, db, reg, sl := twoClusters(t, fleet.DefaultLimits(), &fleet.LimitOverrides{MaxSeries: intp(100)})
+	eu := reg.Get("eu-1")
+	const workers = 8
+	done := make(chan struct{})
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 50 {
+				_ = appendOne(t, p, eu, labels.FromStrings("__name__", "m", "w", fmt.Sprint(w), "i", fmt.Sprint(i)), 1000, 1)
+			}
+		}()
+	}
+	for range workers {
+		<-done
+	}
+	n, _ := sl.ActiveSeries("eu-1")
+	require.GreaterOrEqual(t, n, int64(100))
+	require.LessOrEqual(t, n, int64(100+workers))
+	require.EqualValues(t, n, db.Head().NumSeries(), "the count is the head's")
+}
