@@ -25,6 +25,7 @@ import (
 type Config struct {
 	Clusters    []fleet.ClusterConfig  `yaml:"clusters"`
 	Identity    identityConfig         `yaml:"identity"`
+	Limits      fleet.Limits           `yaml:"limits"` // every cluster's, unless its own limits: block overrides them
 	Ingest      pipeline.Config        `yaml:"ingest"`
 	RemoteWrite promrw.Config          `yaml:"remote_write"`
 	Storage     metrics.Config         `yaml:"storage"`
@@ -45,7 +46,14 @@ type identityConfig struct {
 }
 
 func (c *Config) fleet() fleet.Config {
-	return fleet.Config{Clusters: c.Clusters, OnConflict: c.Identity.OnConflict, DevDefaultCluster: c.Identity.DevDefaultCluster}
+	lim := c.Limits
+	return fleet.Config{Clusters: c.Clusters, OnConflict: c.Identity.OnConflict, DevDefaultCluster: c.Identity.DevDefaultCluster, Limits: &lim}
+}
+
+// newConfig is the configuration before the file is read: the defaults
+// that a key left out keeps, where 0 does not mean "default".
+func newConfig() *Config {
+	return &Config{Limits: fleet.DefaultLimits()}
 }
 
 // Validate checks every part; storage.path comes from a flag and is checked at start.
@@ -88,7 +96,7 @@ func (c *Config) Validate() error {
 // loadConfig reads and validates a config file. An empty path gives the
 // embedded defaults.
 func loadConfig(path string) (*Config, error) {
-	cfg := &Config{}
+	cfg := newConfig()
 	if path == "" {
 		return cfg, nil
 	}

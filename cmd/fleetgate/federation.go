@@ -208,9 +208,9 @@ type storageParts struct {
 
 // openStorage opens the embedded TSDB (replaying its WAL) or the agent WAL,
 // and starts the forward queues tailing that WAL.
-func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger) (*storageParts, error) {
+func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger, opts ...metrics.Option) (*storageParts, error) {
 	if cfg.Storage.Embedded == nil || *cfg.Storage.Embedded {
-		store, err := metrics.Open(cfg.Storage, r, logger)
+		store, err := metrics.Open(cfg.Storage, r, logger, opts...)
 		if err != nil {
 			return nil, err
 		}

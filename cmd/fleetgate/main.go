@@ -27,6 +27,7 @@ import (
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
 type flags struct {
@@ -283,12 +284,31 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	}
 
 	// Storage: the embedded TSDB (WAL replay happens here) or, in
-	// forward-only mode, the agent WAL; forward queues tail the WAL.
-	st, err := openStorage(cfg, reg, logger)
+	// forward-only mode, the agent WAL; forward queues tail the WAL. The
+	// TSDB counts each cluster's series for limits.max_series.
+	seriesLimit, err := pipeline.NewSeriesLimiter(fleetReg, nil)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStorage(cfg, reg, logger, metrics.WithSeriesLifecycle(seriesLimit))
 	if err != nil {
 		return nil, err
 	}
 	a.closers = append(a.closers, func() { st.close(logger) })
+	var seriesTracker *pipeline.SeriesTracker
+	if st.store != nil {
+		seriesLimit.Enforce() // after WAL replay: series already written are never refused
+		if err := reg.Register(seriesLimit); err != nil {
+			return nil, fmt.Errorf("registering series limit metrics: %w", err)
+		}
+		fleetReg.SetSeriesCounter(seriesLimit)
+	} else {
+		// Forward-only: the agent WAL has no series hook; the pipeline tracks.
+		if seriesTracker, err = pipeline.NewSeriesTracker(fleetReg, reg); err != nil {
+			return nil, err
+		}
+		fleetReg.SetSeriesCounter(seriesTracker)
+	}
 
 	// Federation: remote clusters as query sources, HA tracker, forwarding.
 	fed, err := setupFederation(cfg, fleetReg, st.local, cfg.Storage.Path, reg, logger)
@@ -303,6 +323,7 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 		return nil, err
 	}
 	pipe.SetHATracker(fed.ha)
+	pipe.SetSeriesTracker(seriesTracker)
 	rw, err := promrw.NewHandler(cfg.RemoteWrite, pipe, reg, logger)
 	if err != nil {
 		return nil, err

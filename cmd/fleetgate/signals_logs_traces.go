@@ -130,8 +130,18 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		}
 	}
 
-	// Identity, limits, fan-out and derived metrics.
-	sig, err := signals.New(cfg.Signals, fleetReg, pipe, logSinks, traceSinks, reg, logger)
+	// Identity, limits, fan-out and derived metrics. Log lines and spans
+	// are refused beyond ingest.max_future and, with an embedded store,
+	// older than its retention.
+	sc := cfg.Signals
+	sc.MaxFuture = pipe.MaxFuture()
+	if !cfg.LogsStorage.Disabled {
+		sc.LogsMaxAge = orDefault(time.Duration(cfg.LogsStorage.Retention), 7*24*time.Hour) // logs.Config's default
+	}
+	if !cfg.TracesStorage.Disabled {
+		sc.TracesMaxAge = orDefault(time.Duration(cfg.TracesStorage.Retention), 72*time.Hour) // traces.Config's default
+	}
+	sig, err := signals.New(sc, fleetReg, pipe, logSinks, traceSinks, reg, logger)
 	if err != nil {
 		return closeAll, err
 	}
@@ -192,4 +202,11 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		})
 	}
 	return closeAll, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }

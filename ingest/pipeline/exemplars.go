@@ -23,10 +23,6 @@ import (
 // OutOfOrderExemplars, for receivers that answer them with a 400 as
 // Prometheus's remote-write 2.0 receiver does.
 
-// maxExemplarAhead is how far ahead of now an exemplar may be: later ones are
-// dropped, as Prometheus's write handler drops them (its maxAheadTime).
-const maxExemplarAhead = 10 * time.Minute
-
 // exemplarReports bounds the out-of-order exemplar errors a batch keeps.
 const exemplarReports = 10
 
@@ -36,12 +32,14 @@ func (b *Batch) appendExemplars(c *fleet.Cluster, ref storage.SeriesRef, ls labe
 	if len(s.Exemplars) == 0 {
 		return nil
 	}
-	maxT := b.p.now().Add(maxExemplarAhead).UnixMilli()
+	// Exemplars more than ingest.max_future ahead are dropped, as
+	// Prometheus's write handler drops them (its maxAheadTime).
+	maxT := b.maxT
 	ex := b.exBuf[:0]
 	for _, e := range s.Exemplars {
 		if e.Ts > maxT {
 			b.refuseExemplar(c, "invalid_exemplar", 1, fmt.Errorf("exemplar of series %s at %s: %w: more than %s ahead of now",
-				s.labels().String(), time.UnixMilli(e.Ts).UTC().Format(time.RFC3339Nano), storage.ErrOutOfBounds, maxExemplarAhead))
+				Abbrev(s.labels()), time.UnixMilli(e.Ts).UTC().Format(time.RFC3339Nano), storage.ErrOutOfBounds, b.p.cfg.MaxFuture))
 			continue
 		}
 		ex = append(ex, e)
@@ -53,7 +51,7 @@ func (b *Batch) appendExemplars(c *fleet.Cluster, ref storage.SeriesRef, ls labe
 	slices.SortFunc(ex, exemplar.Compare)
 	app, ok := b.app.(storage.ExemplarAppenderV2)
 	if !ok {
-		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: storage %T does not take exemplars", len(ex), s.labels().String(), b.app))
+		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: storage %T does not take exemplars", len(ex), Abbrev(s.labels()), b.app))
 		return nil
 	}
 	_, err := app.AppendExemplars(ref, ls, ex)
@@ -75,13 +73,13 @@ func (b *Batch) appendExemplars(c *fleet.Cluster, ref storage.SeriesRef, ls labe
 			if errors.Is(ee.Err, storage.ErrOutOfOrderExemplar) {
 				reason = "out_of_order_exemplar"
 			}
-			b.refuseExemplar(c, reason, 1, fmt.Errorf("exemplar of series %s: %w", s.labels().String(), ee.Err))
+			b.refuseExemplar(c, reason, 1, fmt.Errorf("exemplar of series %s: %w", Abbrev(s.labels()), ee.Err))
 		}
 	default:
 		// No series to attach them to (its samples were all refused, or
 		// it only had exemplars), or a storage error Prometheus's receiver
 		// does not fail the request for either.
-		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: %w", len(ex), s.labels().String(), err))
+		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: %w", len(ex), Abbrev(s.labels()), err))
 	}
 	return nil
 }

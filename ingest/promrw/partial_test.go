@@ -157,9 +157,6 @@ type rwDifference struct {
 	status  int        // fleetgate's status; 0: the same as Prometheus's
 	written *rwWritten // fleetgate's Written counts when status is set
 	stored  bool       // what is queryable afterwards differs
-	// pending: another branch of issue 9 changes fleetgate here; either
-	// answer is accepted until it lands.
-	pending bool
 	reason  string
 }
 
@@ -200,8 +197,7 @@ var intentionalDifferences = map[string]rwDifference{
 	caseID(protoV1Name, "snappy_claims_huge"): {status: 413, reason: whyDecodedSize},
 	caseID(protoV2Name, "snappy_claims_huge"): {status: 413, reason: whyDecodedSize},
 
-	caseID(protoV1Name, "far_future_sample"): {status: 204, stored: true, pending: true, reason: whyFuture},
-	caseID(protoV2Name, "far_future_sample"): {status: 204, written: &rwWritten{Samples: 2}, stored: true, pending: true, reason: whyFuture},
+	caseID(protoV1Name, "far_future_sample"): {stored: true, reason: whyRollback},
 }
 
 const (
@@ -212,7 +208,6 @@ const (
 	whyLabelLimits = "fleetgate's label limits (at most 64 labels, values of at most 4096 bytes by default): 400 naming the series"
 	whyIdentity    = "fleetgate's identity rule: a series claiming another cluster refuses the whole request (identity.on_conflict: reject)"
 	whyDecodedSize = "a snappy body announcing more than remote_write.max_decoded_bytes is a 413 (Prometheus: 400 over 32 MiB decoded, 413 only for the body)"
-	whyFuture      = "samples more than 10m ahead: refused by ingest.max_future, which the \"limits\" part of issue 9 adds"
 )
 
 // compareResults lists how fg differs from prom beyond the intentional
@@ -253,13 +248,13 @@ func diffResults(prom, fg rwResult) []string {
 		if d.status != 0 {
 			want = rwAnswer{Status: d.status, Written: d.written}
 		}
-		if !sameAnswer(want, fg.Answer) && !(d.pending && answerSame) {
+		if !sameAnswer(want, fg.Answer) {
 			problems = append(problems, fmt.Sprintf("answer: fleetgate %s (%s), want %s (intentional difference: %s)", fg.Answer, fg.Answer.Body, want, d.reason))
 		}
-		if !d.stored && !storedSame && !d.pending {
+		if !d.stored && !storedSame {
 			problems = append(problems, fmt.Sprintf("stored: fleetgate %v %v, Prometheus %v %v", fg.Stored, fg.Exemplars, prom.Stored, prom.Exemplars))
 		}
-		if answerSame && storedSame && !d.pending {
+		if answerSame && storedSame {
 			problems = append(problems, fmt.Sprintf("listed as an intentional difference (%s) but fleetgate now answers and stores as Prometheus does: remove it", d.reason))
 		}
 	}

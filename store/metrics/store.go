@@ -79,8 +79,18 @@ type Store struct {
 	logger *slog.Logger
 }
 
+// Option adjusts the TSDB options Open uses.
+type Option func(*tsdb.Options)
+
+// WithSeriesLifecycle sets the TSDB's series lifecycle hook, which may
+// refuse new series (per-cluster series limits) and sees every series
+// created (WAL replay included) and garbage-collected.
+func WithSeriesLifecycle(cb tsdb.SeriesLifecycleCallback) Option {
+	return func(o *tsdb.Options) { o.SeriesLifecycleCallback = cb }
+}
+
 // Open opens (and replays the WAL of) the TSDB in cfg.Path.
-func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger) (*Store, error) {
+func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger, options ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -101,6 +111,9 @@ func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger) (*Store, err
 		opts.EnableSTStorage = true
 		opts.EnableHistogramSTEncoding = true
 		opts.FloatChunkEncoding = chunkenc.EncXOR2
+	}
+	for _, o := range options {
+		o(opts)
 	}
 	db, err := tsdb.Open(cfg.Path, logger.With("component", "tsdb"), r, opts, nil)
 	if err != nil {
