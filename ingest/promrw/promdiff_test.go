@@ -344,9 +344,6 @@ func TestPromDiff(t *testing.T) {
 				t.Errorf("%s: %s", id, strings.Join(problems, "; "))
 			} else if d, listed := intentionalDifferences[id]; listed {
 				verdict = "intentional: " + d.reason
-				if d.pending {
-					verdict = "pending: " + d.reason
-				}
 			}
 			storedNote := func(r rwResult) string {
 				n := 0
