@@ -273,7 +273,10 @@ logs_traces:
 `, writeSecret(t, "eu-1.token", token), hsrv.URL, writeSecret(t, "hook", hook.secret)), "--storage.path", disk)
 	load := newDurabilityLoad(t, fg, token)
 	freeze := func(method string) (int, string) {
-		return httpDo(t, method, fg.URL+"/api/v1/failover/groups/web/freeze", "", "application/json", []byte(`{"reason":"disk test"}`))
+		if method == http.MethodDelete {
+			return httpDo(t, method, fg.URL+"/api/v1/failover/groups/web/freeze", e2eAdminToken, "", nil)
+		}
+		return httpDo(t, method, fg.URL+"/api/v1/failover/groups/web/freeze", e2eAdminToken, "application/json", []byte(`{"reason":"disk test"}`))
 	}
 	frozen := func() bool {
 		code, r := apiGet(t, fg.URL, "/api/v1/failover/groups", nil)

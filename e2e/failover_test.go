@@ -259,7 +259,7 @@ signals:
 	require.Zero(t, hook.bad, "every payload was correctly signed")
 
 	// Drill against the live policy, through the CLI.
-	out, err := exec.Command(fleetgateBin, "drill", "--cluster", "eu-2", "--url", fg.URL).CombinedOutput()
+	out, err := exec.Command(fleetgateBin, "drill", "--cluster", "eu-2", "--url", fg.URL, "--token-file", fg.AdminTokenFile).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	t.Logf("drill:\n%s", out)
 	require.Contains(t, string(out), "group web (active-passive)")
@@ -314,10 +314,11 @@ signals:
 	// Operator decisions make events and signals without any cluster.
 	var ids []uint64
 	for i := 0; i < 5; i++ {
-		code, body := postJSON(t, fg.URL+"/api/v1/failover/groups/web/freeze", map[string]string{"reason": fmt.Sprint("maintenance ", i)}, nil)
+		code, body := postJSON(t, fg.URL+"/api/v1/failover/groups/web/freeze", map[string]string{"reason": fmt.Sprint("maintenance ", i)}, admin())
 		require.Equal(t, 200, code, "%s", body)
 		ids = append(ids, uint64(2*i+1))
 		req, _ := http.NewRequest(http.MethodDelete, fg.URL+"/api/v1/failover/groups/web/freeze", nil)
+		req.Header = admin()
 		resp, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		resp.Body.Close()
@@ -325,10 +326,10 @@ signals:
 		ids = append(ids, uint64(2*i+2))
 	}
 	// Bad input: 4xx naming the problem.
-	code, body := postJSON(t, fg.URL+"/api/v1/failover/groups/web/override", map[string]any{"clusters": []string{"mars"}}, nil)
+	code, body := postJSON(t, fg.URL+"/api/v1/failover/groups/web/override", map[string]any{"clusters": []string{"mars"}}, admin())
 	require.Equal(t, 400, code)
 	require.Contains(t, string(body), "mars")
-	code, _ = postJSON(t, fg.URL+"/api/v1/failover/groups/nope/freeze", map[string]any{}, nil)
+	code, _ = postJSON(t, fg.URL+"/api/v1/failover/groups/nope/freeze", map[string]any{}, admin())
 	require.Equal(t, 404, code)
 
 	eventually(t, 10*time.Second, "retries counted", func() error {

@@ -333,19 +333,20 @@ remote_write:
 	})
 
 	t.Run("manual pin", func(t *testing.T) {
-		resp, err := http.PostForm(fg.URL+"/api/v1/ha/us-1/pin", url.Values{"replica": {"z"}})
-		require.NoError(t, err)
-		resp.Body.Close()
-		require.Equal(t, 200, resp.StatusCode)
+		// A replica never seen is refused unless forced.
+		code, body := postJSON(t, fg.URL+"/api/v1/ha/us-1/pin", map[string]any{"replica": "z"}, admin())
+		require.Equal(t, 400, code, "%s", body)
+		require.Contains(t, string(body), "never seen")
+		code, body = postJSON(t, fg.URL+"/api/v1/ha/us-1/pin", map[string]any{"replica": "z", "force": true}, admin())
+		require.Equal(t, 200, code, "%s", body)
 		require.Equal(t, "z", getHA(t, fg.URL).Groups[0].Elected)
-		resp, err = http.PostForm(fg.URL+"/api/v1/ha/nope/pin", url.Values{"replica": {"z"}})
-		require.NoError(t, err)
-		resp.Body.Close()
-		require.Equal(t, 404, resp.StatusCode)
-		resp, err = http.PostForm(fg.URL+"/api/v1/ha/us-1/pin", url.Values{})
-		require.NoError(t, err)
-		resp.Body.Close()
-		require.Equal(t, 400, resp.StatusCode)
+		code, _ = postJSON(t, fg.URL+"/api/v1/ha/nope/pin", map[string]any{"replica": "z"}, admin())
+		require.Equal(t, 404, code)
+		code, _ = postJSON(t, fg.URL+"/api/v1/ha/us-1/pin", map[string]any{}, admin())
+		require.Equal(t, 400, code)
+		// Without the admin's token nothing is pinned.
+		code, _ = postJSON(t, fg.URL+"/api/v1/ha/us-1/pin", map[string]any{"unpin": true}, nil)
+		require.Equal(t, 401, code)
 	})
 }
 

@@ -187,6 +187,16 @@ type Fleetgate struct {
 	Config   string
 	OTLPGRPC string
 	OTLPHTTP string
+	// AdminTokenFile holds e2eAdminToken when the harness added the auth: section.
+	AdminTokenFile string
+}
+
+// e2eAdminToken is the admin token of fleetgates whose config has no auth: section.
+const e2eAdminToken = "e2e-admin-token"
+
+// admin is the Authorization header of the harness's admin.
+func admin() http.Header {
+	return http.Header{"Authorization": {"Bearer " + e2eAdminToken}}
 }
 
 // startFleetgate writes cfg (may be empty) and starts fleetgate on free ports.
@@ -206,6 +216,13 @@ func startFleetgate(t *testing.T, cfg string, extra ...string) *Fleetgate {
 	fg.OTLPHTTP = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args = append(args, "--otlp.grpc-listen-address", fg.OTLPGRPC, "--otlp.http-listen-address", fg.OTLPHTTP)
 	if cfg != "" {
+		if !strings.HasPrefix(cfg, "auth:") && !strings.Contains(cfg, "\nauth:") {
+			// Tests that do not test access control read anonymously and
+			// change state as the admin "e2e".
+			fg.AdminTokenFile = filepath.Join(dir, "admin.token")
+			require.NoError(t, os.WriteFile(fg.AdminTokenFile, []byte(e2eAdminToken+"\n"), 0o600))
+			cfg += "\nauth:\n  anonymous_read: true\n  admins: [{name: e2e, bearer_token_file: " + fg.AdminTokenFile + "}]\n"
+		}
 		fg.Config = filepath.Join(dir, "fleetgate.yml")
 		require.NoError(t, os.WriteFile(fg.Config, []byte(cfg), 0o644))
 		args = append(args, "--config.file", fg.Config)

@@ -129,7 +129,7 @@ func TestOperatorDecisionIsAtomic(t *testing.T) {
 	f := newCtrlFixture(t, t.TempDir())
 
 	f.outbox.write = func(string, []byte) error { return syscall.ENOSPC }
-	_, err := f.ctrl.Freeze("web", "maintenance", time.Time{})
+	_, err := f.ctrl.Freeze("web", "ops", "maintenance", time.Time{})
 	require.ErrorIs(t, err, syscall.ENOSPC)
 	require.Nil(t, f.ctrl.Status()[0].Frozen, "not frozen")
 	require.Empty(t, f.ctrl.Events(0, "", 0))
@@ -137,14 +137,14 @@ func TestOperatorDecisionIsAtomic(t *testing.T) {
 	f.outbox.write = writeFileSync
 
 	f.evlog.f = &faultyFile{File: f.evlog.f.(*os.File), failWrites: 1}
-	_, err = f.ctrl.Freeze("web", "maintenance", time.Time{})
+	_, err = f.ctrl.Freeze("web", "ops", "maintenance", time.Time{})
 	require.ErrorIs(t, err, syscall.ENOSPC)
 	require.Nil(t, f.ctrl.Status()[0].Frozen, "not frozen")
 	require.Empty(t, f.ctrl.Events(0, "", 0))
 	require.Empty(t, f.queued(t), "the signal written before the log failed is removed")
 	require.Zero(t, f.outbox.Pending("rec"))
 
-	ev, err := f.ctrl.Freeze("web", "maintenance", time.Time{})
+	ev, err := f.ctrl.Freeze("web", "ops", "maintenance", time.Time{})
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), ev.ID)
 	require.NotNil(t, f.ctrl.Status()[0].Frozen)
@@ -187,7 +187,7 @@ func TestAutomaticDecisionRetriedAfterFailure(t *testing.T) {
 func TestOrphanSignalsDroppedAtStart(t *testing.T) {
 	dir := t.TempDir()
 	f := newCtrlFixture(t, dir)
-	_, err := f.ctrl.Freeze("web", "kept", time.Time{})
+	_, err := f.ctrl.Freeze("web", "ops", "kept", time.Time{})
 	require.NoError(t, err)
 	_, err = f.outbox.Prepare([]Message{{Sink: "rec", EventID: 2, Created: time.Now(), Payload: json.RawMessage(`{}`)}})
 	require.NoError(t, err)

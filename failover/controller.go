@@ -219,7 +219,8 @@ func (c *Controller) decideLocked(next *Engine, evs []Event) error {
 
 // operator applies an operator's change on a copy of the engine and makes it
 // take effect only once it is recorded; an error means nothing changed.
-func (c *Controller) operator(f func(e *Engine, now time.Time) (Event, error)) (Event, error) {
+// actor is who asked (recorded in the event).
+func (c *Controller) operator(actor string, f func(e *Engine, now time.Time) (Event, error)) (Event, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	next := c.engine.Clone()
@@ -227,6 +228,7 @@ func (c *Controller) operator(f func(e *Engine, now time.Time) (Event, error)) (
 	if err != nil {
 		return Event{}, err
 	}
+	ev.Actor = actor
 	evs := []Event{ev}
 	if err := c.decideLocked(next, evs); err != nil {
 		c.errors.Inc()
@@ -235,32 +237,33 @@ func (c *Controller) operator(f func(e *Engine, now time.Time) (Event, error)) (
 	return evs[0], nil
 }
 
-// Freeze stops automatic decisions of a group (until may be zero: no end).
-func (c *Controller) Freeze(group, reason string, until time.Time) (Event, error) {
+// Freeze stops automatic decisions of a group (until may be zero: no end);
+// actor is who asked (recorded in the event).
+func (c *Controller) Freeze(group, actor, reason string, until time.Time) (Event, error) {
 	f := &Freeze{Reason: reason}
 	if !until.IsZero() {
 		f.Until = &until
 	}
-	return c.operator(func(e *Engine, now time.Time) (Event, error) { return e.SetFreeze(now, group, f) })
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetFreeze(now, group, f) })
 }
 
 // Unfreeze resumes automatic decisions.
-func (c *Controller) Unfreeze(group string) (Event, error) {
-	return c.operator(func(e *Engine, now time.Time) (Event, error) { return e.SetFreeze(now, group, nil) })
+func (c *Controller) Unfreeze(group, actor string) (Event, error) {
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetFreeze(now, group, nil) })
 }
 
 // Override pins the serving clusters of a group.
-func (c *Controller) Override(group string, clusters []string, reason string, until time.Time) (Event, error) {
+func (c *Controller) Override(group, actor string, clusters []string, reason string, until time.Time) (Event, error) {
 	o := &Override{Clusters: clusters, Reason: reason}
 	if !until.IsZero() {
 		o.Until = &until
 	}
-	return c.operator(func(e *Engine, now time.Time) (Event, error) { return e.SetOverride(now, group, o) })
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetOverride(now, group, o) })
 }
 
 // ClearOverride releases an override.
-func (c *Controller) ClearOverride(group string) (Event, error) {
-	return c.operator(func(e *Engine, now time.Time) (Event, error) { return e.SetOverride(now, group, nil) })
+func (c *Controller) ClearOverride(group, actor string) (Event, error) {
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetOverride(now, group, nil) })
 }
 
 // Events lists logged decisions.

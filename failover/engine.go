@@ -70,6 +70,9 @@ type Event struct {
 	Drained  []string       `json:"drained"`
 	Frozen   *Freeze        `json:"frozen,omitempty"`
 	Override *Override      `json:"override,omitempty"`
+	// Actor is the principal (auth: admin name) that made an operator
+	// change (freeze, override); empty for automatic decisions.
+	Actor string `json:"actor,omitempty"`
 	// Drill marks events computed by a DR drill; they are never emitted.
 	Drill bool `json:"drill,omitempty"`
 }

@@ -44,6 +44,17 @@ type Config struct {
 	OnConflict ConflictPolicy `yaml:"on_conflict"`
 	// DevDefaultCluster names data that carries no identity at all in dev mode.
 	DevDefaultCluster string `yaml:"dev_default_cluster"`
+	// Limits are every cluster's limits unless its own block overrides them
+	// (the `limits:` section); nil means DefaultLimits.
+	Limits *Limits `yaml:"-"`
+}
+
+// defaults returns the configured default limits.
+func (c *Config) defaults() Limits {
+	if c.Limits == nil {
+		return DefaultLimits()
+	}
+	return *c.Limits
 }
 
 // ClusterConfig describes one cluster.
@@ -56,6 +67,8 @@ type ClusterConfig struct {
 	Credentials Credentials       `yaml:"credentials"`
 	// Query, when set, makes the cluster a query source read at query time.
 	Query *QueryEndpoint `yaml:"query"`
+	// Limits override, field by field, the `limits:` section for this cluster.
+	Limits *LimitOverrides `yaml:"limits"`
 }
 
 // Credentials names where the secrets proving a cluster live. Secrets never
@@ -81,6 +94,10 @@ func (c *Config) Validate() error {
 	}
 	if c.DevDefaultCluster != "" && !clusterNameRE.MatchString(c.DevDefaultCluster) {
 		return fmt.Errorf("fleet.dev_default_cluster: %q is not a valid cluster name", c.DevDefaultCluster)
+	}
+	defaults := c.defaults()
+	if err := defaults.Validate("limits"); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	tlsSeen := map[string]string{}
@@ -127,6 +144,12 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("%s.credentials.tls_names: %q already proves cluster %q", field, n, other)
 			}
 			tlsSeen[n] = cl.Name
+		}
+		if cl.Limits != nil {
+			l := cl.Limits.Apply(defaults)
+			if err := l.Validate(fmt.Sprintf("clusters[%d].limits", i)); err != nil {
+				return fmt.Errorf("%w (cluster %s)", err, cl.Name)
+			}
 		}
 	}
 	return nil

@@ -26,6 +26,7 @@ type Cluster struct {
 	Verified bool
 
 	stats *clusterStats
+	lim   *limitState
 }
 
 // StampLabels returns the labels fleetgate stamps on this cluster's data, sorted by name,
@@ -57,7 +58,9 @@ func CredentialFromHTTP(r *http.Request) Credential {
 			c.BearerToken = strings.TrimSpace(h[7:])
 		}
 	}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+	// Only a certificate the listener verified against its CA proves
+	// anything (a web config may request certificates without verifying).
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
 		c.PeerCert = r.TLS.PeerCertificates[0]
 	}
 	c.Claimed = r.Header.Get(DevHeader)
@@ -76,10 +79,24 @@ type Registry struct {
 	tokens     []tokenEntry
 	tlsNames   map[string]*Cluster
 	configured []*Cluster
+	limits     Limits // of dev-mode clusters
+	series     SeriesCounter
 	now        func() time.Time
 	mu         sync.RWMutex
 	byName     map[string]*Cluster
 }
+
+// SeriesCounter reports a cluster's active series.
+type SeriesCounter interface {
+	ActiveSeries(cluster string) (n int64, ok bool)
+}
+
+// SetSeriesCounter makes the registry's statuses report active series.
+// Call it before serving.
+func (r *Registry) SetSeriesCounter(sc SeriesCounter) { r.series = sc }
+
+// DefaultLimits are the limits of clusters that do not override them.
+func (r *Registry) DefaultLimits() Limits { return r.limits.withBursts() }
 
 // NewRegistry builds the registry from a validated config, reading the secrets.
 func NewRegistry(cfg Config) (*Registry, error) {
@@ -91,6 +108,7 @@ func NewRegistry(cfg Config) (*Registry, error) {
 		devDefault: cfg.DevDefaultCluster,
 		tlsNames:   map[string]*Cluster{},
 		byName:     map[string]*Cluster{},
+		limits:     cfg.defaults(),
 		now:        time.Now,
 	}
 	if r.onConflict == "" {
@@ -100,7 +118,7 @@ func NewRegistry(cfg Config) (*Registry, error) {
 		r.devDefault = "default"
 	}
 	for i, cc := range cfg.Clusters {
-		c := newCluster(cc.Name, cc.Region, cc.Zone, cc.Role, cc.Labels, true)
+		c := newCluster(cc.Name, cc.Region, cc.Zone, cc.Role, cc.Labels, true, cc.Limits.Apply(r.limits))
 		tok, err := cc.Credentials.loadToken()
 		if err != nil {
 			return nil, fmt.Errorf("fleet.clusters[%d] (%s).credentials: %w", i, cc.Name, err)
@@ -123,7 +141,7 @@ func NewRegistry(cfg Config) (*Registry, error) {
 	return r, nil
 }
 
-func newCluster(name, region, zone string, role Role, extra map[string]string, verified bool) *Cluster {
+func newCluster(name, region, zone string, role Role, extra map[string]string, verified bool, lim Limits) *Cluster {
 	lbls := map[string]string{}
 	if region != "" {
 		lbls["region"] = region
@@ -137,7 +155,8 @@ func newCluster(name, region, zone string, role Role, extra map[string]string, v
 	if role == "" {
 		role = RolePrimary
 	}
-	return &Cluster{Name: name, Region: region, Zone: zone, Role: role, Labels: lbls, Verified: verified, stats: newClusterStats()}
+	return &Cluster{Name: name, Region: region, Zone: zone, Role: role, Labels: lbls, Verified: verified,
+		stats: newClusterStats(), lim: newLimitState(lim)}
 }
 
 // DevMode is true when no clusters are configured.
@@ -202,7 +221,7 @@ func (r *Registry) Dev(name string) *Cluster {
 	defer r.mu.Unlock()
 	if c = r.byName[name]; c == nil {
 		name = strings.Clone(name) // it may point into a reused request buffer
-		c = newCluster(name, "", "", RolePrimary, nil, false)
+		c = newCluster(name, "", "", RolePrimary, nil, false, r.limits)
 		r.byName[name] = c
 	}
 	return c
@@ -304,6 +323,17 @@ type Status struct {
 	Spans         uint64            `json:"spansReceived"`
 	Rejections    map[string]uint64 `json:"rejections"`
 	LastRejection string            `json:"lastRejection,omitempty"`
+	// Limits are the cluster's effective limits (0: unlimited), Usage what
+	// it uses of them now.
+	Limits Limits `json:"limits"`
+	Usage  Usage  `json:"usage"`
+}
+
+// Usage is what a cluster uses of its limits.
+type Usage struct {
+	// ActiveSeries in the embedded TSDB head; null when not tracked.
+	ActiveSeries     *int64 `json:"activeSeries"`
+	InflightRequests int64  `json:"inflightRequests"`
 }
 
 // Status returns a snapshot of the cluster's identity and counters.
@@ -313,6 +343,8 @@ func (c *Cluster) Status(now time.Time) Status {
 		Series: c.stats.series.Load(), Samples: c.stats.samples.Load(), Histograms: c.stats.histograms.Load(),
 		Exemplars: c.stats.exemplars.Load(), LogLines: c.stats.logLines.Load(), Spans: c.stats.spans.Load(),
 		Rejections: map[string]uint64{},
+		Limits:     *c.Limits(),
+		Usage:      Usage{InflightRequests: c.InflightRequests()},
 	}
 	if lw := c.LastWrite(); !lw.IsZero() {
 		s.LastWrite = &lw
@@ -334,7 +366,13 @@ func (r *Registry) Statuses() []Status {
 	cs := r.Clusters()
 	out := make([]Status, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, c.Status(now))
+		st := c.Status(now)
+		if r.series != nil {
+			if n, ok := r.series.ActiveSeries(c.Name); ok {
+				st.Usage.ActiveSeries = &n
+			}
+		}
+		out = append(out, st)
 	}
 	return out
 }

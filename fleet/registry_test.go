@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net/http/httptest"
@@ -96,4 +97,16 @@ func TestDevMode(t *testing.T) {
 	require.Nil(t, c, "identity then comes from the data")
 	_, err = r.Identify(Credential{Claimed: "bad name!"})
 	require.ErrorIs(t, err, ErrUnauthenticated)
+}
+
+// TestCredentialFromHTTPNeedsAVerifiedCertificate: a client certificate
+// the listener did not verify (web config client_auth_type
+// RequestClientCert or RequireAnyClientCert) proves nothing.
+func TestCredentialFromHTTPNeedsAVerifiedCertificate(t *testing.T) {
+	cert := &x509.Certificate{DNSNames: []string{"b.example.com"}}
+	req := httptest.NewRequest("POST", "/", nil)
+	req.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}
+	require.Nil(t, CredentialFromHTTP(req).PeerCert)
+	req.TLS.VerifiedChains = [][]*x509.Certificate{{cert}}
+	require.Same(t, cert, CredentialFromHTTP(req).PeerCert)
 }

@@ -68,10 +68,11 @@ type SignalConfig struct {
 // FreshnessSignal is the name of the built-in freshness signal.
 const FreshnessSignal = "freshness"
 
-// DefaultSignals are the built-in PromQL signals. They use the metric names
+// DefaultSignals are the built-in PromQL signals (up values outside [0, 1],
+// NaN and ±Inf among them, are not targets and are left out). They use the metric names
 // of Prometheus (`up`), kube-state-metrics and the API server.
 var DefaultSignals = []SignalConfig{
-	{Name: "up_ratio", Expr: `avg(up{cluster="$cluster"})`, Good: 0.95, Bad: 0.5, Weight: 2},
+	{Name: "up_ratio", Expr: `avg(up{cluster="$cluster"} >= 0 <= 1)`, Good: 0.95, Bad: 0.5, Weight: 2},
 	{Name: "node_readiness", Expr: `sum(kube_node_status_condition{cluster="$cluster",condition="Ready",status="true"}) / count(kube_node_info{cluster="$cluster"})`, Good: 1, Bad: 0.5, Weight: 2},
 	{Name: "apiserver_error_ratio", Expr: `sum(rate(apiserver_request_total{cluster="$cluster",code=~"5.."}[5m])) / sum(rate(apiserver_request_total{cluster="$cluster"}[5m]))`, Good: 0.01, Bad: 0.1, Weight: 1},
 	{Name: "crashlooping_pods", Expr: `count(kube_pod_container_status_waiting_reason{cluster="$cluster",reason="CrashLoopBackOff"} == 1) or on() (0 * group(kube_pod_info{cluster="$cluster"}))`, Good: 0, Bad: 5, Weight: 1},

@@ -341,10 +341,18 @@ func (e *Evaluator) evalSignal(ctx context.Context, sc SignalConfig, cluster str
 		s.Status, s.Error = StatusError, err.Error()
 		return s
 	}
-	var worst *float64
+	var (
+		worst   *float64
+		ignored []string
+	)
 	for _, smp := range vec {
 		v := float64(smp.Value)
-		if math.IsNaN(v) {
+		// NaN and ±Inf are no measurement (a sender writing up=+Inf, a
+		// division by zero): they neither score nor poison the average.
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			if len(ignored) < 3 {
+				ignored = append(ignored, fmt.Sprintf("%v", v))
+			}
 			continue
 		}
 		if worst == nil || subScore(v, sc.Good, sc.Bad) < subScore(*worst, sc.Good, sc.Bad) {
@@ -353,6 +361,9 @@ func (e *Evaluator) evalSignal(ctx context.Context, sc SignalConfig, cluster str
 	}
 	if worst == nil {
 		s.Status = StatusNoData
+		if len(ignored) > 0 {
+			s.Error = fmt.Sprintf("ignored non-finite values (%s): no data", strings.Join(ignored, ", "))
+		}
 		return s
 	}
 	s.Value = worst

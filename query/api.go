@@ -23,8 +23,11 @@ import (
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/features"
+	"github.com/prometheus/prometheus/util/notifications"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
@@ -181,14 +184,17 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		5e7, 10, 1048576, // remote-read limits: Prometheus's defaults
 		false, nil,
 		a.runtimeInfo, bi,
-		nil, nil,
+		// fleetgate keeps no notifications: an empty list, and the live
+		// stream answers 204 (a nil getter panics inside the handler).
+		func() []notifications.Notification { return []notifications.Notification{} },
+		func() (<-chan notifications.Notification, func(), bool) { return nil, func() {}, false },
 		gatherer, reg,
 		nil,
 		false, nil, false, false, false,
 		time.Duration(cfg.LookbackDelta),
 		false, false,
 		nil,
-		nil,
+		features.DefaultRegistry, // what the engine and parser report (a nil registry is a 500)
 		v1.OpenAPIOptions{Version: bi.Version},
 		a.parser,
 		false,
@@ -206,17 +212,38 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 // Engine is the PromQL engine behind the API.
 func (a *API) Engine() *promql.Engine { return a.engine }
 
-// Register mounts the API on mux.
-func (a *API) Register(mux *http.ServeMux) {
+// Mux is where routes are mounted (an *http.ServeMux, or a wrapper that
+// adds authentication).
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+	HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request))
+}
+
+// Register mounts the API on mux. Every route reads the reader's scope
+// from the request context (access.WithScope); the TSDB status and the
+// self-metrics span every cluster and are refused to a scoped reader.
+func (a *API) Register(mux Mux) {
 	a.registerQuery(mux)
+	var status http.Handler = withRequestOptions(a.router)
 	if a.noTSDB {
 		// Like Prometheus in agent mode: a clear 422, not an internal error.
-		unavailable := func(w http.ResponseWriter, _ *http.Request) {
+		status = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			writeError(w, http.StatusUnprocessableEntity, "execution", errNoTSDB.Error())
-		}
-		mux.HandleFunc("GET /api/v1/status/tsdb", unavailable)
-		mux.HandleFunc("GET /api/v1/status/tsdb/blocks", unavailable)
+		})
 	}
+	mux.Handle("GET /api/v1/status/tsdb", access.RequireAllClusters(status))
+	mux.Handle("GET /api/v1/status/tsdb/blocks", access.RequireAllClusters(status))
+	mux.Handle("GET /api/v1/status/self_metrics", access.RequireAllClusters(withRequestOptions(a.router)))
+	// Prometheus's search API needs a storage.Searcher, which neither the
+	// federation nor the reader scope provides: say so instead of a 500.
+	mux.HandleFunc("/api/v1/search/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's search API; use /api/v1/labels, /api/v1/label/<name>/values and /api/v1/series")
+	})
+	// The TSDB admin APIs (delete series, snapshot) stay off; Prometheus
+	// answers that with a 500.
+	mux.HandleFunc("/api/v1/admin/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's TSDB admin APIs")
+	})
 	mux.HandleFunc("GET /api/v1/metadata", a.metadata)
 	mux.HandleFunc("POST /api/v1/metadata", a.metadata)
 }
@@ -249,9 +276,15 @@ func (a *API) metadata(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_data", err.Error())
 		return
 	}
+	scope, ok := access.ScopeFrom(r.Context())
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "internal", access.ErrNoScope.Error())
+		return
+	}
 	data := map[string][]metrics.Entry{}
 	if a.meta != nil {
-		data = a.meta.List(r.Form.Get("metric"), limit, perMetric)
+		// Only families reported by the clusters the caller may see.
+		data = a.meta.ListFor(r.Form.Get("metric"), limit, perMetric, scope.Allows)
 	}
 	writeJSON(w, http.StatusOK, Success{Status: "success", Data: data})
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/access"
 )
 
 // Without an embedded TSDB (forward-only mode) the TSDB status endpoints
@@ -22,12 +24,12 @@ func TestStatusTSDBWithoutEmbeddedTSDB(t *testing.T) {
 	api.Register(mux)
 	for _, path := range []string{"/api/v1/status/tsdb", "/api/v1/status/tsdb/blocks"} {
 		w := httptest.NewRecorder()
-		mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		withScope(mux, access.All()).ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
 		require.Equal(t, http.StatusUnprocessableEntity, w.Code, w.Body.String())
 		require.Contains(t, w.Body.String(), "forward-only")
 	}
 	w := httptest.NewRecorder()
-	mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/status/buildinfo", nil))
+	withScope(mux, access.All()).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/status/buildinfo", nil))
 	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
 }
 

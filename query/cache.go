@@ -25,6 +25,8 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/fleetgate/fleetgate/access"
 )
 
 // CacheConfig is the results cache of range queries (query.results_cache).
@@ -215,8 +217,15 @@ func (c *resultsCache) plan(r *http.Request) (rangePlan, bool) {
 	if rangeDependent {
 		return p, false
 	}
+	// The reader's scope changes the answer: it is part of the key. Without
+	// one the API answers (and fails closed) itself.
+	scope, ok := access.ScopeFrom(r.Context())
+	if !ok {
+		return p, false
+	}
 	p.reqOpts = requestOptions(r.Context())
-	p.opts = fmt.Sprintf("pr=%s dedup=%s rl=%s", boolStr(p.reqOpts.PartialResponse), boolStr(p.reqOpts.Dedup), strings.Join(p.reqOpts.ReplicaLabels, ","))
+	p.opts = fmt.Sprintf("pr=%s dedup=%s rl=%s scope=%q", boolStr(p.reqOpts.PartialResponse), boolStr(p.reqOpts.Dedup),
+		strings.Join(p.reqOpts.ReplicaLabels, ","), scope.String())
 	return p, true
 }
 

@@ -28,7 +28,7 @@ func openCorpusStore(t testing.TB) *metrics.Store {
 		MaxExemplars:    100_000,
 		BlockDuration:   model.Duration(24 * time.Hour),
 		StartTimestamps: true,
-	}, metrics.Options{Logger: slog.New(slog.DiscardHandler)})
+	}, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	return s
 }

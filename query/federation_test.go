@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
@@ -27,7 +28,7 @@ import (
 var quiet = slog.New(slog.DiscardHandler)
 
 func openStore(t testing.TB) *metrics.Store {
-	s, err := metrics.Open(metrics.Config{Path: t.TempDir(), BlockDuration: model.Duration(24 * time.Hour), OutOfOrderWindow: model.Duration(365 * 24 * time.Hour)}, metrics.Options{Logger: quiet})
+	s, err := metrics.Open(metrics.Config{Path: t.TempDir(), BlockDuration: model.Duration(24 * time.Hour), OutOfOrderWindow: model.Duration(365 * 24 * time.Hour)}, nil, quiet)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
 	return s
@@ -52,7 +53,7 @@ func serveAPI(t testing.TB, q storage.SampleAndChunkQueryable, cfg Config) (*htt
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	api.Register(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(withScope(mux, access.All()))
 	t.Cleanup(srv.Close)
 	return srv, api
 }

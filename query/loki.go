@@ -37,7 +37,7 @@ const maxLokiPoints = 11000
 const maxLokiLimit = 10000
 
 // Register mounts the endpoints on mux (GET and POST).
-func (a *LokiAPI) Register(mux *http.ServeMux) {
+func (a *LokiAPI) Register(mux Mux) {
 	for _, m := range []string{"GET", "POST"} {
 		mux.HandleFunc(m+" /loki/api/v1/query_range", a.queryRange)
 		mux.HandleFunc(m+" /loki/api/v1/query", a.query)
@@ -196,6 +196,10 @@ func (a *LokiAPI) run(w http.ResponseWriter, r *http.Request, instant bool) {
 		lokiError(w, http.StatusBadRequest, err)
 		return
 	}
+	store, ok := a.logStore(w, r)
+	if !ok {
+		return
+	}
 	ctx := r.Context()
 	var data map[string]any
 	if p.logExpr != nil {
@@ -206,7 +210,7 @@ func (a *LokiAPI) run(w http.ResponseWriter, r *http.Request, instant bool) {
 		} else if maxt > mint {
 			maxt-- // end is exclusive for log queries
 		}
-		entries, err := selectLogs(ctx, a.store, p.logExpr, mint, maxt, p.limit, p.backward)
+		entries, err := selectLogs(ctx, store, p.logExpr, mint, maxt, p.limit, p.backward)
 		if err != nil {
 			a.fail(w, err)
 			return
@@ -244,7 +248,7 @@ func (a *LokiAPI) run(w http.ResponseWriter, r *http.Request, instant bool) {
 				steps = append(steps, t.UnixNano())
 			}
 		}
-		series, err := evalMetric(ctx, a.store, p.metric, steps)
+		series, err := evalMetric(ctx, store, p.metric, steps)
 		if err != nil {
 			a.fail(w, err)
 			return
@@ -340,8 +344,12 @@ func (a *LokiAPI) labels(w http.ResponseWriter, r *http.Request) {
 		lokiError(w, http.StatusBadRequest, err)
 		return
 	}
+	store, ok := a.logStore(w, r)
+	if !ok {
+		return
+	}
 	seen := map[string]struct{}{}
-	for _, ls := range a.store.Series(mint, maxt, sets) {
+	for _, ls := range store.Series(mint, maxt, sets) {
 		ls.Range(func(l labels.Label) { seen[l.Name] = struct{}{} })
 	}
 	WriteSuccess(w, sortedSet(seen))
@@ -359,8 +367,12 @@ func (a *LokiAPI) labelValues(w http.ResponseWriter, r *http.Request) {
 		lokiError(w, http.StatusBadRequest, err)
 		return
 	}
+	store, ok := a.logStore(w, r)
+	if !ok {
+		return
+	}
 	seen := map[string]struct{}{}
-	for _, ls := range a.store.Series(mint, maxt, sets) {
+	for _, ls := range store.Series(mint, maxt, sets) {
 		if v := ls.Get(name); v != "" {
 			seen[v] = struct{}{}
 		}
@@ -379,12 +391,16 @@ func (a *LokiAPI) series(w http.ResponseWriter, r *http.Request) {
 		lokiError(w, http.StatusBadRequest, err)
 		return
 	}
+	store, ok := a.logStore(w, r)
+	if !ok {
+		return
+	}
 	if len(sets) == 0 {
 		lokiError(w, http.StatusBadRequest, errors.New("missing parameter: match[]"))
 		return
 	}
 	out := []map[string]string{}
-	for _, ls := range a.store.Series(mint, maxt, sets) {
+	for _, ls := range store.Series(mint, maxt, sets) {
 		out = append(out, ls.Map())
 	}
 	WriteSuccess(w, out)

@@ -60,7 +60,7 @@ func withRequestOptions(next http.Handler) http.Handler {
 
 // registerQuery mounts the Prometheus API behind the Thanos parameter
 // middleware, with the results cache in front of query_range.
-func (a *API) registerQuery(mux *http.ServeMux) {
+func (a *API) registerQuery(mux Mux) {
 	mux.Handle("/api/v1/", withRequestOptions(a.router))
 	if a.cache != nil {
 		h := withRequestOptions(a.cache.handler(a.router))

@@ -20,7 +20,12 @@ import (
 // TraceStore is what the Tempo read API needs of the embedded trace store.
 type TraceStore interface {
 	Trace(ctx context.Context, id pcommon.TraceID) (ptrace.Traces, error)
-	Search(ctx context.Context, mint, maxt int64, conds []traces.Condition, limit int) ([]traces.Summary, error)
+	// SearchVisible, TagsVisible and TagValuesVisible only read spans whose
+	// resource visible accepts (all when nil): a reader's scope.
+	SearchVisible(ctx context.Context, mint, maxt int64, conds []traces.Condition, limit int, visible func(pcommon.Map) bool) ([]traces.Summary, error)
+	TagsVisible(ctx context.Context, mint, maxt int64, visible func(pcommon.Map) bool) ([]string, error)
+	TagValuesVisible(ctx context.Context, mint, maxt int64, tag string, visible func(pcommon.Map) bool) ([]string, error)
+	// Tags and TagValues answer from the index (every cluster).
 	Tags() []string
 	TagValues(tag string) []string
 }
@@ -37,7 +42,7 @@ type TempoAPI struct {
 func NewTempoAPI(st TraceStore) *TempoAPI { return &TempoAPI{store: st, now: time.Now} }
 
 // Register mounts the endpoints on mux.
-func (a *TempoAPI) Register(mux *http.ServeMux) {
+func (a *TempoAPI) Register(mux Mux) {
 	mux.HandleFunc("GET /api/traces/{id}", a.trace)
 	mux.HandleFunc("GET /api/v2/traces/{id}", a.traceV2)
 	mux.HandleFunc("GET /api/search", a.search)
@@ -66,7 +71,18 @@ func (a *TempoAPI) lookup(w http.ResponseWriter, r *http.Request) (ptrace.Traces
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return ptrace.Traces{}, false
 	}
+	visible, ok := traceScope(w, r)
+	if !ok {
+		return ptrace.Traces{}, false
+	}
 	td, err := a.store.Trace(r.Context(), id)
+	if err == nil && visible != nil {
+		// Only the spans of the clusters the caller may see.
+		td.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool { return !visible(rs.Resource().Attributes()) })
+		if td.ResourceSpans().Len() == 0 {
+			err = traces.ErrNotFound
+		}
+	}
 	if errors.Is(err, traces.ErrNotFound) {
 		http.Error(w, fmt.Sprintf("trace %s not found", r.PathValue("id")), http.StatusNotFound)
 		return td, false
@@ -217,29 +233,17 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	end := a.now()
-	start := end.Add(-time.Hour)
-	for name, dst := range map[string]*time.Time{"start": &start, "end": &end} {
-		if v := q.Get(name); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 || n > maxUnixSeconds {
-				http.Error(w, fmt.Sprintf("bad %s %q: want Unix seconds between 0 and %d", name, v, int64(maxUnixSeconds)), http.StatusBadRequest)
-				return
-			}
-			*dst = time.Unix(n, 0)
-		}
-	}
-	if end.Before(start) {
-		http.Error(w, fmt.Sprintf("end %d is before start %d", end.Unix(), start.Unix()), http.StatusBadRequest)
+	mint, maxt, ok := a.tagRange(w, r)
+	if !ok {
 		return
 	}
-	res, err := a.store.Search(r.Context(), start.UnixMilli(), end.UnixMilli(), conds, limit)
+	visible, ok := traceScope(w, r)
+	if !ok {
+		return
+	}
+	res, err := a.store.SearchVisible(r.Context(), mint, maxt, conds, limit, visible)
 	if err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			status = http.StatusGatewayTimeout
-		}
-		http.Error(w, err.Error(), status)
+		tempoStoreError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"traces": res, "metrics": map[string]any{}})
@@ -248,9 +252,87 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 // maxUnixSeconds bounds search times so that milliseconds do not overflow.
 const maxUnixSeconds = 1 << 40
 
-func (a *TempoAPI) tags(w http.ResponseWriter, _ *http.Request) {
+// tagNames returns the scope-qualified tags the caller of r may see: from
+// the index for every cluster, else from the spans of its clusters in the
+// request's time range (start/end in Unix seconds, default the last hour).
+func (a *TempoAPI) tagNames(w http.ResponseWriter, r *http.Request) ([]string, bool) {
+	visible, ok := traceScope(w, r)
+	if !ok {
+		return nil, false
+	}
+	if visible == nil {
+		return a.store.Tags(), true
+	}
+	mint, maxt, ok := a.tagRange(w, r)
+	if !ok {
+		return nil, false
+	}
+	tags, err := a.store.TagsVisible(r.Context(), mint, maxt, visible)
+	if err != nil {
+		tempoStoreError(w, err)
+		return nil, false
+	}
+	return tags, true
+}
+
+// tagValueList is tagNames for the values of one tag.
+func (a *TempoAPI) tagValueList(w http.ResponseWriter, r *http.Request, tag string) ([]string, bool) {
+	visible, ok := traceScope(w, r)
+	if !ok {
+		return nil, false
+	}
+	if visible == nil {
+		return a.store.TagValues(tag), true
+	}
+	mint, maxt, ok := a.tagRange(w, r)
+	if !ok {
+		return nil, false
+	}
+	vals, err := a.store.TagValuesVisible(r.Context(), mint, maxt, tag, visible)
+	if err != nil {
+		tempoStoreError(w, err)
+		return nil, false
+	}
+	return vals, true
+}
+
+// tagRange reads start and end (Unix seconds; default the last hour) as ms.
+func (a *TempoAPI) tagRange(w http.ResponseWriter, r *http.Request) (int64, int64, bool) {
+	end := a.now()
+	start := end.Add(-time.Hour)
+	q := r.URL.Query()
+	for name, dst := range map[string]*time.Time{"start": &start, "end": &end} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 || n > maxUnixSeconds {
+				http.Error(w, fmt.Sprintf("bad %s %q: want Unix seconds between 0 and %d", name, v, int64(maxUnixSeconds)), http.StatusBadRequest)
+				return 0, 0, false
+			}
+			*dst = time.Unix(n, 0)
+		}
+	}
+	if end.Before(start) {
+		http.Error(w, fmt.Sprintf("end %d is before start %d", end.Unix(), start.Unix()), http.StatusBadRequest)
+		return 0, 0, false
+	}
+	return start.UnixMilli(), end.UnixMilli(), true
+}
+
+func tempoStoreError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		status = http.StatusGatewayTimeout
+	}
+	http.Error(w, err.Error(), status)
+}
+
+func (a *TempoAPI) tags(w http.ResponseWriter, r *http.Request) {
+	all, ok := a.tagNames(w, r)
+	if !ok {
+		return
+	}
 	seen := map[string]struct{}{}
-	for _, t := range a.store.Tags() {
+	for _, t := range all {
 		_, k, _ := strings.Cut(t, ".")
 		if t == "name" {
 			continue
@@ -260,9 +342,13 @@ func (a *TempoAPI) tags(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"tagNames": sortedSet(seen)})
 }
 
-func (a *TempoAPI) tagsV2(w http.ResponseWriter, _ *http.Request) {
+func (a *TempoAPI) tagsV2(w http.ResponseWriter, r *http.Request) {
+	all, ok := a.tagNames(w, r)
+	if !ok {
+		return
+	}
 	scopes := map[string][]string{"resource": {}, "span": {}}
-	for _, t := range a.store.Tags() {
+	for _, t := range all {
 		if s, k, ok := strings.Cut(t, "."); ok {
 			scopes[s] = append(scopes[s], k)
 		}
@@ -275,11 +361,18 @@ func (a *TempoAPI) tagsV2(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *TempoAPI) tagValues(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"tagValues": a.store.TagValues(r.PathValue("tag"))})
+	vals, ok := a.tagValueList(w, r, r.PathValue("tag"))
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tagValues": vals})
 }
 
 func (a *TempoAPI) tagValuesV2(w http.ResponseWriter, r *http.Request) {
-	vals := a.store.TagValues(r.PathValue("tag"))
+	vals, ok := a.tagValueList(w, r, r.PathValue("tag"))
+	if !ok {
+		return
+	}
 	if r.PathValue("tag") == "status" {
 		vals = []string{"error", "ok", "unset"}
 	}

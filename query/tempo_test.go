@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/store/traces"
 )
 
@@ -66,7 +67,7 @@ func TestTempoAPI(t *testing.T) {
 			req.Header.Set(hdr[0], hdr[1])
 		}
 		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, req)
+		withScope(mux, access.All()).ServeHTTP(rec, req)
 		return rec.Code, rec.Body.String()
 	}
 
@@ -186,7 +187,7 @@ func TestLokiMetadataRejectsEndBeforeStart(t *testing.T) {
 			sep = "&"
 		}
 		w := httptest.NewRecorder()
-		mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path+sep+"start=2000&end=1000", nil))
+		withScope(mux, access.All()).ServeHTTP(w, httptest.NewRequest(http.MethodGet, path+sep+"start=2000&end=1000", nil))
 		require.Equal(t, http.StatusBadRequest, w.Code, path)
 		require.Contains(t, w.Body.String(), "before start", path)
 	}

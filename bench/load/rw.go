@@ -20,6 +20,7 @@ import (
 type RWConfig struct {
 	URL              string
 	Clusters         int
+	FirstCluster     int // the clusters are cluster-FirstCluster, cluster-(FirstCluster+1), ...
 	SeriesPerCluster int
 	Version          int // 1 or 2
 	SamplesPerSeries int // samples of each series in one request
@@ -129,7 +130,7 @@ func RunRW(ctx context.Context, cfg RWConfig) (*RWResult, error) {
 	clusters := make([]*clusterSeries, cfg.Clusters)
 	var wg sync.WaitGroup
 	for c := range clusters {
-		cs := &clusterSeries{name: ClusterName(c), gens: make([]int, cfg.SeriesPerCluster)}
+		cs := &clusterSeries{name: ClusterName(cfg.FirstCluster + c), gens: make([]int, cfg.SeriesPerCluster)}
 		if cfg.Version == 2 {
 			cs.labels = make([][]Label, cfg.SeriesPerCluster)
 		} else {

@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
@@ -24,6 +25,7 @@ import (
 type Config struct {
 	Clusters    []fleet.ClusterConfig  `yaml:"clusters"`
 	Identity    identityConfig         `yaml:"identity"`
+	Limits      fleet.Limits           `yaml:"limits"` // every cluster's, unless its own limits: block overrides them
 	Ingest      pipeline.Config        `yaml:"ingest"`
 	RemoteWrite promrw.Config          `yaml:"remote_write"`
 	Storage     metrics.Config         `yaml:"storage"`
@@ -33,6 +35,7 @@ type Config struct {
 	Signals     failover.SignalsConfig `yaml:"signals"`
 	HA          pipeline.HAConfig      `yaml:"ha"`      // federation.go
 	Forward     remotewrite.Config     `yaml:"forward"` // federation.go
+	Auth        access.Config          `yaml:"auth"`
 
 	logsTracesConfig `yaml:",inline"` // otlp, loki_push, logs_traces, logs_storage, traces_storage, forward_logs, forward_traces
 }
@@ -43,7 +46,14 @@ type identityConfig struct {
 }
 
 func (c *Config) fleet() fleet.Config {
-	return fleet.Config{Clusters: c.Clusters, OnConflict: c.Identity.OnConflict, DevDefaultCluster: c.Identity.DevDefaultCluster}
+	lim := c.Limits
+	return fleet.Config{Clusters: c.Clusters, OnConflict: c.Identity.OnConflict, DevDefaultCluster: c.Identity.DevDefaultCluster, Limits: &lim}
+}
+
+// newConfig is the configuration before the file is read: the defaults
+// that a key left out keeps, where 0 does not mean "default".
+func newConfig() *Config {
+	return &Config{Limits: fleet.DefaultLimits()}
 }
 
 // Validate checks every part; storage.path comes from a flag and is checked at start.
@@ -77,13 +87,16 @@ func (c *Config) Validate() error {
 	if err := c.logsTracesConfig.Validate(); err != nil {
 		return err
 	}
+	if err := c.Auth.Validate(c.Clusters); err != nil {
+		return err
+	}
 	return c.validateHealthFailover()
 }
 
 // loadConfig reads and validates a config file. An empty path gives the
 // embedded defaults.
 func loadConfig(path string) (*Config, error) {
-	cfg := &Config{}
+	cfg := newConfig()
 	if path == "" {
 		return cfg, nil
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/fleet"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -26,6 +28,16 @@ func TestLoadConfig(t *testing.T) {
 		{"negative limit", "ingest: {max_series_per_request: -1}\n", "ingest.max_series_per_request"},
 		{"bad cluster", "clusters:\n  - name: eu-1\n", "fleet.clusters[0] (eu-1).credentials"},
 		{"bad policy", "identity: {on_conflict: maybe}\n", "fleet.on_conflict"},
+		{"negative limit", "limits: {max_series: -1}\n", "limits.max_series: must be 0 (unlimited) or positive, got -1"},
+		{"unknown limit", "limits: {max_serie: 1}\n", "field max_serie not found"},
+		{"burst without rate", "limits: {ingestion_burst: 10}\n", "limits.ingestion_burst: set without ingestion_rate"},
+		{"cluster limit", "clusters:\n  - name: eu-1\n    credentials: {bearer_token_file: " + tok + "}\n  - name: us-1\n    credentials: {bearer_token_file: " + tok + "2}\n    limits: {ingestion_rate: -5}\n",
+			"clusters[1].limits.ingestion_rate: must be 0 (unlimited) or positive, got -5 (cluster us-1)"},
+		{"unknown cluster limit", "clusters:\n  - name: eu-1\n    credentials: {bearer_token_file: " + tok + "}\n    limits: {series: 5}\n", "field series not found"},
+		{"moved label limit", "ingest: {max_labels_per_series: 30}\n", "ingest.max_labels_per_series: moved to limits.max_labels_per_series"},
+		{"moved value limit", "ingest: {max_label_value_length: 30}\n", "ingest.max_label_value_length: moved to limits.max_label_value_length"},
+		{"moved log rate", "logs_traces: {logs_rate_bytes: 30}\n", "logs_traces.logs_rate_bytes: moved to limits.logs_rate_bytes"},
+		{"bad max_future", "ingest: {max_future: soon}\n", "soon"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadConfig(writeFile(t, "fleetgate.yml", tc.yaml))
@@ -36,6 +48,40 @@ func TestLoadConfig(t *testing.T) {
 			require.ErrorContains(t, err, tc.wantErr)
 		})
 	}
+}
+
+// Per-cluster limits override the limits: section key by key; keys left
+// out keep the section's value, and a section left out keeps the defaults.
+func TestLimitsConfigMerge(t *testing.T) {
+	tok := writeFile(t, "tok", "secret")
+	tok2 := writeFile(t, "tok2", "secret2")
+	cfg, err := loadConfig(writeFile(t, "fleetgate.yml", `
+limits: {max_series: 1000, ingestion_rate: 50, max_labels_per_series: 40}
+clusters:
+  - name: eu-1
+    credentials: {bearer_token_file: `+tok+`}
+    limits: {max_series: 50000, ingestion_rate: 100000}
+  - name: us-1
+    credentials: {bearer_token_file: `+tok2+`}
+`))
+	require.NoError(t, err)
+	reg, err := fleet.NewRegistry(cfg.fleet())
+	require.NoError(t, err)
+	eu := reg.Get("eu-1").Limits()
+	require.Equal(t, 50000, eu.MaxSeries)
+	require.Equal(t, 100000.0, eu.IngestionRate)
+	require.Equal(t, 200000, eu.IngestionBurst, "the default burst follows the cluster's own rate")
+	require.Equal(t, 40, eu.MaxLabelsPerSeries, "a key the cluster leaves out keeps the limits: value")
+	require.Equal(t, 4096, eu.MaxLabelValueLength, "a key limits: leaves out keeps the default")
+	us := reg.Get("us-1").Limits()
+	require.Equal(t, 1000, us.MaxSeries)
+	require.Equal(t, 100, us.IngestionBurst)
+	require.Equal(t, 128, us.MaxOTLPAttributes)
+
+	// No config file: the defaults.
+	cfg, err = loadConfig("")
+	require.NoError(t, err)
+	require.Equal(t, fleet.DefaultLimits(), cfg.Limits)
 }
 
 func TestCheckConfigCommand(t *testing.T) {
@@ -63,5 +109,11 @@ func TestFlagsOverrideConfig(t *testing.T) {
 func TestExampleConfigIsValid(t *testing.T) {
 	t.Setenv("FLEETGATE_TOKEN_EU_1", "a")
 	t.Setenv("FLEETGATE_TOKEN_EU_2", "b")
+	t.Setenv("FLEETGATE_ADMIN_TOKEN", "c")
+	t.Setenv("FLEETGATE_GRAFANA_TOKEN", "d")
+	t.Setenv("FLEETGATE_EU_TEAM_TOKEN", "e")
+	t.Setenv("FLEETGATE_EU_TEAM_TOKEN", "a")
+	require.Equal(t, 1, checkCommand([]string{"config", "../../deploy/examples/fleetgate.yml"}), "a reader token equal to a cluster's is refused")
+	t.Setenv("FLEETGATE_EU_TEAM_TOKEN", "e")
 	require.Equal(t, 0, checkCommand([]string{"config", "../../deploy/examples/fleetgate.yml"}))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
@@ -87,26 +88,48 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 // with every remote cluster.
 func (f *federation) queryable() storage.SampleAndChunkQueryable { return f.fed }
 
-// register mounts /api/v1/ha and /api/v1/sources.
-func (f *federation) register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/ha", func(w http.ResponseWriter, _ *http.Request) {
-		query.WriteSuccess(w, map[string]any{"enabled": f.ha != nil, "groups": f.ha.Status()})
+// register mounts /api/v1/ha and /api/v1/sources (read, only the caller's
+// clusters) and the HA pin (admin).
+func (f *federation) register(rt *routes) {
+	read := rt.on(classRead)
+	read.HandleFunc("GET /api/v1/ha", func(w http.ResponseWriter, r *http.Request) {
+		scope, _ := access.ScopeFrom(r.Context())
+		groups := []pipeline.HAGroupStatus{}
+		for _, g := range f.ha.Status() {
+			if scope.Allows(g.Cluster) {
+				groups = append(groups, g)
+			}
+		}
+		query.WriteSuccess(w, map[string]any{"enabled": f.ha != nil, "groups": groups})
 	})
-	mux.HandleFunc("POST /api/v1/ha/{cluster}/pin", f.pin)
-	mux.HandleFunc("GET /api/v1/sources", func(w http.ResponseWriter, _ *http.Request) {
+	rt.on(classAdmin).HandleFunc("POST /api/v1/ha/{cluster}/pin", f.pin)
+	read.HandleFunc("GET /api/v1/sources", func(w http.ResponseWriter, r *http.Request) {
+		scope, _ := access.ScopeFrom(r.Context())
 		out := []query.SourceStatus{}
 		for _, s := range f.fed.Sources() {
-			out = append(out, s.Status())
+			if st := s.Status(); scope.Allows(st.Cluster) {
+				out = append(out, st)
+			}
 		}
 		query.WriteSuccess(w, out)
 	})
 }
 
-// pin handles POST /api/v1/ha/{cluster}/pin with form fields replica
-// (empty with unpin=true to unpin) and group.
+// pinRequest is the JSON body of POST /api/v1/ha/{cluster}/pin.
+type pinRequest struct {
+	Replica string `json:"replica"`
+	Group   string `json:"group"`
+	Unpin   bool   `json:"unpin"`
+	// Force pins a replica that was never seen for the cluster and group
+	// (its samples will be the only ones accepted once it sends).
+	Force bool `json:"force"`
+}
+
+// pin handles POST /api/v1/ha/{cluster}/pin with a JSON body
+// {"replica": "r1", "group": "", "force": false} or {"unpin": true}.
 func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil {
-		query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("parsing form: %v", err))
+	var req pinRequest
+	if !decodeAdminBody(w, r, &req) || !checkReason(w, "replica", req.Replica) || !checkReason(w, "group", req.Group) {
 		return
 	}
 	cluster := r.PathValue("cluster")
@@ -114,21 +137,20 @@ func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
 		query.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not configured", cluster))
 		return
 	}
-	replica := r.Form.Get("replica")
-	unpin := r.Form.Get("unpin")
 	switch {
-	case unpin == "true" && replica != "":
-		query.WriteError(w, http.StatusBadRequest, "bad_data", "set either replica (to pin) or unpin=true, not both")
+	case req.Unpin && req.Replica != "":
+		query.WriteError(w, http.StatusBadRequest, "bad_data", "set either replica (to pin) or unpin: true, not both")
 		return
-	case unpin == "true":
-	case unpin != "" && unpin != "false":
-		query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("unpin: %q is not true or false", unpin))
+	case !req.Unpin && req.Replica == "":
+		query.WriteError(w, http.StatusBadRequest, "bad_data", "replica: must be set (or unpin: true to unpin)")
 		return
-	case replica == "":
-		query.WriteError(w, http.StatusBadRequest, "bad_data", "replica: must be set (or unpin=true to unpin)")
+	case !req.Unpin && !req.Force && !f.seen(cluster, req.Group, req.Replica):
+		query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf(
+			"replica: %q was never seen for cluster %q (group %q); pinning it would drop every sample of the cluster until it sends — set \"force\": true to pin it anyway",
+			req.Replica, cluster, req.Group))
 		return
 	}
-	if err := f.ha.Pin(cluster, r.Form.Get("group"), replica); err != nil {
+	if err := f.ha.Pin(cluster, req.Group, req.Replica); err != nil {
 		status := http.StatusInternalServerError
 		switch {
 		case errors.Is(err, pipeline.ErrBadPin):
@@ -139,8 +161,19 @@ func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
 		query.WriteError(w, status, "bad_data", err.Error())
 		return
 	}
-	f.logger.Info("HA replica pinned", "cluster", cluster, "group", r.Form.Get("group"), "replica", replica, "unpin", unpin == "true")
+	f.logger.Info("HA replica pinned", "cluster", cluster, "group", req.Group, "replica", req.Replica, "unpin", req.Unpin, "force", req.Force, "actor", actor(r))
 	query.WriteSuccess(w, f.ha.Status())
+}
+
+// seen reports whether the HA tracker has seen replica for cluster and group.
+func (f *federation) seen(cluster, group, replica string) bool {
+	for _, g := range f.ha.Status() {
+		if g.Cluster == cluster && g.Group == group {
+			_, ok := g.Replicas[replica]
+			return ok || g.Elected == replica
+		}
+	}
+	return false
 }
 
 // actors adds the source health probes to the run group.
@@ -181,16 +214,11 @@ type storageParts struct {
 	tsdb      v1.TSDBAdminStats               // nil in forward-only mode
 }
 
-// storageOptions are the store options of the running process.
-func storageOptions(r prometheus.Registerer, logger *slog.Logger) metrics.Options {
-	return metrics.Options{Registerer: r, Logger: logger}
-}
-
 // openStorage opens the embedded TSDB (replaying its WAL) or the agent WAL,
 // and starts the forward queues tailing that WAL.
-func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger) (*storageParts, error) {
+func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger, opts ...metrics.Option) (*storageParts, error) {
 	if cfg.Storage.Embedded == nil || *cfg.Storage.Embedded {
-		store, err := metrics.Open(cfg.Storage, storageOptions(r, logger))
+		store, err := metrics.Open(cfg.Storage, r, logger, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -213,7 +241,7 @@ func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger) (*st
 	}
 	logger = logger.With("component", "forward")
 	rs := remotewrite.NewStorage(cfg.Forward, cfg.Storage.Path, r, logger)
-	db, err := metrics.OpenAgent(cfg.Storage.Path, cfg.Storage.MinFreeBytes, rs, storageOptions(r, logger))
+	db, err := metrics.OpenAgent(cfg.Storage.Path, cfg.Storage.MinFreeBytes, rs, r, logger)
 	if err != nil {
 		_ = rs.Close()
 		return nil, err

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/health"
@@ -64,7 +65,7 @@ func (c *Config) validateHealthFailover() error {
 // setupHealthFailover builds health scoring, failover and its signals,
 // registers their HTTP routes and adds their actors to the run group.
 func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Querier, listen string,
-	mux *http.ServeMux, g *run.Group, reg prometheus.Registerer, logger *slog.Logger) error {
+	rt *routes, g *run.Group, reg prometheus.Registerer, logger *slog.Logger) error {
 	q := local
 	if cfg.Health.QueryURL != "" {
 		rq, err := health.NewAPIQuerier(cfg.Health.QueryURL, nil)
@@ -163,36 +164,49 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 			return ctrl.Run(ctx)
 		}, func(error) { cancel() })
 	}
-	registerHealthFailoverRoutes(mux, fleetReg, eval, ctrl, q)
+	registerHealthFailoverRoutes(rt, fleetReg, eval, ctrl, q)
 	return nil
 }
 
-func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, eval *health.Evaluator, ctrl *failover.Controller, q health.Querier) {
-	result := func(name string) (health.Result, bool) {
-		if fleetReg.Get(name) == nil {
+// registerHealthFailoverRoutes mounts health (read, scoped: a cluster
+// outside the caller's scope is not known to it), failover state (read, but
+// only for callers who see every cluster: groups and events span clusters),
+// drills (a GET simulation is a read like failover state; POST is admin) and
+// the operator actions (admin).
+func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *health.Evaluator, ctrl *failover.Controller, q health.Querier) {
+	read, admin, check := rt.on(classRead), rt.on(classAdmin), rt.on(classHealthCheck)
+	result := func(r *http.Request, name string) (health.Result, bool) {
+		if scope, _ := access.ScopeFrom(r.Context()); !scope.Allows(name) || fleetReg.Get(name) == nil {
 			return health.Result{}, false
 		}
-		r, ok := eval.Result(name)
+		res, ok := eval.Result(name)
 		if !ok {
-			r = health.Result{Cluster: name, State: health.Unknown, Reason: "not evaluated yet", Signals: []health.SignalResult{}}
+			res = health.Result{Cluster: name, State: health.Unknown, Reason: "not evaluated yet", Signals: []health.SignalResult{}}
 		}
-		return r, true
+		return res, true
 	}
-	mux.HandleFunc("GET /api/v1/clusters/{name}/health", func(w http.ResponseWriter, r *http.Request) {
-		res, ok := result(r.PathValue("name"))
+	read.HandleFunc("GET /api/v1/clusters/{name}/health", func(w http.ResponseWriter, r *http.Request) {
+		res, ok := result(r, r.PathValue("name"))
 		if !ok {
 			query.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not known", r.PathValue("name")))
 			return
 		}
 		query.WriteSuccess(w, res)
 	})
-	mux.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) {
-		query.WriteSuccess(w, eval.Results())
+	read.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) {
+		scope, _ := access.ScopeFrom(r.Context())
+		out := []health.Result{}
+		for _, res := range eval.Results() {
+			if scope.Allows(res.Cluster) {
+				out = append(out, res)
+			}
+		}
+		query.WriteSuccess(w, out)
 	})
 	// For cloud DNS health checks (Route 53, Cloudflare, GCLB): 200 while the
 	// cluster is healthy or degraded, 503 when it is down or unknown.
-	mux.HandleFunc("GET /health/clusters/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, ok := result(r.PathValue("name"))
+	check.HandleFunc("GET /health/clusters/{name}", func(w http.ResponseWriter, r *http.Request) {
+		res, ok := result(r, r.PathValue("name"))
 		if !ok {
 			http.Error(w, fmt.Sprintf("cluster %q is not known", r.PathValue("name")), http.StatusNotFound)
 			return
@@ -206,8 +220,8 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]any{"cluster": res.Cluster, "state": res.State, "score": res.Score, "reason": res.Reason})
 	})
-	mux.HandleFunc("HEAD /health/clusters/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, ok := result(r.PathValue("name"))
+	check.HandleFunc("HEAD /health/clusters/{name}", func(w http.ResponseWriter, r *http.Request) {
+		res, ok := result(r, r.PathValue("name"))
 		switch {
 		case !ok:
 			w.WriteHeader(http.StatusNotFound)
@@ -218,10 +232,11 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 		}
 	})
 
-	mux.HandleFunc("GET /api/v1/failover/events", func(w http.ResponseWriter, r *http.Request) {
+	read.Handle("GET /api/v1/failover/events", access.RequireAllClusters(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var after uint64
 		limit := 1000
-		if s := r.FormValue("after"); s != "" {
+		qs := r.URL.Query()
+		if s := qs.Get("after"); s != "" {
 			v, err := strconv.ParseUint(s, 10, 64)
 			if err != nil {
 				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("after: %q is not an event id", s))
@@ -229,7 +244,7 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 			}
 			after = v
 		}
-		if s := r.FormValue("limit"); s != "" {
+		if s := qs.Get("limit"); s != "" {
 			v, err := strconv.Atoi(s)
 			if err != nil || v < 1 || v > 10000 {
 				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("limit: %q is not a number in [1, 10000]", s))
@@ -237,11 +252,11 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 			}
 			limit = v
 		}
-		query.WriteSuccess(w, ctrl.Events(after, r.FormValue("group"), limit))
-	})
-	mux.HandleFunc("GET /api/v1/failover/groups", func(w http.ResponseWriter, r *http.Request) {
+		query.WriteSuccess(w, ctrl.Events(after, qs.Get("group"), limit))
+	})))
+	read.Handle("GET /api/v1/failover/groups", access.RequireAllClusters(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		query.WriteSuccess(w, ctrl.Status())
-	})
+	})))
 
 	type opRequest struct {
 		Reason   string   `json:"reason"`
@@ -250,14 +265,7 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 	}
 	decode := func(w http.ResponseWriter, r *http.Request) (opRequest, time.Time, bool) {
 		var req opRequest
-		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if err == nil && len(strings.TrimSpace(string(body))) > 0 {
-			dec := json.NewDecoder(strings.NewReader(string(body)))
-			dec.DisallowUnknownFields()
-			err = dec.Decode(&req)
-		}
-		if err != nil {
-			query.WriteError(w, http.StatusBadRequest, "bad_data", "request body: "+err.Error())
+		if !decodeAdminBody(w, r, &req) || !checkReason(w, "reason", req.Reason) || !checkClusters(w, fleetReg, "clusters", req.Clusters) {
 			return req, time.Time{}, false
 		}
 		var until time.Time
@@ -271,6 +279,11 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 		}
 		return req, until, true
 	}
+	// noBody refuses a body on an action that takes none (DELETE).
+	noBody := func(w http.ResponseWriter, r *http.Request) bool {
+		var none struct{}
+		return decodeAdminBody(w, r, &none)
+	}
 	respond := func(w http.ResponseWriter, ev failover.Event, err error) {
 		switch {
 		case errors.Is(err, failover.ErrNotFound):
@@ -283,32 +296,37 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 			query.WriteSuccess(w, ev)
 		}
 	}
-	mux.HandleFunc("POST /api/v1/failover/groups/{name}/freeze", func(w http.ResponseWriter, r *http.Request) {
+	admin.HandleFunc("POST /api/v1/failover/groups/{name}/freeze", func(w http.ResponseWriter, r *http.Request) {
 		req, until, ok := decode(w, r)
 		if !ok {
 			return
 		}
-		ev, err := ctrl.Freeze(r.PathValue("name"), req.Reason, until)
+		ev, err := ctrl.Freeze(r.PathValue("name"), actor(r), req.Reason, until)
 		respond(w, ev, err)
 	})
-	mux.HandleFunc("DELETE /api/v1/failover/groups/{name}/freeze", func(w http.ResponseWriter, r *http.Request) {
-		ev, err := ctrl.Unfreeze(r.PathValue("name"))
+	admin.HandleFunc("DELETE /api/v1/failover/groups/{name}/freeze", func(w http.ResponseWriter, r *http.Request) {
+		if !noBody(w, r) {
+			return
+		}
+		ev, err := ctrl.Unfreeze(r.PathValue("name"), actor(r))
 		respond(w, ev, err)
 	})
-	mux.HandleFunc("POST /api/v1/failover/groups/{name}/override", func(w http.ResponseWriter, r *http.Request) {
+	admin.HandleFunc("POST /api/v1/failover/groups/{name}/override", func(w http.ResponseWriter, r *http.Request) {
 		req, until, ok := decode(w, r)
 		if !ok {
 			return
 		}
-		ev, err := ctrl.Override(r.PathValue("name"), req.Clusters, req.Reason, until)
+		ev, err := ctrl.Override(r.PathValue("name"), actor(r), req.Clusters, req.Reason, until)
 		respond(w, ev, err)
 	})
-	mux.HandleFunc("DELETE /api/v1/failover/groups/{name}/override", func(w http.ResponseWriter, r *http.Request) {
-		ev, err := ctrl.ClearOverride(r.PathValue("name"))
+	admin.HandleFunc("DELETE /api/v1/failover/groups/{name}/override", func(w http.ResponseWriter, r *http.Request) {
+		if !noBody(w, r) {
+			return
+		}
+		ev, err := ctrl.ClearOverride(r.PathValue("name"), actor(r))
 		respond(w, ev, err)
 	})
-	drill := func(w http.ResponseWriter, r *http.Request) {
-		name := r.FormValue("cluster")
+	drill := func(w http.ResponseWriter, r *http.Request, name string) {
 		if name == "" {
 			query.WriteError(w, http.StatusBadRequest, "bad_data", "cluster: missing (the cluster to take dark)")
 			return
@@ -328,8 +346,28 @@ func registerHealthFailoverRoutes(mux *http.ServeMux, fleetReg *fleet.Registry, 
 		}
 		query.WriteSuccess(w, rep)
 	}
-	mux.HandleFunc("GET /api/v1/failover/drill", drill)
-	mux.HandleFunc("POST /api/v1/failover/drill", drill)
+	// A GET drill only simulates (no signal is sent), but its report spans
+	// every cluster of the groups.
+	read.Handle("GET /api/v1/failover/drill", access.RequireAllClusters(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		drill(w, r, r.URL.Query().Get("cluster"))
+	})))
+	admin.HandleFunc("POST /api/v1/failover/drill", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Cluster string `json:"cluster"`
+		}
+		if !decodeAdminBody(w, r, &req) {
+			return
+		}
+		name := r.URL.Query().Get("cluster")
+		if req.Cluster != "" {
+			if name != "" && name != req.Cluster {
+				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("cluster: %q in the URL and %q in the body", name, req.Cluster))
+				return
+			}
+			name = req.Cluster
+		}
+		drill(w, r, name)
+	})
 }
 
 // drillCommand implements `fleetgate drill --cluster X`: it asks a running
@@ -339,12 +377,22 @@ func drillCommand(args []string) int {
 	cluster := fs.String("cluster", "", "cluster to take dark (required)")
 	addr := fs.String("url", "http://127.0.0.1:9201", "base URL of the running fleetgate")
 	asJSON := fs.Bool("json", false, "print the raw JSON report")
+	tokenFile := fs.String("token-file", "", "file holding an admin bearer token (default: $FLEETGATE_TOKEN)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *cluster == "" {
-		fmt.Fprintln(os.Stderr, "usage: fleetgate drill --cluster NAME [--url http://fleetgate:9201] [--json]")
+		fmt.Fprintln(os.Stderr, "usage: fleetgate drill --cluster NAME [--url http://fleetgate:9201] [--token-file FILE] [--json]")
 		return 2
+	}
+	token := strings.TrimSpace(os.Getenv("FLEETGATE_TOKEN"))
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fleetgate drill: --token-file:", err)
+			return 2
+		}
+		token = strings.TrimSpace(string(b))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -353,6 +401,9 @@ func drillCommand(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleetgate drill:", err)
 		return 2
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

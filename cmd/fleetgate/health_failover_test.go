@@ -1,23 +1,11 @@
 package main
 
 import (
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-
-	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/health"
-	"github.com/fleetgate/fleetgate/query"
-	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
 func TestHealthFailoverConfigErrorsNameTheField(t *testing.T) {
@@ -45,28 +33,7 @@ func TestHealthFailoverConfigErrorsNameTheField(t *testing.T) {
 }
 
 func TestHealthFailoverRoutes(t *testing.T) {
-	dir := t.TempDir()
-	tok := filepath.Join(dir, "tok")
-	require.NoError(t, os.WriteFile(tok, []byte("t"), 0o600))
-	p := filepath.Join(dir, "c.yml")
-	require.NoError(t, os.WriteFile(p, []byte("clusters: [{name: eu-1, credentials: {bearer_token_file: "+tok+"}}]\n"+
-		"failover: {groups: [{name: web, mode: active-active, clusters: [eu-1]}]}\n"), 0o644))
-	cfg, err := loadConfig(p)
-	require.NoError(t, err)
-	cfg.Storage.Path = filepath.Join(dir, "data")
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	reg := prometheus.NewRegistry()
-	fr, err := fleet.NewRegistry(cfg.fleet())
-	require.NoError(t, err)
-	st, err := metrics.Open(metrics.Config{Path: cfg.Storage.Path}, metrics.Options{Logger: logger})
-	require.NoError(t, err)
-	defer st.Close()
-	mux := http.NewServeMux()
-	var g run.Group
-	require.NoError(t, setupHealthFailover(cfg, fr, health.NewEngineQuerier(query.NewEngine(cfg.Query, reg, logger), st), ":0", mux, &g, reg, logger))
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-
+	a := newTestApp(t, "")
 	for _, tc := range []struct {
 		method, path, body string
 		code               int
@@ -85,18 +52,20 @@ func TestHealthFailoverRoutes(t *testing.T) {
 		{"DELETE", "/api/v1/failover/groups/web/freeze", "", 400, "not frozen"},
 		{"POST", "/api/v1/failover/groups/nope/freeze", "", 404, "nope"},
 		{"POST", "/api/v1/failover/groups/web/override", `{"clusters":[]}`, 400, "at least one cluster"},
-		{"POST", "/api/v1/failover/groups/web/freeze", `{"reason":"maintenance","duration":"10m"}`, 200, `"kind":"freeze"`},
+		{"POST", "/api/v1/failover/groups/web/override", `{"clusters":["mars"]}`, 400, `clusters[0]: unknown cluster \"mars\"`},
+		{"POST", "/api/v1/failover/groups/web/freeze", `{"reason":"maintenance","duration":"10m"}`, 200, `"actor":"oncall"`},
 		{"GET", "/api/v1/failover/drill", "", 400, "cluster: missing"},
 		{"GET", "/api/v1/failover/drill?cluster=mars", "", 404, "mars"},
 		{"POST", "/api/v1/failover/drill?cluster=eu-1", "", 200, `"cluster":"eu-1"`},
+		{"POST", "/api/v1/failover/drill", `{"cluster":"eu-1"}`, 200, `"cluster":"eu-1"`},
+		{"GET", "/api/v1/failover/events", "", 200, `"actor":"oncall"`},
 	} {
-		req, err := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
-		require.NoError(t, err)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.Equal(t, tc.code, resp.StatusCode, "%s %s: %s", tc.method, tc.path, b)
-		require.Contains(t, string(b), tc.want, "%s %s", tc.method, tc.path)
+		var b []byte
+		if tc.body != "" {
+			b = []byte(tc.body)
+		}
+		w := a.do(t, tc.method, tc.path, adminToken, "application/json", b)
+		require.Equal(t, tc.code, w.Code, "%s %s: %s", tc.method, tc.path, body(w))
+		require.Contains(t, body(w), tc.want, "%s %s", tc.method, tc.path)
 	}
 }

@@ -4,13 +4,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -23,12 +20,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/storage"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
 type flags struct {
@@ -45,6 +45,7 @@ type flags struct {
 	maxSamples    int
 	lookback      string
 	enablePprof   bool
+	webConfigFile string
 	set           map[string]string
 
 	otlpGRPCAddress string
@@ -77,7 +78,10 @@ func checkCommand(args []string) int {
 	for _, f := range args[1:] {
 		cfg, err := loadConfig(f)
 		if err == nil {
-			_, err = fleet.NewRegistry(cfg.fleet()) // reads the secrets too
+			var reg *fleet.Registry
+			if reg, err = fleet.NewRegistry(cfg.fleet()); err == nil { // reads the secrets too
+				_, err = access.New(cfg.Auth, access.Options{DevMode: reg.DevMode(), ClusterToken: access.ClusterTokenOf(reg)})
+			}
 		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAILED: %v\n", err)
@@ -97,6 +101,7 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.tlsCert, "web.tls-cert-file", "", "TLS certificate for the HTTP listener")
 	fs.StringVar(&f.tlsKey, "web.tls-key-file", "", "TLS key for the HTTP listener")
 	fs.StringVar(&f.clientCA, "web.client-ca-file", "", "CA bundle that verifies client certificates (mTLS cluster identity)")
+	fs.StringVar(&f.webConfigFile, "web.config.file", "", "Prometheus web config (TLS, client certificates, basic auth) for the HTTP listeners; not with --web.tls-*/--web.client-ca-file")
 	fs.StringVar(&f.storagePath, "storage.path", "data/", "directory of the embedded stores")
 	fs.StringVar(&f.retention, "storage.retention", "", "how long to keep samples (default 15d, or storage.retention in the config)")
 	fs.StringVar(&f.logLevel, "log.level", "info", "debug, info, warn or error")
@@ -182,87 +187,18 @@ func serve(args []string) error {
 	if err := applyFlags(cfg, f); err != nil {
 		return err
 	}
-
+	if err := checkWebFlags(f); err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// Identity: credentials -> clusters.
-	fleetReg, err := fleet.NewRegistry(cfg.fleet())
+	a, err := newApp(f, cfg, reg, logger)
 	if err != nil {
 		return err
 	}
-	if fleetReg.DevMode() {
-		logger.Warn("no clusters configured: dev mode, identity comes from the sender and is unverified")
-	}
-
-	// Storage: the embedded TSDB (WAL replay happens here) or, in
-	// forward-only mode, the agent WAL; forward queues tail the WAL.
-	st, err := openStorage(cfg, reg, logger)
-	if err != nil {
-		return err
-	}
-	defer st.close(logger)
-
-	// Federation: remote clusters as query sources, HA tracker, forwarding.
-	fed, err := setupFederation(cfg, fleetReg, st.local, cfg.Storage.Path, reg, logger)
-	if err != nil {
-		return err
-	}
-	defer fed.close()
-
-	// Ingest: pipeline and receivers.
-	pipe, err := pipeline.New(cfg.Ingest, fleetReg, st.sink, st.meta, reg, logger)
-	if err != nil {
-		return err
-	}
-	pipe.SetHATracker(fed.ha)
-	rw, err := promrw.NewHandler(cfg.RemoteWrite, pipe, reg, logger)
-	if err != nil {
-		return err
-	}
-
-	// Query: PromQL over the stores, Prometheus HTTP API.
-	engine := query.NewEngine(cfg.Query, reg, logger)
-	api, err := query.New(engine, query.Options{
-		Config: cfg.Query, Queryable: fed.queryable(), Exemplars: st.exemplars, TSDB: st.tsdb, TSDBDir: cfg.Storage.Path,
-		Metadata: st.meta, Flags: f.set, Registerer: reg, Gatherer: reg, Logger: logger,
-	})
-	if err != nil {
-		return err
-	}
-
-	mux := http.NewServeMux()
-	mux.Handle("POST /api/v1/write", rw)
-	mux.Handle("POST /api/v1/push", rw)
-	api.Register(mux)
-	fed.register(mux)
-	mux.HandleFunc("GET /api/v1/clusters", func(w http.ResponseWriter, r *http.Request) {
-		query.WriteSuccess(w, fleetReg.Statuses())
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
-	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Healthy.") })
-	ready := &readiness{}
-	ready.add(st.ready)
-	mux.HandleFunc("GET /-/ready", ready.serve)
-	if f.enablePprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-
-	var g run.Group
-	fed.actors(&g)
-	// Logs and traces: OTLP and Loki receivers, embedded stores, forwarders.
-	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, mux, &g, ready, reg, logger)
-	defer closeLogsTraces()
-	if err != nil {
-		return err
-	}
-	// Health scoring, failover decisions and their signals, over every cluster.
-	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, mux, &g, reg, logger); err != nil {
-		return err
-	}
+	defer a.close()
+	g := &a.group
 	// Termination on SIGINT/SIGTERM.
 	{
 		ctx, cancel := context.WithCancel(context.Background())
@@ -279,25 +215,15 @@ func serve(args []string) error {
 		}, func(error) { cancel() })
 	}
 	// HTTP server.
-	{
-		srv, ln, err := listen(f, mux, logger)
-		if err != nil {
-			return err
-		}
-		g.Add(func() error {
-			logger.Info("fleetgate listening", "address", ln.Addr().String(), "clusters", len(cfg.Clusters), "storage", cfg.Storage.Path)
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("HTTP server: %w", err)
-			}
-			return nil
-		}, func(error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				logger.Warn("HTTP shutdown", "err", err)
-			}
-		})
+	queryTimeout := time.Duration(cfg.Query.Timeout)
+	if queryTimeout == 0 {
+		queryTimeout = time.Duration(query.DefaultConfig.Timeout)
 	}
+	l, err := listen(f, f.listenAddress, a.routes, queryTimeout+writeMargin, logger)
+	if err != nil {
+		return fmt.Errorf("--web.listen-address: %w", err)
+	}
+	addServer(g, l, "fleetgate listening", logger, "clusters", len(cfg.Clusters), "storage", cfg.Storage.Path)
 	return g.Run()
 }
 
@@ -327,44 +253,186 @@ func (rd *readiness) serve(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "fleetgate is Ready.")
 }
 
-func listen(f *flags, h http.Handler, logger *slog.Logger) (*http.Server, net.Listener, error) {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", f.listenAddress)
-	if err != nil {
-		return nil, nil, fmt.Errorf("--web.listen-address %s: %w", f.listenAddress, err)
-	}
-	if f.tlsCert == "" && f.tlsKey == "" {
-		if f.clientCA != "" {
-			ln.Close()
-			return nil, nil, errors.New("--web.client-ca-file needs --web.tls-cert-file and --web.tls-key-file")
+// addServer serves l in g until g stops.
+func addServer(g *run.Group, l *httpListener, msg string, logger *slog.Logger, kv ...any) {
+	g.Add(func() error {
+		logger.Info(msg, append([]any{"address", l.Addr().String()}, kv...)...)
+		if err := l.Serve(); err != nil {
+			return fmt.Errorf("HTTP server %s: %w", l.Addr(), err)
 		}
-		return srv, ln, nil
+		return nil
+	}, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := l.srv.Shutdown(ctx); err != nil {
+			logger.Warn("HTTP shutdown", "err", err)
+		}
+	})
+}
+
+// app is fleetgate's parts wired together: the routes of the main
+// listener and the actors of the run group (the main listener itself is
+// added by serve).
+type app struct {
+	routes  *routes
+	group   run.Group
+	closers []func()
+}
+
+// close releases the stores, newest first.
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
 	}
-	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-	if err != nil {
-		ln.Close()
-		return nil, nil, fmt.Errorf("--web.tls-cert-file/--web.tls-key-file: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if f.clientCA != "" {
-		pem, err := os.ReadFile(f.clientCA)
+}
+
+// newApp builds every part from the validated config. On error, what was
+// opened is closed.
+func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger) (_ *app, err error) {
+	a := &app{}
+	defer func() {
 		if err != nil {
-			ln.Close()
-			return nil, nil, fmt.Errorf("--web.client-ca-file: %w", err)
+			a.close()
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			ln.Close()
-			return nil, nil, fmt.Errorf("--web.client-ca-file %s: no PEM certificates", f.clientCA)
-		}
-		tc.ClientCAs = pool
-		// Clients may still authenticate with a bearer token instead.
-		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}()
+
+	// Identity: credentials -> clusters.
+	fleetReg, err := fleet.NewRegistry(cfg.fleet())
+	if err != nil {
+		return nil, err
 	}
-	srv.TLSConfig = tc
-	return srv, tls.NewListener(ln, tc), nil
+	if fleetReg.DevMode() {
+		logger.Warn("no clusters configured: dev mode, identity comes from the sender and is unverified")
+	}
+	// Access: who may read and who may change state.
+	auth, err := newAuthenticator(f, cfg, fleetReg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if auth.AnonymousRead() {
+		logger.Warn("anonymous read is on: every read API answers requests without a credential (auth.anonymous_read)")
+	}
+
+	// Storage: the embedded TSDB (WAL replay happens here) or, in
+	// forward-only mode, the agent WAL; forward queues tail the WAL. The
+	// TSDB counts each cluster's series for limits.max_series.
+	seriesLimit, err := pipeline.NewSeriesLimiter(fleetReg, nil)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStorage(cfg, reg, logger, metrics.WithSeriesLifecycle(seriesLimit), metrics.WithMaxFuture(time.Duration(cfg.Ingest.MaxFuture)))
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, func() { st.close(logger) })
+	var seriesTracker *pipeline.SeriesTracker
+	if st.store != nil {
+		seriesLimit.Enforce() // after WAL replay: series already written are never refused
+		if err := reg.Register(seriesLimit); err != nil {
+			return nil, fmt.Errorf("registering series limit metrics: %w", err)
+		}
+		fleetReg.SetSeriesCounter(seriesLimit)
+	} else {
+		// Forward-only: the agent WAL has no series hook; the pipeline tracks.
+		if seriesTracker, err = pipeline.NewSeriesTracker(fleetReg, reg); err != nil {
+			return nil, err
+		}
+		fleetReg.SetSeriesCounter(seriesTracker)
+	}
+
+	// Federation: remote clusters as query sources, HA tracker, forwarding.
+	fed, err := setupFederation(cfg, fleetReg, st.local, cfg.Storage.Path, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, fed.close)
+
+	// Ingest: pipeline and receivers.
+	pipe, err := pipeline.New(cfg.Ingest, fleetReg, st.sink, st.meta, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	pipe.SetHATracker(fed.ha)
+	pipe.SetSeriesTracker(seriesTracker)
+	rw, err := promrw.NewHandler(cfg.RemoteWrite, pipe, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+
+	// Query: PromQL over the stores, Prometheus HTTP API. The API reads
+	// through the reader's scope (fail-closed); health and drills read the
+	// unscoped federation.
+	engine := query.NewEngine(cfg.Query, reg, logger)
+	var exemplars storage.ExemplarQueryable
+	if st.exemplars != nil {
+		exemplars = access.NewExemplarQueryable(st.exemplars)
+	}
+	api, err := query.New(engine, query.Options{
+		Config: cfg.Query, Queryable: access.NewQueryable(fed.queryable()), Exemplars: exemplars, TSDB: st.tsdb, TSDBDir: cfg.Storage.Path,
+		Metadata: st.meta, Flags: f.set, Registerer: reg, Gatherer: reg, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	rt := newRoutes(auth, ingestLimit(cfg))
+	a.routes = rt
+	ingest, read, public := rt.on(classIngest), rt.on(classRead), rt.on(classPublic)
+	ingest.Handle("POST /api/v1/write", rw)
+	ingest.Handle("POST /api/v1/push", rw)
+	api.Register(read)
+	fed.register(rt)
+	read.HandleFunc("GET /api/v1/clusters", func(w http.ResponseWriter, r *http.Request) {
+		scope, _ := access.ScopeFrom(r.Context())
+		out := []fleet.Status{}
+		for _, s := range fleetReg.Statuses() {
+			if scope.Allows(s.Name) {
+				out = append(out, s)
+			}
+		}
+		query.WriteSuccess(w, out)
+	})
+	read.Handle("GET /metrics", access.RequireAllClusters(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
+	public.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Healthy.") })
+	ready := &readiness{}
+	ready.add(st.ready)
+	public.HandleFunc("GET /-/ready", ready.serve)
+	if f.enablePprof {
+		admin := rt.on(classAdmin)
+		admin.HandleFunc("/debug/pprof/", pprof.Index)
+		admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		admin.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+
+	fed.actors(&a.group)
+	// Logs and traces: OTLP and Loki receivers, embedded stores, forwarders.
+	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, rt, &a.group, ready, reg, logger)
+	a.closers = append(a.closers, closeLogsTraces)
+	if err != nil {
+		return nil, err
+	}
+	// Health scoring, failover decisions and their signals, over every cluster.
+	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, rt, &a.group, reg, logger); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// newAuthenticator builds the access part from auth: and the web config.
+func newAuthenticator(f *flags, cfg *Config, fleetReg *fleet.Registry, logger *slog.Logger) (*access.Authenticator, error) {
+	basic := &basicAuthCheck{path: f.webConfigFile}
+	return access.New(cfg.Auth, access.Options{
+		DevMode: fleetReg.DevMode(), BasicAuthVerified: basic.verified,
+		ClusterToken: access.ClusterTokenOf(fleetReg), Logger: logger.With("component", "access"),
+	})
+}
+
+// ingestLimit is the largest body an ingest route accepts.
+func ingestLimit(cfg *Config) int64 {
+	n := 16 << 20 // the receivers' default
+	for _, v := range []int{cfg.RemoteWrite.MaxRequestBytes, cfg.LokiPush.MaxRequestBytes, cfg.OTLP.MaxRequestBytes} {
+		n = max(n, v)
+	}
+	return int64(n)
 }

@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -70,7 +66,7 @@ func (c *logsTracesConfig) Validate() error {
 // endpoints on mux and adds their actors (stores, forwarders, derived
 // metrics, OTLP listeners) to g. The returned function closes the stores.
 func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, pipe *pipeline.Pipeline,
-	mux *http.ServeMux, g *run.Group, ready *readiness, reg prometheus.Registerer, logger *slog.Logger) (func(), error) {
+	rt *routes, g *run.Group, ready *readiness, reg prometheus.Registerer, logger *slog.Logger) (func(), error) {
 	var closers []func() error
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -96,7 +92,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		ready.add(st.Err)
 		logSinks = append(logSinks, st)
 		addRun(st.Run)
-		query.NewLokiAPI(st).Register(mux)
+		query.NewLokiAPI(st).Register(rt.on(classRead))
 	}
 	if !cfg.TracesStorage.Disabled {
 		st, err := traces.Open(f.storagePath, cfg.TracesStorage, reg, logger)
@@ -107,7 +103,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		ready.add(st.Err)
 		traceSinks = append(traceSinks, st)
 		addRun(st.Run)
-		query.NewTempoAPI(st).Register(mux)
+		query.NewTempoAPI(st).Register(rt.on(classRead))
 	}
 
 	// Forwarders, each with a durable queue under <storage.path>/forward/.
@@ -136,8 +132,18 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		}
 	}
 
-	// Identity, limits, fan-out and derived metrics.
-	sig, err := signals.New(cfg.Signals, fleetReg, pipe, logSinks, traceSinks, reg, logger)
+	// Identity, limits, fan-out and derived metrics. Log lines and spans
+	// are refused beyond ingest.max_future and, with an embedded store,
+	// older than its retention.
+	sc := cfg.Signals
+	sc.MaxFuture = pipe.MaxFuture()
+	if !cfg.LogsStorage.Disabled {
+		sc.LogsMaxAge = orDefault(time.Duration(cfg.LogsStorage.Retention), 7*24*time.Hour) // logs.Config's default
+	}
+	if !cfg.TracesStorage.Disabled {
+		sc.TracesMaxAge = orDefault(time.Duration(cfg.TracesStorage.Retention), 72*time.Hour) // traces.Config's default
+	}
+	sig, err := signals.New(sc, fleetReg, pipe, logSinks, traceSinks, reg, logger)
 	if err != nil {
 		return closeAll, err
 	}
@@ -148,41 +154,31 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 	if err != nil {
 		return closeAll, err
 	}
-	mux.Handle("POST /loki/api/v1/push", lh)
+	rt.on(classIngest).Handle("POST /loki/api/v1/push", lh)
 	rc, err := otlp.New(cfg.OTLP, pipe, sig, reg, logger)
 	if err != nil {
 		return closeAll, err
 	}
-	rc.Register(mux)
+	rc.Register(rt.on(classIngest))
 
 	if f.otlpHTTPAddress != "" {
-		omux := http.NewServeMux()
-		rc.Register(omux)
-		of := *f
-		of.listenAddress = f.otlpHTTPAddress
-		srv, ln, err := listen(&of, omux, logger)
+		// Its own listener: ingest only, with the main listener's TLS (web
+		// config or --web.tls-*) and timeouts.
+		orts := newRoutes(rt.auth, rt.limits[classIngest])
+		rc.Register(orts.on(classIngest))
+		l, err := listen(f, f.otlpHTTPAddress, orts, time.Minute, logger)
 		if err != nil {
 			return closeAll, fmt.Errorf("--otlp.http-listen-address: %w", err)
 		}
-		g.Add(func() error {
-			logger.Info("OTLP/HTTP listening", "address", ln.Addr().String())
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("OTLP/HTTP server: %w", err)
-			}
-			return nil
-		}, func(error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(ctx)
-		})
+		addServer(g, l, "OTLP/HTTP listening", logger)
 	}
 	if f.otlpGRPCAddress != "" {
 		opts := rc.ServerOptions()
-		if f.tlsCert != "" {
-			tc, err := grpcTLS(f)
-			if err != nil {
-				return closeAll, err
-			}
+		tc, err := grpcTLS(f)
+		if err != nil {
+			return closeAll, err
+		}
+		if tc != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 		}
 		gs := grpc.NewServer(opts...)
@@ -210,24 +206,9 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 	return closeAll, nil
 }
 
-// grpcTLS is the TLS config of the OTLP gRPC listener: the web certificate,
-// and client certificates verified by --web.client-ca-file when given.
-func grpcTLS(f *flags) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-	if err != nil {
-		return nil, fmt.Errorf("--web.tls-cert-file/--web.tls-key-file: %w", err)
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if f.clientCA != "" {
-		pem, err := os.ReadFile(f.clientCA)
-		if err != nil {
-			return nil, fmt.Errorf("--web.client-ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--web.client-ca-file %s: no PEM certificates", f.clientCA)
-		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
-	}
-	return tc, nil
+	return def
 }

@@ -27,7 +27,8 @@ func TestLogsTracesConfigValidateNamesField(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "ok.yml")
 	require.NoError(t, os.WriteFile(p, []byte(`
 otlp: {promote_resource_attributes: [k8s.namespace.name]}
-logs_traces: {derived_metrics_interval: 5s, logs_rate_bytes: 1000000}
+logs_traces: {derived_metrics_interval: 5s}
+limits: {logs_rate_bytes: 1000000}
 logs_storage: {max_bytes: 1000000, retention: 1d}
 traces_storage: {disabled: true}
 forward_logs: [{name: loki, url: 'http://loki:3100/loki/api/v1/push', headers: {X-Scope-OrgID: fleet}}]

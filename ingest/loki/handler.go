@@ -250,8 +250,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.logger.Debug("Loki push rejected", "status", status, "err", err)
 		}
-		pipeline.SetRetryAfter(w.Header(), err)
-		http.Error(w, err.Error(), status)
+		if d := pipeline.ErrorRetryAfter(err); d > 0 {
+			w.Header().Set("Retry-After", pipeline.RetryAfter(d))
+		}
+		// Messages are capped where they are made; this bounds their sum.
+		http.Error(w, pipeline.Truncate(err.Error(), 16<<10), status)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -262,6 +265,12 @@ func (h *Handler) serve(r *http.Request, format *Format) (int, error) {
 	if err != nil {
 		return http.StatusUnauthorized, err
 	}
+	// A cluster at its in-flight or log rate limit is refused before its
+	// body is read or decoded.
+	if err := h.sig.Limiter().Admit(cluster, pipeline.BudgetLogBytes); err != nil {
+		return Status(err), err
+	}
+	defer h.sig.Limiter().Done(cluster)
 	f, err := FormatOf(r.Header.Get("Content-Type"))
 	if err != nil {
 		return Status(err), err

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/ingest/signals"
 	"github.com/fleetgate/fleetgate/query"
@@ -32,13 +33,24 @@ type env struct {
 	mux   *http.ServeMux
 }
 
-func newEnv(t testing.TB, sigCfg signals.Config) *env {
+func newEnv(t testing.TB, sigCfg signals.Config, limits ...fleet.Limits) *env {
+	lim := fleet.DefaultLimits()
+	if len(limits) > 0 {
+		lim = limits[0]
+	}
+	return newEnvWith(t, sigCfg, func(fc *fleet.Config) { fc.Limits = &lim })
+}
+
+// newEnvWith is eu-1 and us-1; fleetCfg may change their config.
+func newEnvWith(t testing.TB, sigCfg signals.Config, fleetCfg func(*fleet.Config)) *env {
 	t.Setenv("FG_TEST_TOKEN_EU1", "tok-eu-1")
 	t.Setenv("FG_TEST_TOKEN_US1", "tok-us-1")
-	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{
+	fc := fleet.Config{Clusters: []fleet.ClusterConfig{
 		{Name: "eu-1", Region: "eu-west-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_TEST_TOKEN_EU1"}},
 		{Name: "us-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_TEST_TOKEN_US1"}},
-	}})
+	}}
+	fleetCfg(&fc)
+	reg, err := fleet.NewRegistry(fc)
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := logs.Open(t.TempDir(), logs.Config{}, nil, logger)
@@ -66,7 +78,8 @@ func (e *env) do(t testing.TB, method, path, token, ctype, cenc string, body []b
 		req.Header.Set("Content-Encoding", cenc)
 	}
 	rec := httptest.NewRecorder()
-	e.mux.ServeHTTP(rec, req)
+	// The read API needs a reader scope (access.Authenticator.Read).
+	e.mux.ServeHTTP(rec, req.WithContext(access.WithScope(req.Context(), access.All())))
 	return rec.Code, rec.Body.String()
 }
 
@@ -159,7 +172,7 @@ func TestPushErrors(t *testing.T) {
 	ctype, body := encode(t, good, "protobuf", "")
 	conflict := &push.PushRequest{Streams: []push.Stream{{Labels: `{app="x", cluster="us-1"}`, Entries: []push.Entry{{Timestamp: base, Line: "x"}}}}}
 	_, conflictBody := encode(t, conflict, "protobuf", "")
-	long := &push.PushRequest{Streams: []push.Stream{{Labels: `{app="` + strings.Repeat("v", 3000) + `"}`, Entries: []push.Entry{{Timestamp: base, Line: "x"}}}}}
+	long := &push.PushRequest{Streams: []push.Stream{{Labels: `{app="` + strings.Repeat("v", 5000) + `"}`, Entries: []push.Entry{{Timestamp: base, Line: "x"}}}}}
 	_, longBody := encode(t, long, "protobuf", "")
 	badLabels := &push.PushRequest{Streams: []push.Stream{{Labels: `{app="x"`, Entries: []push.Entry{{Timestamp: base, Line: "x"}}}}}
 	_, badLabelsBody := encode(t, badLabels, "protobuf", "")
@@ -179,7 +192,7 @@ func TestPushErrors(t *testing.T) {
 		{"too large", "tok-eu-1", ctype, "", make([]byte, 2<<20), 413, "max_request_bytes"},
 		{"conflict names stream", "tok-eu-1", ctype, "", conflictBody, 400, `{app="x", cluster="us-1"}`},
 		{"bad labels name stream", "tok-eu-1", ctype, "", badLabelsBody, 400, `{app="x"`},
-		{"label too long", "tok-eu-1", ctype, "", longBody, 400, `label "app" or its value is longer than the limit`},
+		{"label too long", "tok-eu-1", ctype, "", longBody, 400, `value of label "app" is 5000 bytes, longer than limits.max_label_value_length (4096)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, signals.Config{})
@@ -191,7 +204,9 @@ func TestPushErrors(t *testing.T) {
 }
 
 func TestPushRateLimit(t *testing.T) {
-	e := newEnv(t, signals.Config{LogsRateBytes: 10, LogsBurstBytes: 60})
+	lim := fleet.DefaultLimits()
+	lim.LogsRateBytes, lim.LogsBurstBytes = 10, 60
+	e := newEnv(t, signals.Config{}, lim)
 	ctype, body := encode(t, testRequest(time.Now()), "protobuf", "")
 	code, msg := e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
 	require.Equal(t, 204, code, msg)
@@ -206,11 +221,13 @@ func TestPushRateLimit(t *testing.T) {
 // A push larger than the burst could never pass the limiter: it gets a 413
 // naming the setting, not a 429 that senders retry for ever.
 func TestPushLargerThanBurstIs413(t *testing.T) {
-	e := newEnv(t, signals.Config{LogsRateBytes: 1, LogsBurstBytes: 5})
+	lim := fleet.DefaultLimits()
+	lim.LogsRateBytes, lim.LogsBurstBytes = 1, 5
+	e := newEnv(t, signals.Config{}, lim)
 	ctype, body := encode(t, testRequest(time.Now()), "protobuf", "")
 	code, msg := e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
 	require.Equal(t, 413, code, msg)
-	require.Contains(t, msg, "logs_traces.logs_burst_bytes")
+	require.Contains(t, msg, "limits.logs_burst_bytes")
 }
 
 func TestReadAPIMetricQueries(t *testing.T) {
@@ -283,12 +300,26 @@ func TestReadAPIMetricQueries(t *testing.T) {
 	require.Contains(t, out, "quantile_over_time")
 }
 
+type discardLogs struct{}
+
+func (discardLogs) PushLogs(context.Context, []push.Stream) error { return nil }
+
+// FuzzDecode decodes arbitrary bodies and pushes what decodes through the
+// signals hub (identity, limits, time bounds): nothing may panic, and a
+// refusal is a 4xx.
 func FuzzDecode(f *testing.F) {
 	base := time.Unix(1700000000, 0)
 	_, pb := encode(f, testRequest(base), "protobuf", "")
 	_, js := encode(f, testRequest(base), "json", "")
 	f.Add(pb, false)
 	f.Add(js, true)
+	f.Add([]byte(`{"streams":[{"stream":{"app":"a"},"values":[["-5","x",{"cluster":"us-1"}]]}]}`), true)
+	f.Add([]byte(`{"streams":[{"stream":{"app":"a","cluster":"eu-1"},"values":[["9223372036854775807","x"]]}]}`), true)
+	f.Setenv("FG_FUZZ_EU1", "tok")
+	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_FUZZ_EU1"}}}})
+	require.NoError(f, err)
+	sig, err := signals.New(signals.Config{LogsMaxAge: 24 * time.Hour}, reg, nil, []signals.LogsSink{discardLogs{}}, nil, nil, slog.New(slog.DiscardHandler))
+	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, body []byte, isJSON bool) {
 		format := FormatProtobuf
 		if isJSON {
@@ -307,5 +338,10 @@ func FuzzDecode(f *testing.F) {
 		again, err := Decode(snappy.Encode(nil, raw), FormatProtobuf, 1<<30)
 		require.NoError(t, err)
 		require.Equal(t, len(req.Streams), len(again.Streams))
+		if err := sig.PushLogs(context.Background(), reg.Get("eu-1"), req.Streams); err != nil {
+			if s := Status(err); s < 400 || s >= 500 {
+				t.Fatalf("status %d for %v", s, err)
+			}
+		}
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -75,10 +76,11 @@ func (rc *Receiver) grpcError(signal string, err error, unauth bool) error {
 	if s >= 500 {
 		rc.logger.Error("OTLP export failed", "signal", signal, "err", err)
 	}
-	st := status.New(grpcCode(s), err.Error())
+	st := status.New(grpcCode(s), pipeline.Truncate(err.Error(), maxErrorMessage))
 	if s == http.StatusTooManyRequests {
 		// RESOURCE_EXHAUSTED is only retried by OTLP exporters with RetryInfo.
-		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Second)}); derr == nil {
+		delay := max(pipeline.ErrorRetryAfter(err), time.Second)
+		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)}); derr == nil {
 			st = d
 		}
 	}
@@ -96,6 +98,10 @@ func (s *metricsServer) Export(ctx context.Context, req pmetricotlp.ExportReques
 	if err != nil {
 		return resp, s.rc.grpcError("metrics", err, true)
 	}
+	if err := s.rc.pipe.Limiter().Admit(c, pipeline.BudgetSamples); err != nil {
+		return resp, s.rc.grpcError("metrics", err, false)
+	}
+	defer s.rc.pipe.Limiter().Done(c)
 	res, err := s.rc.ExportMetrics(ctx, c, req.Metrics())
 	if err != nil {
 		return resp, s.rc.grpcError("metrics", err, false)
@@ -119,6 +125,10 @@ func (s *logsServer) Export(ctx context.Context, req plogotlp.ExportRequest) (pl
 	if err != nil {
 		return resp, s.rc.grpcError("logs", err, true)
 	}
+	if err := s.rc.pipe.Limiter().Admit(c, pipeline.BudgetLogBytes); err != nil {
+		return resp, s.rc.grpcError("logs", err, false)
+	}
+	defer s.rc.pipe.Limiter().Done(c)
 	if _, err := s.rc.ExportLogs(ctx, c, req.Logs()); err != nil {
 		return resp, s.rc.grpcError("logs", err, false)
 	}
@@ -137,6 +147,10 @@ func (s *tracesServer) Export(ctx context.Context, req ptraceotlp.ExportRequest)
 	if err != nil {
 		return resp, s.rc.grpcError("traces", err, true)
 	}
+	if err := s.rc.pipe.Limiter().Admit(c, pipeline.BudgetNone); err != nil {
+		return resp, s.rc.grpcError("traces", err, false)
+	}
+	defer s.rc.pipe.Limiter().Done(c)
 	if _, err := s.rc.ExportTraces(ctx, c, req.Traces()); err != nil {
 		return resp, s.rc.grpcError("traces", err, false)
 	}

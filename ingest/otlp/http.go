@@ -21,8 +21,14 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
+// maxErrorMessage bounds an error status message; the messages themselves
+// are capped where they are made (first problems and a count).
+const maxErrorMessage = 16 << 10
+
 // Register mounts POST /v1/metrics, /v1/logs and /v1/traces on mux.
-func (rc *Receiver) Register(mux *http.ServeMux) {
+func (rc *Receiver) Register(mux interface {
+	HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request))
+}) {
 	mux.HandleFunc("POST /v1/metrics", rc.serveMetrics)
 	mux.HandleFunc("POST /v1/logs", rc.serveLogs)
 	mux.HandleFunc("POST /v1/traces", rc.serveTraces)
@@ -40,6 +46,14 @@ func (e encoding) contentType() string {
 		return "application/json"
 	}
 	return "application/x-protobuf"
+}
+
+// encodingOf is the response encoding for r: JSON when it sent JSON.
+func encodingOf(r *http.Request) encoding {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && mt == "application/json" {
+		return encJSON
+	}
+	return encProto
 }
 
 // readBody checks the content type and reads the (gunzipped) body.
@@ -142,14 +156,13 @@ func (rc *Receiver) writeError(w http.ResponseWriter, enc encoding, signal strin
 	outcome := "rejected"
 	if retryable(s) {
 		outcome = "retryable_error"
-		w.Header().Set("Retry-After", "1")
-		pipeline.SetRetryAfter(w.Header(), err) // the store's own delay, when it says
+		w.Header().Set("Retry-After", pipeline.RetryAfter(pipeline.ErrorRetryAfter(err)))
 	}
 	rc.requests.WithLabelValues(signal, "http", outcome).Inc()
 	if s >= 500 {
 		rc.logger.Error("OTLP export failed", "signal", signal, "err", err)
 	}
-	st := status.New(grpcCode(s), err.Error()).Proto()
+	st := status.New(grpcCode(s), pipeline.Truncate(err.Error(), maxErrorMessage)).Proto()
 	var b []byte
 	if enc == encJSON {
 		b, _ = protojson.Marshal(st)
@@ -163,12 +176,19 @@ func (rc *Receiver) writeError(w http.ResponseWriter, enc encoding, signal strin
 }
 
 func (rc *Receiver) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	body, enc, err := rc.readBody(r)
+	c, err := rc.identify(r)
 	if err != nil {
-		rc.writeError(w, enc, "metrics", err)
+		rc.writeError(w, encodingOf(r), "metrics", err)
 		return
 	}
-	c, err := rc.identify(r)
+	// A cluster at its in-flight or rate limit is refused before its body
+	// is read or decoded.
+	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetSamples); err != nil {
+		rc.writeError(w, encodingOf(r), "metrics", err)
+		return
+	}
+	defer rc.pipe.Limiter().Done(c)
+	body, enc, err := rc.readBody(r)
 	if err != nil {
 		rc.writeError(w, enc, "metrics", err)
 		return
@@ -193,12 +213,19 @@ func (rc *Receiver) serveMetrics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rc *Receiver) serveLogs(w http.ResponseWriter, r *http.Request) {
-	body, enc, err := rc.readBody(r)
+	c, err := rc.identify(r)
 	if err != nil {
-		rc.writeError(w, enc, "logs", err)
+		rc.writeError(w, encodingOf(r), "logs", err)
 		return
 	}
-	c, err := rc.identify(r)
+	// A cluster at its in-flight or rate limit is refused before its body
+	// is read or decoded.
+	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetLogBytes); err != nil {
+		rc.writeError(w, encodingOf(r), "logs", err)
+		return
+	}
+	defer rc.pipe.Limiter().Done(c)
+	body, enc, err := rc.readBody(r)
 	if err != nil {
 		rc.writeError(w, enc, "logs", err)
 		return
@@ -217,12 +244,19 @@ func (rc *Receiver) serveLogs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rc *Receiver) serveTraces(w http.ResponseWriter, r *http.Request) {
-	body, enc, err := rc.readBody(r)
+	c, err := rc.identify(r)
 	if err != nil {
-		rc.writeError(w, enc, "traces", err)
+		rc.writeError(w, encodingOf(r), "traces", err)
 		return
 	}
-	c, err := rc.identify(r)
+	// A cluster at its in-flight or rate limit is refused before its body
+	// is read or decoded.
+	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetNone); err != nil {
+		rc.writeError(w, encodingOf(r), "traces", err)
+		return
+	}
+	defer rc.pipe.Limiter().Done(c)
+	body, enc, err := rc.readBody(r)
 	if err != nil {
 		rc.writeError(w, enc, "traces", err)
 		return

@@ -207,16 +207,19 @@ func retryable(status int) bool {
 	return false
 }
 
-// ExportMetrics stamps identity on every resource, translates the metrics
-// with Prometheus's translator and commits them through the pipeline.
-// c is the credential's cluster (nil: dev mode).
+// ExportMetrics checks attribute counts and identity, stamps identity on
+// every resource, translates the metrics with Prometheus's translator and
+// commits them through the pipeline. c is the credential's cluster (nil:
+// dev mode). Every data point counts as one sample against the cluster's
+// ingestion rate.
 func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmetric.Metrics) (Result, error) {
-	rms := md.ResourceMetrics()
-	for i := range rms.Len() {
-		if _, err := rc.sig.StampResource(c, rms.At(i).Resource()); err != nil {
-			rc.items.WithLabelValues("metrics", "rejected").Add(float64(md.DataPointCount()))
-			return Result{}, err
-		}
+	if err := rc.stampMetrics(c, md); err != nil {
+		rc.items.WithLabelValues("metrics", "rejected").Add(float64(md.DataPointCount()))
+		return Result{}, rc.rejected(c, md.DataPointCount(), err)
+	}
+	if err := rc.pipe.Limiter().TakeSamples(c, md.DataPointCount()); err != nil {
+		rc.items.WithLabelValues("metrics", "rejected").Add(float64(md.DataPointCount()))
+		return Result{}, err
 	}
 	batch := rc.pipe.Begin(ctx, c)
 	app := &batchAppender{b: batch}
@@ -247,7 +250,7 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 		if res.Message != "" {
 			res.Message += "; "
 		}
-		res.Message += "not translated: " + terr.Error()
+		res.Message += "not translated: " + pipeline.Truncate(terr.Error(), pipeline.MaxProblems*pipeline.MaxProblemBytes)
 		if res.Rejected == 0 {
 			res.Rejected = 1
 		}
@@ -256,20 +259,22 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 	return res, nil
 }
 
-// ExportLogs stamps identity, turns the records into Loki streams and
-// pushes them through the signals hub.
+// rejected counts a refusal of n items in the cluster's registry entry.
+func (rc *Receiver) rejected(c *fleet.Cluster, n int, err error) error {
+	var pe *pipeline.Error
+	if c != nil && errors.As(err, &pe) {
+		c.Rejected(pe.Reason, n, pe.Msg)
+	}
+	return err
+}
+
+// ExportLogs checks attribute counts and identity, stamps identity, turns
+// the records into Loki streams and pushes them through the signals hub.
 func (rc *Receiver) ExportLogs(ctx context.Context, c *fleet.Cluster, ld plog.Logs) (Result, error) {
-	rls := ld.ResourceLogs()
-	stamped := map[string]bool{}
-	for i := range rls.Len() {
-		rcl, err := rc.sig.StampResource(c, rls.At(i).Resource())
-		if err != nil {
-			rc.items.WithLabelValues("logs", "rejected").Add(float64(ld.LogRecordCount()))
-			return Result{}, err
-		}
-		for _, kv := range rcl.StampLabels() {
-			stamped[kv[0]] = true
-		}
+	stamped, err := rc.stampLogs(c, ld)
+	if err != nil {
+		rc.items.WithLabelValues("logs", "rejected").Add(float64(ld.LogRecordCount()))
+		return Result{}, rc.rejected(c, ld.LogRecordCount(), err)
 	}
 	streams := rc.logsToStreams(ld, stamped)
 	if err := rc.sig.PushLogs(ctx, c, streams); err != nil {
@@ -280,9 +285,14 @@ func (rc *Receiver) ExportLogs(ctx context.Context, c *fleet.Cluster, ld plog.Lo
 	return Result{}, nil
 }
 
-// ExportTraces stamps identity and pushes the spans through the signals hub.
+// ExportTraces checks attribute counts and identity and pushes the spans
+// through the signals hub, which stamps identity.
 func (rc *Receiver) ExportTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) (Result, error) {
 	n := td.SpanCount()
+	if err := rc.checkSpans(c, td); err != nil {
+		rc.items.WithLabelValues("traces", "rejected").Add(float64(n))
+		return Result{}, rc.rejected(c, n, err)
+	}
 	if err := rc.sig.PushTraces(ctx, c, td); err != nil {
 		rc.items.WithLabelValues("traces", "rejected").Add(float64(n))
 		return Result{}, err

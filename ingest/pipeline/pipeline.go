@@ -5,11 +5,12 @@ package pipeline
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,23 +24,32 @@ import (
 	"github.com/fleetgate/fleetgate/fleet"
 )
 
-// Config limits what one request may carry.
+// Config limits what one request may carry. Per-cluster limits (label
+// counts and lengths among them) are fleet.Limits.
 type Config struct {
 	MaxSeriesPerRequest int `yaml:"max_series_per_request"`
-	MaxLabelsPerSeries  int `yaml:"max_labels_per_series"`
-	MaxLabelNameLength  int `yaml:"max_label_name_length"`
-	MaxLabelValueLength int `yaml:"max_label_value_length"`
+	// MaxFuture is how far ahead of now a sample, histogram or exemplar (and
+	// a log line or span) may be; later ones are refused (default 10m, as
+	// Prometheus's write handler).
+	MaxFuture model.Duration `yaml:"max_future"`
 	// SeriesCacheBytes bounds the cache of known series (about 48 bytes
 	// each) that lets them skip stamping and the storage index lookup.
 	SeriesCacheBytes int `yaml:"series_cache_bytes"`
+
+	// Keys that moved to the limits: section; set, they fail validation
+	// naming their new place.
+	MovedMaxLabelsPerSeries  *int `yaml:"max_labels_per_series"`
+	MovedMaxLabelNameLength  *int `yaml:"max_label_name_length"`
+	MovedMaxLabelValueLength *int `yaml:"max_label_value_length"`
 }
+
+// DefaultMaxFuture is ingest.max_future when not set.
+const DefaultMaxFuture = 10 * time.Minute
 
 // DefaultConfig is used for fields left zero.
 var DefaultConfig = Config{
 	MaxSeriesPerRequest: 100_000,
-	MaxLabelsPerSeries:  64,
-	MaxLabelNameLength:  1024,
-	MaxLabelValueLength: 4096,
+	MaxFuture:           model.Duration(DefaultMaxFuture),
 	SeriesCacheBytes:    256 << 20,
 }
 
@@ -47,13 +57,22 @@ var DefaultConfig = Config{
 func (c *Config) Validate() error {
 	for name, v := range map[string]int{
 		"ingest.max_series_per_request": c.MaxSeriesPerRequest,
-		"ingest.max_labels_per_series":  c.MaxLabelsPerSeries,
-		"ingest.max_label_name_length":  c.MaxLabelNameLength,
-		"ingest.max_label_value_length": c.MaxLabelValueLength,
 		"ingest.series_cache_bytes":     c.SeriesCacheBytes,
 	} {
 		if v < 0 {
 			return fmt.Errorf("%s: must not be negative, got %d", name, v)
+		}
+	}
+	if c.MaxFuture < 0 {
+		return fmt.Errorf("ingest.max_future: must not be negative, got %s", c.MaxFuture)
+	}
+	for name, v := range map[string]*int{
+		"max_labels_per_series":  c.MovedMaxLabelsPerSeries,
+		"max_label_name_length":  c.MovedMaxLabelNameLength,
+		"max_label_value_length": c.MovedMaxLabelValueLength,
+	} {
+		if v != nil {
+			return fmt.Errorf("ingest.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", name, name)
 		}
 	}
 	return nil
@@ -64,14 +83,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxSeriesPerRequest > 0 {
 		d.MaxSeriesPerRequest = c.MaxSeriesPerRequest
 	}
-	if c.MaxLabelsPerSeries > 0 {
-		d.MaxLabelsPerSeries = c.MaxLabelsPerSeries
-	}
-	if c.MaxLabelNameLength > 0 {
-		d.MaxLabelNameLength = c.MaxLabelNameLength
-	}
-	if c.MaxLabelValueLength > 0 {
-		d.MaxLabelValueLength = c.MaxLabelValueLength
+	if c.MaxFuture > 0 {
+		d.MaxFuture = c.MaxFuture
 	}
 	if c.SeriesCacheBytes > 0 {
 		d.SeriesCacheBytes = c.SeriesCacheBytes
@@ -86,14 +99,16 @@ type MetadataSink interface {
 
 // Pipeline is shared by every receiver. It is safe for concurrent use.
 type Pipeline struct {
-	cfg    Config
-	reg    *fleet.Registry
-	sink   storage.AppendableV2
-	meta   MetadataSink
-	logger *slog.Logger
-	now    func() time.Time
-	ha     *HATracker // HA replica dedup (ha.go); nil: off
-	refs   *refCache
+	cfg     Config
+	reg     *fleet.Registry
+	sink    storage.AppendableV2
+	meta    MetadataSink
+	logger  *slog.Logger
+	now     func() time.Time
+	ha      *HATracker // HA replica dedup (ha.go); nil: off
+	refs    *refCache
+	limits  *Limiter
+	tracker *SeriesTracker // forward-only series limit; nil: off
 
 	samples    *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
@@ -123,6 +138,10 @@ func New(cfg Config, reg *fleet.Registry, sink storage.AppendableV2, meta Metada
 		}),
 	}
 	p.refs = newRefCache(p.cfg.SeriesCacheBytes)
+	var err error
+	if p.limits, err = NewLimiter(reg, r); err != nil {
+		return nil, err
+	}
 	if r != nil {
 		for _, c := range []prometheus.Collector{p.samples, p.rejected, p.commitTime} {
 			if err := r.Register(c); err != nil {
@@ -138,6 +157,12 @@ func (p *Pipeline) Registry() *fleet.Registry { return p.reg }
 
 // MaxSeriesPerRequest is the configured per-request series limit.
 func (p *Pipeline) MaxSeriesPerRequest() int { return p.cfg.MaxSeriesPerRequest }
+
+// MaxFuture is ingest.max_future: how far ahead of now data may be.
+func (p *Pipeline) MaxFuture() time.Duration { return time.Duration(p.cfg.MaxFuture) }
+
+// Limiter enforces the per-cluster request limits for every receiver.
+func (p *Pipeline) Limiter() *Limiter { return p.limits }
 
 // Sample is one float sample. ST is the optional start (created) timestamp.
 type Sample struct {
@@ -199,41 +224,48 @@ type Error struct {
 	Status int
 	Reason string // metric label: conflict, invalid_labels, out_of_order, too_old, duplicate, limit, ...
 	Msg    string
+	// RetryAfter, for a 429, is when the sender may retry.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Msg }
 
 // ErrorStatus is the HTTP status for err: the one of *Error, 503 for an
 // error that says when to retry (a store that cannot take writes now, see
-// RetryAfter), or 500.
+// ErrorRetryAfter), or 500.
 func ErrorStatus(err error) int {
 	var pe *Error
 	if errors.As(err, &pe) {
 		return pe.Status
 	}
-	if _, ok := RetryAfter(err); ok {
+	if _, ok := storeRetryAfter(err); ok {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
 
-// RetryAfter is how long a sender should wait before retrying, when err
-// carries it (a RetryAfter() time.Duration method: nothing was stored, the
-// store is temporarily unavailable; answer 503 with Retry-After).
-func RetryAfter(err error) (time.Duration, bool) {
+// ErrorRetryAfter is when the sender may retry: the delay of a 429 *Error,
+// or of an error from a store that cannot take writes now (it has a
+// RetryAfter() time.Duration method, ErrorStatus answers 503); else 0.
+func ErrorRetryAfter(err error) time.Duration {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.RetryAfter
+	}
+	if d, ok := storeRetryAfter(err); ok {
+		return d
+	}
+	return 0
+}
+
+// storeRetryAfter is the delay of an error that says when to retry: nothing
+// of the request was stored, the store is temporarily unavailable.
+func storeRetryAfter(err error) (time.Duration, bool) {
 	var ra interface{ RetryAfter() time.Duration }
 	if errors.As(err, &ra) {
 		return ra.RetryAfter(), true
 	}
 	return 0, false
-}
-
-// SetRetryAfter sets the Retry-After header (whole seconds, at least 1) when
-// err carries a retry delay.
-func SetRetryAfter(h http.Header, err error) {
-	if d, ok := RetryAfter(err); ok {
-		h.Set("Retry-After", strconv.Itoa(max(1, int((d+time.Second-1)/time.Second))))
-	}
 }
 
 // Written counts what a batch committed.
@@ -256,23 +288,42 @@ type Batch struct {
 	app     storage.AppenderV2
 	sb      labels.ScratchBuilder
 	counts  []clusterCount
-	bad     []error
+	bad     Problems
 	badN    int
 	fatal   error
 	series  int
+	maxT    int64 // ms: later samples are too far in the future
+	// internal batches (derived metrics) are not the cluster's own writes:
+	// they do not make it fresh.
+	internal bool
 
 	stamps   [][2]string // b.cluster's stamp labels, sorted
 	stampKey string      // what stamping does for cluster, part of the series cache key
 	keyBuf   []byte
+
+	// Exemplars (exemplars.go).
+	exBuf           []exemplar.Exemplar
+	oooExemplars    int
+	oooExemplarErrs []error
 }
 
 // Begin starts a batch for cluster c (nil in dev mode without a claimed cluster).
 func (p *Pipeline) Begin(ctx context.Context, c *fleet.Cluster) *Batch {
-	b := &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16)}
+	b := &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16),
+		maxT: p.now().Add(time.Duration(p.cfg.MaxFuture)).UnixMilli()}
 	if c != nil {
 		b.stamps = c.StampLabels()
 	}
 	b.stampKey = stampKey(b.stamps, c == nil)
+	return b
+}
+
+// BeginInternal starts a batch of data fleetgate derives for cluster c (log
+// and span metrics): validated and stored like the cluster's own, but not
+// counted as a write of the cluster, so it does not keep it fresh.
+func (p *Pipeline) BeginInternal(ctx context.Context, c *fleet.Cluster) *Batch {
+	b := p.Begin(ctx, c)
+	b.internal = true
 	return b
 }
 
@@ -294,9 +345,7 @@ func (b *Batch) reject(c *fleet.Cluster, reason string, n int, err error) {
 	}
 	b.p.rejected.WithLabelValues(name, reason).Add(float64(n))
 	b.badN += n
-	if len(b.bad) < 10 {
-		b.bad = append(b.bad, err)
-	}
+	b.bad.Add(err)
 }
 
 // Fatal is the identity error that aborted the batch, if any.
@@ -304,7 +353,6 @@ func (b *Batch) Fatal() error { return b.fatal }
 
 // stamp validates s.Labels and returns them with the cluster identity stamped.
 func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *Error) {
-	cfg := &b.p.cfg
 	c := b.cluster
 	if c == nil {
 		c = b.p.reg.Dev(ls.Get(fleet.ClusterLabel))
@@ -313,32 +361,40 @@ func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *Error) 
 		}
 	}
 	if ls.Len() == 0 || ls.Get(model.MetricNameLabel) == "" {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has no metric name", ls.String())}
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has no metric name", Abbrev(ls))}
 	}
-	if ls.Len() > cfg.MaxLabelsPerSeries {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s has %d labels, more than the limit of %d", ls.String(), ls.Len(), cfg.MaxLabelsPerSeries)}
+	lim := c.Limits()
+	if lim.MaxLabelsPerSeries > 0 && ls.Len() > lim.MaxLabelsPerSeries {
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s has %d labels, more than limits.max_labels_per_series (%d)", Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)}
 	}
 	if !ls.IsValid(model.UTF8Validation) {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has an invalid label name or value", ls.String())}
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has an invalid label name or value", Abbrev(ls))}
 	}
 	if dup, ok := ls.HasDuplicateLabelNames(); ok {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has duplicate label %q", ls.String(), dup)}
+		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has duplicate label %.64q", Abbrev(ls), dup)}
 	}
-	var lerr *Error
-	ls.Range(func(l labels.Label) {
+	if lim.MaxLabelNameLength > 0 || lim.MaxLabelValueLength > 0 {
+		var lerr *Error
+		ls.Range(func(l labels.Label) {
+			if lerr != nil {
+				return
+			}
+			switch {
+			case lim.MaxLabelNameLength > 0 && len(l.Name) > lim.MaxLabelNameLength:
+				lerr = &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)",
+					Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)}
+			case lim.MaxLabelValueLength > 0 && len(l.Value) > lim.MaxLabelValueLength:
+				lerr = &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)",
+					Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)}
+			}
+		})
 		if lerr != nil {
-			return
+			return ls, c, lerr
 		}
-		if len(l.Name) > cfg.MaxLabelNameLength || len(l.Value) > cfg.MaxLabelValueLength {
-			lerr = &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: label %.64q is longer than the limit", ls.Get(model.MetricNameLabel), l.Name)}
-		}
-	})
-	if lerr != nil {
-		return ls, c, lerr
 	}
 	if claimed := ls.Get(fleet.ClusterLabel); claimed != "" && claimed != c.Name && b.p.reg.OnConflict() == fleet.ConflictReject {
 		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "conflict",
-			Msg: fmt.Sprintf("series %s claims cluster %q but the credential proves cluster %q", ls.String(), claimed, c.Name)}
+			Msg: fmt.Sprintf("series %s claims cluster %.64q but the credential proves cluster %q", Abbrev(ls), claimed, c.Name)}
 	}
 	// Merge the sorted series labels with the sorted stamp, the stamp winning.
 	stamp := b.stamps
@@ -371,12 +427,12 @@ func classify(err error) (string, bool) {
 		return "too_old", true
 	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
 		return "duplicate", true
-	case errors.Is(err, histogram.ErrHistogramCountMismatch), errors.Is(err, histogram.ErrHistogramCountNotBigEnough),
-		errors.Is(err, histogram.ErrHistogramNegativeBucketCount), errors.Is(err, histogram.ErrHistogramSpanNegativeOffset),
-		errors.Is(err, histogram.ErrHistogramSpansBucketsMismatch), errors.Is(err, histogram.ErrHistogramCustomBucketsMismatch),
-		errors.Is(err, histogram.ErrHistogramsIncompatibleSchema), errors.Is(err, histogram.ErrHistogramsInvalidSchema),
-		errors.Is(err, storage.ErrNativeHistogramsDisabled):
+	case errors.As(err, new(histogram.Error)), errors.Is(err, storage.ErrNativeHistogramsDisabled):
+		// Every validation error of a native histogram (histogram.Error),
+		// as Prometheus's receiver classifies them: the sender's fault.
 		return "invalid_histogram", true
+	case errors.Is(err, ErrSeriesLimit):
+		return "series_limit", true
 	}
 	return "", false
 }
@@ -436,6 +492,13 @@ func (b *Batch) Add(s *Series) error {
 		b.reject(c, perr.Reason, n, perr)
 		return nil
 	}
+	if dropped := b.dropFuture(c, s, ls); dropped > 0 {
+		if n -= dropped; n == 0 {
+			// Exemplars still go to the series, as when storage refuses
+			// its samples (appendExemplars drops far-future ones).
+			return b.appendExemplars(c, ref, ls, s, b.count(c))
+		}
+	}
 	ls, keep, backfill := b.p.ha.Accept(c, ls, s)
 	if !keep {
 		return nil // a non-elected HA replica: dropped, counted in ha.go
@@ -446,8 +509,25 @@ func (b *Batch) Add(s *Series) error {
 		}
 	}
 	if n == 0 {
-		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", s.Labels.String())})
+		if len(s.Exemplars) > 0 {
+			// Remote-write 1.0 senders send exemplars as series of their own.
+			return b.appendExemplars(c, 0, ls, s, b.count(c))
+		}
+		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", Abbrev(s.labels()))})
 		return nil
+	}
+	if b.p.tracker != nil {
+		// Forward-only mode: the series limit without a storage hook. The
+		// key is the series cache's (a series as its cluster sends it), or
+		// the stamped labels' hash for series that skip the cache.
+		k := binary.LittleEndian.Uint64(key[:8])
+		if key == (refKey{}) {
+			k = ls.Hash() // not cached, so stamped above
+		}
+		if err := b.p.tracker.admit(c, k); err != nil {
+			b.reject(c, "series_limit", n, fmt.Errorf("series %s: %w", Abbrev(s.labels()), err))
+			return nil
+		}
 	}
 	w := b.count(c)
 	w.Series++
@@ -456,12 +536,8 @@ func (b *Batch) Add(s *Series) error {
 		b.p.meta.SetMetadata(c.Name, s.labels().Get(model.MetricNameLabel), s.Metadata)
 	}
 	opts := storage.AOptions{}
-	exemplarsLeft := s.Exemplars
 	for i := range s.Samples {
 		sm := &s.Samples[i]
-		if i == len(s.Samples)-1 && len(s.Histograms) == 0 {
-			opts.Exemplars = exemplarsLeft
-		}
 		r, err := b.app.Append(ref, ls, sm.ST, sm.T, sm.V, nil, nil, opts)
 		if cached && retryUncached(err) {
 			// The reference may be stale: stamp and append again by labels.
@@ -472,7 +548,7 @@ func (b *Batch) Add(s *Series) error {
 			}
 			r, err = b.app.Append(ref, ls, sm.ST, sm.T, sm.V, nil, nil, opts)
 		}
-		if err := b.appendErr(c, ls, sm.T, err, &opts, w); err != nil {
+		if err := b.appendErr(c, s, ls, sm.T, err); err != nil {
 			return err
 		}
 		if r != 0 && r != ref {
@@ -487,9 +563,6 @@ func (b *Batch) Add(s *Series) error {
 	}
 	for i := range s.Histograms {
 		hs := &s.Histograms[i]
-		if i == len(s.Histograms)-1 {
-			opts.Exemplars = exemplarsLeft
-		}
 		r, err := b.app.Append(ref, ls, hs.ST, hs.T, 0, hs.H, hs.FH, opts)
 		if cached && retryUncached(err) {
 			// The reference may be stale: stamp and append again by labels.
@@ -500,7 +573,7 @@ func (b *Batch) Add(s *Series) error {
 			}
 			r, err = b.app.Append(ref, ls, hs.ST, hs.T, 0, hs.H, hs.FH, opts)
 		}
-		if err := b.appendErr(c, ls, hs.T, err, &opts, w); err != nil {
+		if err := b.appendErr(c, s, ls, hs.T, err); err != nil {
 			return err
 		}
 		if r != 0 && r != ref {
@@ -513,7 +586,66 @@ func (b *Batch) Add(s *Series) error {
 			w.Histograms++
 		}
 	}
-	return nil
+	return b.appendExemplars(c, ref, ls, s, w)
+}
+
+// dropFuture removes from s the samples and histograms more than
+// ingest.max_future ahead of the batch's start, rejecting them as
+// too_far_in_future, and returns how many it removed. Far-future exemplars
+// are left to appendExemplars, which drops them without failing the request
+// as Prometheus's receiver does. A series without such data costs one
+// comparison per sample. ls are the stamped labels, empty for a cached series
+// (then the message names the series as sent).
+func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
+	bad := 0
+	for i := range s.Samples {
+		if s.Samples[i].T > b.maxT {
+			bad++
+		}
+	}
+	for i := range s.Histograms {
+		if s.Histograms[i].T > b.maxT {
+			bad++
+		}
+	}
+	if bad == 0 {
+		return 0
+	}
+	first := int64(math.MaxInt64)
+	keep := s.Samples[:0]
+	for _, sm := range s.Samples {
+		if sm.T > b.maxT {
+			first = min(first, sm.T)
+			continue
+		}
+		keep = append(keep, sm)
+	}
+	s.Samples = keep
+	keepH := s.Histograms[:0]
+	for _, h := range s.Histograms {
+		if h.T > b.maxT {
+			first = min(first, h.T)
+			continue
+		}
+		keepH = append(keepH, h)
+	}
+	s.Histograms = keepH
+	if ls.IsEmpty() {
+		ls = s.labels()
+	}
+	b.reject(c, "too_far_in_future", bad, &Error{Status: http.StatusBadRequest, Reason: "too_far_in_future",
+		Msg: fmt.Sprintf("series %s: %d samples from %s on are more than ingest.max_future (%s) ahead of now", Abbrev(ls), bad,
+			formatMillis(first), b.p.cfg.MaxFuture)})
+	return bad
+}
+
+// formatMillis formats a millisecond timestamp, also one out of time.Time's range.
+func formatMillis(t int64) string {
+	const maxSeconds = 253402300799 // 9999-12-31T23:59:59Z
+	if t/1000 > maxSeconds || t/1000 < -maxSeconds {
+		return fmt.Sprintf("%d ms since the epoch", t)
+	}
+	return time.UnixMilli(t).UTC().Format(time.RFC3339Nano)
 }
 
 // backfill appends the standby samples an HA takeover returned. Samples the
@@ -532,7 +664,7 @@ func (b *Batch) backfill(c *fleet.Cluster, bf []HABackfill) error {
 		}
 		reason, known := classify(err)
 		if !known {
-			b.fatal = fmt.Errorf("appending HA backfill of series %s: %w", bf[i].Labels.String(), err)
+			b.fatal = fmt.Errorf("appending HA backfill of series %s: %w", Abbrev(bf[i].Labels), err)
 			b.abort()
 			return b.fatal
 		}
@@ -561,29 +693,22 @@ func retryUncached(err error) bool {
 }
 
 // appendErr sorts an append error into reported (nil returned) or fatal.
-func (b *Batch) appendErr(c *fleet.Cluster, ls labels.Labels, t int64, err error, opts *storage.AOptions, w *Written) error {
-	if opts.Exemplars != nil {
-		w.Exemplars += len(opts.Exemplars)
-		var pe *storage.AppendPartialError
-		if errors.As(err, &pe) {
-			w.Exemplars -= len(pe.ExemplarErrors)
-			for _, ee := range pe.ExemplarErrors {
-				if !errors.Is(ee.Err, storage.ErrOutOfOrderExemplar) && !errors.Is(ee.Err, storage.ErrDuplicateExemplar) {
-					b.reject(c, "invalid_exemplar", 1, fmt.Errorf("series %s: exemplar: %w", ls.String(), ee.Err))
-				}
-			}
-			err = nil
+// ls is empty for a cached series: messages then name the series as sent.
+func (b *Batch) appendErr(c *fleet.Cluster, s *Series, ls labels.Labels, t int64, err error) error {
+	name := func() string {
+		if ls.IsEmpty() {
+			return Abbrev(s.labels())
 		}
-		opts.Exemplars = nil
+		return Abbrev(ls)
 	}
 	if err == nil {
 		return nil
 	}
 	if reason, ok := classify(err); ok {
-		b.reject(c, reason, 1, fmt.Errorf("series %s at %s: %w", ls.String(), time.UnixMilli(t).UTC().Format(time.RFC3339Nano), err))
+		b.reject(c, reason, 1, fmt.Errorf("series %s at %s: %w", name(), formatMillis(t), err))
 		return nil
 	}
-	b.fatal = fmt.Errorf("appending series %s: %w", ls.String(), err)
+	b.fatal = fmt.Errorf("appending series %s: %w", name(), err)
 	b.abort()
 	return b.fatal
 }
@@ -617,7 +742,10 @@ func (b *Batch) Commit() (Written, error) {
 	now := b.p.now()
 	var total Written
 	for _, cc := range b.counts {
-		cc.c.Written(now, cc.Series, cc.Samples, cc.Histograms, cc.Exemplars)
+		// Only a write that stored something makes the cluster fresh.
+		if !b.internal && cc.Samples+cc.Histograms > 0 {
+			cc.c.Written(now, cc.Series, cc.Samples, cc.Histograms, cc.Exemplars)
+		}
 		b.p.samples.WithLabelValues(cc.c.Name, "sample").Add(float64(cc.Samples))
 		if cc.Histograms > 0 {
 			b.p.samples.WithLabelValues(cc.c.Name, "histogram").Add(float64(cc.Histograms))
@@ -630,8 +758,8 @@ func (b *Batch) Commit() (Written, error) {
 		total.Histograms += cc.Histograms
 		total.Exemplars += cc.Exemplars
 	}
-	if len(b.bad) > 0 {
-		msg := fmt.Sprintf("%d samples rejected: %v", b.badN, errors.Join(b.bad...))
+	if b.bad.Len() > 0 {
+		msg := fmt.Sprintf("%d samples rejected: %v", b.badN, b.bad.Err())
 		return total, &Error{Status: http.StatusBadRequest, Reason: "rejected", Msg: msg}
 	}
 	return total, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/prompb"
@@ -57,6 +58,8 @@ const (
 
 	protoV1 = "prometheus.WriteRequest"
 	protoV2 = "io.prometheus.write.v2.Request"
+
+	maxErrorBody = 16 << 10
 )
 
 // Handler serves POST /api/v1/write.
@@ -232,8 +235,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.logger.Debug("remote-write rejected", "err", err, "status", status)
 		}
-		pipeline.SetRetryAfter(w.Header(), err)
-		http.Error(w, err.Error(), status)
+		if d := pipeline.ErrorRetryAfter(err); d > 0 {
+			w.Header().Set("Retry-After", pipeline.RetryAfter(d))
+		}
+		// Messages are capped where they are made; this bounds their sum.
+		http.Error(w, pipeline.Truncate(err.Error(), maxErrorBody), status)
 	} else {
 		w.WriteHeader(status)
 	}
@@ -258,6 +264,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, version *string)
 	if err != nil {
 		return http.StatusUnauthorized, err
 	}
+	// A cluster at its in-flight or rate limit is refused before its body
+	// is read or decoded.
+	if err := h.pipe.Limiter().Admit(cluster, pipeline.BudgetSamples); err != nil {
+		return pipeline.ErrorStatus(err), err
+	}
+	defer h.pipe.Limiter().Done(cluster)
 	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body of %d bytes is larger than remote_write.max_request_bytes (%d)", r.ContentLength, h.cfg.MaxRequestBytes)
 	}
@@ -338,10 +350,20 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
 	}
+	n := 0
+	for i := range req.Timeseries {
+		n += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
+	}
+	if err := h.pipe.Limiter().TakeSamples(cluster, n); err != nil {
+		return pipeline.ErrorStatus(err), err
+	}
 	batch := h.pipe.Begin(r.Context(), cluster)
 	s := &st.series
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
+		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 && len(ts.Exemplars) == 0 {
+			continue // nothing to write: Prometheus's 1.0 receiver skips it too
+		}
 		s.Reset()
 		// Labels are built only if the pipeline does not know the series.
 		st.cur, s.ID, s.Source = ts, st.ids[i], st
@@ -350,9 +372,9 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 		}
 		for _, hp := range ts.Histograms {
 			if hp.IsFloatHistogram() {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, FH: hp.ToFloatHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, FH: reduceFloatSchema(hp.ToFloatHistogram())})
 			} else {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, H: hp.ToIntHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{T: hp.Timestamp, H: reduceSchema(hp.ToIntHistogram())})
 			}
 		}
 		for _, e := range ts.Exemplars {
@@ -409,21 +431,33 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
 	}
+	n := 0
+	for i := range req.Timeseries {
+		n += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
+	}
+	if err := h.pipe.Limiter().TakeSamples(cluster, n); err != nil {
+		return pipeline.ErrorStatus(err), err
+	}
 	batch := h.pipe.Begin(r.Context(), cluster)
 	s := &st.series
-	var badSeries []error
+	var badSeries pipeline.Problems
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		s.Reset()
 		if err := checkRefs(ts.LabelsRefs, req.Symbols); err != nil {
-			badSeries = append(badSeries, fmt.Errorf("series %d: label references %v: %w", i, ts.LabelsRefs, err))
+			badSeries.Add(fmt.Errorf("series %d: label references: %w", i, err))
 			continue
 		}
 		// Labels are built only if the pipeline does not know the series.
 		st.cur, st.refs, st.symbols, s.Source = nil, ts.LabelsRefs, req.Symbols, st
 		md, err := ts.ToMetadata(req.Symbols)
 		if err != nil {
-			badSeries = append(badSeries, fmt.Errorf("series %s: metadata: %w", st.SeriesLabels().String(), err))
+			badSeries.Add(fmt.Errorf("series %s: metadata: %w", pipeline.Abbrev(st.SeriesLabels()), err))
+			continue
+		}
+		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
+			// The 2.0 spec requires one; Prometheus's receiver answers 400.
+			badSeries.Add(fmt.Errorf("series %s has no samples or histograms", pipeline.Abbrev(st.SeriesLabels())))
 			continue
 		}
 		s.ID = st.idV2(ts.LabelsRefs, req.Symbols, md)
@@ -435,15 +469,15 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		}
 		for _, hp := range ts.Histograms {
 			if hp.IsFloatHistogram() {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, FH: hp.ToFloatHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, FH: reduceFloatSchema(hp.ToFloatHistogram())})
 			} else {
-				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, H: hp.ToIntHistogram()})
+				s.Histograms = append(s.Histograms, pipeline.HistogramSample{ST: hp.StartTimestamp, T: hp.Timestamp, H: reduceSchema(hp.ToIntHistogram())})
 			}
 		}
 		for _, e := range ts.Exemplars {
 			ex, err := e.ToExemplar(&st.sb, req.Symbols)
 			if err != nil {
-				badSeries = append(badSeries, fmt.Errorf("series %s: exemplar: %w", st.SeriesLabels().String(), err))
+				badSeries.Add(fmt.Errorf("series %s: exemplar: %w", pipeline.Abbrev(st.SeriesLabels()), err))
 				continue
 			}
 			s.Exemplars = append(s.Exemplars, ex)
@@ -454,14 +488,45 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 	}
 	written, err := batch.Commit()
 	setWritten(written)
-	if err != nil {
-		if len(badSeries) > 0 && pipeline.ErrorStatus(err) == http.StatusBadRequest {
-			err = fmt.Errorf("%w; %w", err, errors.Join(badSeries...))
-		}
+	if err != nil && pipeline.ErrorStatus(err) != http.StatusBadRequest {
 		return pipeline.ErrorStatus(err), err
 	}
-	if len(badSeries) > 0 {
-		return http.StatusBadRequest, errors.Join(badSeries...)
+	// Partial acceptance: what was valid is committed and counted in the
+	// Written headers; the rest is a 400 naming it. Out-of-order exemplars
+	// are a 400 too, as in Prometheus's 2.0 receiver (other refused
+	// exemplars are only left out of the count).
+	if ooo := batch.OutOfOrderExemplars(); ooo != nil {
+		badSeries.Add(ooo)
+	}
+	if err != nil {
+		if badSeries.Len() > 0 {
+			err = fmt.Errorf("%w; %d series refused: %w", err, badSeries.Len(), badSeries.Err())
+		}
+		return http.StatusBadRequest, err
+	}
+	if badSeries.Len() > 0 {
+		return http.StatusBadRequest, fmt.Errorf("%d series refused: %w", badSeries.Len(), badSeries.Err())
 	}
 	return http.StatusNoContent, nil
+}
+
+// reduceSchema reduces a histogram with a reserved exponential schema above
+// the highest supported one (9 to 52) to that one, as Prometheus's receiver
+// does; if it cannot, the histogram stays as sent and storage refuses it.
+func reduceSchema(h *histogram.Histogram) *histogram.Histogram {
+	if histogram.IsExponentialSchemaReserved(h.Schema) && h.Schema > histogram.ExponentialSchemaMax {
+		if r := h.Copy(); r.ReduceResolution(histogram.ExponentialSchemaMax) == nil {
+			return r
+		}
+	}
+	return h
+}
+
+func reduceFloatSchema(h *histogram.FloatHistogram) *histogram.FloatHistogram {
+	if histogram.IsExponentialSchemaReserved(h.Schema) && h.Schema > histogram.ExponentialSchemaMax {
+		if r := h.Copy(); r.ReduceResolution(histogram.ExponentialSchemaMax) == nil {
+			return r
+		}
+	}
+	return h
 }

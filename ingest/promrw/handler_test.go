@@ -41,18 +41,12 @@ func newEnv(t testing.TB, fcfg *fleet.Config, pcfg pipeline.Config, rcfg Config)
 	t.Helper()
 	dir := t.TempDir()
 	if fcfg == nil {
-		f1 := filepath.Join(dir, "eu-1.token")
-		require.NoError(t, os.WriteFile(f1, []byte(tokenEU1+"\n"), 0o600))
-		t.Setenv("FG_TEST_EU2", tokenEU2)
-		fcfg = &fleet.Config{Clusters: []fleet.ClusterConfig{
-			{Name: "eu-1", Region: "eu", Labels: map[string]string{"env": "prod"}, Credentials: fleet.Credentials{BearerTokenFile: f1}},
-			{Name: "eu-2", Region: "eu", Credentials: fleet.Credentials{BearerTokenEnv: "FG_TEST_EU2"}},
-		}}
+		fcfg = defaultFleet(t)
 	}
 	reg, err := fleet.NewRegistry(*fcfg)
 	require.NoError(t, err)
 	logger := slog.New(slog.DiscardHandler)
-	st, err := metrics.Open(metrics.Config{Path: filepath.Join(dir, "data"), MaxExemplars: 1000}, metrics.Options{Logger: logger})
+	st, err := metrics.Open(metrics.Config{Path: filepath.Join(dir, "data"), MaxExemplars: 1000}, nil, logger)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = st.Close() })
 	p, err := pipeline.New(pcfg, reg, st, st.Metadata(), nil, logger)
@@ -60,6 +54,17 @@ func newEnv(t testing.TB, fcfg *fleet.Config, pcfg pipeline.Config, rcfg Config)
 	h, err := NewHandler(rcfg, p, nil, logger)
 	require.NoError(t, err)
 	return &env{h: h, store: st, reg: reg}
+}
+
+// defaultFleet is eu-1 (token file, labels) and eu-2 (token env).
+func defaultFleet(t testing.TB) *fleet.Config {
+	f1 := filepath.Join(t.TempDir(), "eu-1.token")
+	require.NoError(t, os.WriteFile(f1, []byte(tokenEU1+"\n"), 0o600))
+	t.Setenv("FG_TEST_EU2", tokenEU2)
+	return &fleet.Config{Clusters: []fleet.ClusterConfig{
+		{Name: "eu-1", Region: "eu", Labels: map[string]string{"env": "prod"}, Credentials: fleet.Credentials{BearerTokenFile: f1}},
+		{Name: "eu-2", Region: "eu", Credentials: fleet.Credentials{BearerTokenEnv: "FG_TEST_EU2"}},
+	}}
 }
 
 func v1Body(t testing.TB, req *prompb.WriteRequest) []byte {
@@ -258,10 +263,12 @@ func TestRemoteWriteLimits(t *testing.T) {
 		require.Contains(t, w.Body.String(), "max_decoded_bytes")
 	})
 	t.Run("label value length", func(t *testing.T) {
-		e := newEnv(t, nil, pipeline.Config{MaxLabelValueLength: 3}, Config{})
+		fc := defaultFleet(t)
+		fc.Limits = &fleet.Limits{MaxLabelValueLength: 3}
+		e := newEnv(t, fc, pipeline.Config{}, Config{})
 		w := e.post(t, v1Body(t, req), bearer(tokenEU1))
 		require.Equal(t, 400, w.Code, w.Body.String())
-		require.Contains(t, w.Body.String(), "longer than the limit")
+		require.Contains(t, w.Body.String(), "longer than limits.max_label_value_length (3)")
 		require.Len(t, e.selectAll(t), 3, "the valid series are kept, like Prometheus's receiver")
 	})
 }

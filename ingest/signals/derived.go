@@ -280,7 +280,7 @@ func (s *Signals) Flush(ctx context.Context, now time.Time) error {
 		if len(bd.series) == 0 {
 			continue
 		}
-		b := s.pipe.Begin(ctx, bd.c)
+		b := s.pipe.BeginInternal(ctx, bd.c) // not the cluster's own write: no freshness
 		for _, fs := range bd.series {
 			ser.Reset()
 			ser.Labels = fs.ls

@@ -13,6 +13,7 @@ import (
 
 	"github.com/grafana/loki/pkg/push"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
@@ -100,7 +101,7 @@ func TestLogFanoutRetryStoresOnce(t *testing.T) {
 	require.Equal(t, 4, second.lines)
 }
 
-func testTraces(name string) ptrace.Traces {
+func testTraces(name string, now time.Time) ptrace.Traces {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
 	rs.Resource().Attributes().PutStr("cluster", "dev-1")
@@ -108,16 +109,19 @@ func testTraces(name string) ptrace.Traces {
 	sp.SetName(name)
 	sp.SetTraceID([16]byte{1})
 	sp.SetSpanID([8]byte{1})
+	sp.SetStartTimestamp(pcommon.NewTimestampFromTime(now))
+	sp.SetEndTimestamp(pcommon.NewTimestampFromTime(now.Add(time.Millisecond)))
 	return td
 }
 
 func TestTraceFanoutRetryStoresOnce(t *testing.T) {
 	first, second := &flakySink{failN: 1}, &flakySink{}
 	sig := newFanoutSignals(t, Config{}, nil, []TracesSink{first, second})
-	err := sig.PushTraces(context.Background(), nil, testTraces("op"))
+	now := time.Now() // the retry resends the same export
+	err := sig.PushTraces(context.Background(), nil, testTraces("op", now))
 	require.Equal(t, http.StatusServiceUnavailable, pipeline.ErrorStatus(err))
 	require.Equal(t, 1, second.spans)
-	require.NoError(t, sig.PushTraces(context.Background(), nil, testTraces("op")))
+	require.NoError(t, sig.PushTraces(context.Background(), nil, testTraces("op", now)))
 	require.Equal(t, 1, first.spans)
 	require.Equal(t, 1, second.spans, "not stored twice")
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -22,7 +23,6 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"golang.org/x/time/rate"
 
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
@@ -41,12 +41,9 @@ type TracesSink interface {
 	PushTraces(ctx context.Context, td ptrace.Traces) error
 }
 
-// Config of the log and trace signals.
+// Config of the log and trace signals. The per-cluster log rate limit is
+// fleet.Limits.LogsRateBytes.
 type Config struct {
-	// LogsRateBytes is the per-cluster log ingestion rate limit in bytes per
-	// second (0: unlimited); LogsBurstBytes its burst (default 2x rate).
-	LogsRateBytes  int `yaml:"logs_rate_bytes"`
-	LogsBurstBytes int `yaml:"logs_burst_bytes"`
 	// MaxLineBytes bounds one log line (default 256 KiB).
 	MaxLineBytes int `yaml:"max_line_bytes"`
 	// MaxStreamsPerRequest bounds the streams of one push (default 10000).
@@ -61,13 +58,28 @@ type Config struct {
 	LogMetricsMaxSeries int `yaml:"log_metrics_max_series"`
 	// SpanDurationBuckets are the histogram buckets in seconds.
 	SpanDurationBuckets []float64 `yaml:"span_duration_buckets"`
+
+	// MaxFuture is how far ahead of now a log line or span may be (set from
+	// ingest.max_future; default pipeline.DefaultMaxFuture).
+	MaxFuture time.Duration `yaml:"-"`
+	// LogsMaxAge and TracesMaxAge, when set, refuse log lines and spans
+	// older than that (the embedded stores' retention).
+	LogsMaxAge   time.Duration `yaml:"-"`
+	TracesMaxAge time.Duration `yaml:"-"`
+
+	// Keys that moved to the limits: section.
+	MovedLogsRateBytes  *int `yaml:"logs_rate_bytes"`
+	MovedLogsBurstBytes *int `yaml:"logs_burst_bytes"`
 }
 
 // Validate names the first bad field.
 func (c *Config) Validate() error {
+	for name, v := range map[string]*int{"logs_rate_bytes": c.MovedLogsRateBytes, "logs_burst_bytes": c.MovedLogsBurstBytes} {
+		if v != nil {
+			return fmt.Errorf("logs_traces.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", name, name)
+		}
+	}
 	for name, v := range map[string]int{
-		"logs_traces.logs_rate_bytes":         c.LogsRateBytes,
-		"logs_traces.logs_burst_bytes":        c.LogsBurstBytes,
 		"logs_traces.max_line_bytes":          c.MaxLineBytes,
 		"logs_traces.max_streams_per_request": c.MaxStreamsPerRequest,
 		"logs_traces.span_metrics_max_series": c.SpanMetricsMaxSeries,
@@ -104,8 +116,8 @@ func (c Config) withDefaults() Config {
 	if c.LogMetricsMaxSeries == 0 {
 		c.LogMetricsMaxSeries = 1000
 	}
-	if c.LogsRateBytes > 0 && c.LogsBurstBytes == 0 {
-		c.LogsBurstBytes = 2 * c.LogsRateBytes
+	if c.MaxFuture <= 0 {
+		c.MaxFuture = pipeline.DefaultMaxFuture
 	}
 	if len(c.SpanDurationBuckets) == 0 {
 		// The spanmetrics connector's defaults, in seconds.
@@ -113,14 +125,6 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
-
-// Limits on stream labels, as Loki's defaults (max_label_names_per_series is
-// 15 in Loki; fleetgate allows more because it adds identity labels).
-const (
-	maxStreamLabels     = 30
-	maxLabelNameLength  = 1024
-	maxLabelValueLength = 2048
-)
 
 // Error is a rejection with its HTTP status (400, 401, 413, 429) and, for
 // OTLP, whether the sender should retry.
@@ -136,10 +140,11 @@ type Signals struct {
 	logger *slog.Logger
 	start  time.Time
 	parser parser.Parser
+	limits *pipeline.Limiter
+	now    func() time.Time
 
-	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
-	derived  map[string]*clusterDerived // by cluster name
+	mu      sync.Mutex
+	derived map[string]*clusterDerived // by cluster name
 
 	lines, bytes, spans *prometheus.CounterVec
 	rejected            *prometheus.CounterVec
@@ -155,7 +160,7 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 	}
 	s := &Signals{
 		cfg: cfg.withDefaults(), reg: reg, pipe: pipe, logs: logs, traces: traces, logger: logger, start: time.Now(), parser: parser.NewParser(parser.Options{}),
-		limiters: map[string]*rate.Limiter{}, derived: map[string]*clusterDerived{}, logsFan: newFanout(), tracesFan: newFanout(),
+		now: time.Now, derived: map[string]*clusterDerived{}, logsFan: newFanout(), tracesFan: newFanout(),
 		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetgate_ingest_log_lines_total", Help: "Log lines accepted, by cluster.",
 		}, []string{"cluster"}),
@@ -179,28 +184,25 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 			}
 		}
 	}
+	if pipe != nil {
+		s.limits = pipe.Limiter()
+	} else {
+		var err error
+		if s.limits, err = pipeline.NewLimiter(reg, nil); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
+
+// Limiter enforces the per-cluster request limits (shared with metrics).
+func (s *Signals) Limiter() *pipeline.Limiter { return s.limits }
 
 // Registry is the cluster registry used to identify senders.
 func (s *Signals) Registry() *fleet.Registry { return s.reg }
 
 // MaxStreamsPerRequest is the configured limit.
 func (s *Signals) MaxStreamsPerRequest() int { return s.cfg.MaxStreamsPerRequest }
-
-func (s *Signals) limiter(cluster string) *rate.Limiter {
-	if s.cfg.LogsRateBytes <= 0 {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.limiters[cluster]
-	if l == nil {
-		l = rate.NewLimiter(rate.Limit(s.cfg.LogsRateBytes), s.cfg.LogsBurstBytes)
-		s.limiters[cluster] = l
-	}
-	return l
-}
 
 func badRequest(reason, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Reason: reason, Msg: fmt.Sprintf(format, args...)}
@@ -226,29 +228,34 @@ func (s *Signals) resolve(c *fleet.Cluster, claimed, what string) (*fleet.Cluste
 func (s *Signals) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder) (labels.Labels, *fleet.Cluster, *Error) {
 	ls, err := s.parser.ParseMetric(lbls)
 	if err != nil {
-		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %.200s: invalid labels: %v", lbls, err)
+		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", pipeline.Truncate(lbls, 256), pipeline.Truncate(err.Error(), 256))
 	}
 	if ls.IsEmpty() {
-		return ls, c, badRequest("invalid_labels", "stream %s has no labels", lbls)
+		return ls, c, badRequest("invalid_labels", "stream %s has no labels", pipeline.Truncate(lbls, 256))
 	}
 	if ls.Has(model.MetricNameLabel) {
-		return ls, c, badRequest("invalid_labels", "stream %.200s: label %s is not allowed", lbls, model.MetricNameLabel)
+		return ls, c, badRequest("invalid_labels", "stream %s: label %s is not allowed", pipeline.Abbrev(ls), model.MetricNameLabel)
 	}
-	if ls.Len() > maxStreamLabels {
-		return ls, c, badRequest("limit", "stream %.200s has %d labels, more than the limit of %d", lbls, ls.Len(), maxStreamLabels)
+	c, perr := s.resolve(c, ls.Get(fleet.ClusterLabel), "stream "+pipeline.Abbrev(ls))
+	if perr != nil {
+		return ls, c, perr
+	}
+	lim := c.Limits()
+	if lim.MaxLabelsPerSeries > 0 && ls.Len() > lim.MaxLabelsPerSeries {
+		return ls, c, badRequest("limit", "stream %s has %d labels, more than limits.max_labels_per_series (%d)", pipeline.Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)
 	}
 	var lerr *Error
 	ls.Range(func(l labels.Label) {
-		if lerr == nil && (len(l.Name) > maxLabelNameLength || len(l.Value) > maxLabelValueLength) {
-			lerr = badRequest("limit", "stream %.200s: label %.64q or its value is longer than the limit (%d/%d bytes)", lbls, l.Name, maxLabelNameLength, maxLabelValueLength)
+		switch {
+		case lerr != nil:
+		case lim.MaxLabelNameLength > 0 && len(l.Name) > lim.MaxLabelNameLength:
+			lerr = badRequest("limit", "stream %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)", pipeline.Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)
+		case lim.MaxLabelValueLength > 0 && len(l.Value) > lim.MaxLabelValueLength:
+			lerr = badRequest("limit", "stream %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)", pipeline.Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)
 		}
 	})
 	if lerr != nil {
 		return ls, c, lerr
-	}
-	c, perr := s.resolve(c, ls.Get(fleet.ClusterLabel), "stream "+ls.String())
-	if perr != nil {
-		return ls, c, perr
 	}
 	sb.Reset(ls)
 	for _, kv := range c.StampLabels() {
@@ -257,43 +264,105 @@ func (s *Signals) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder)
 	return sb.Labels(), c, nil
 }
 
+// Identity keys of log structured metadata (as sent, and as OTLP attributes
+// become structured metadata).
+var identityMetadataKeys = []string{fleet.ClusterLabel, "k8s_cluster_name"}
+
+// checkEntry checks a log line's time and identity metadata; overwrite
+// policy rewrites a foreign cluster in its structured metadata to c.
+func (s *Signals) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *Error {
+	if len(e.Line) > s.cfg.MaxLineBytes {
+		return badRequest("line_too_long", "stream %s: line at %s is %d bytes, more than logs_traces.max_line_bytes (%d)",
+			pipeline.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
+	}
+	if reason, detail := s.timeProblem(e.Timestamp, now, s.cfg.LogsMaxAge, "logs_storage.retention"); reason != "" {
+		return badRequest(reason, "stream %s: line %s", pipeline.Abbrev(ls), detail)
+	}
+	for i := range e.StructuredMetadata {
+		md := &e.StructuredMetadata[i]
+		for _, k := range identityMetadataKeys {
+			if md.Name != k || md.Value == c.Name {
+				continue
+			}
+			if s.reg.OnConflict() != fleet.ConflictOverwrite {
+				return badRequest("conflict", "stream %s: line at %s has structured metadata %s=%.64q, another cluster than the credential proves (%q)",
+					pipeline.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), k, md.Value, c.Name)
+			}
+			md.Value = c.Name
+		}
+	}
+	return nil
+}
+
+// epoch is the earliest time a log line or span may have: 1970 and before
+// is a missing or broken timestamp.
+var epoch = time.Unix(0, 0)
+
+// timeProblem says why t is refused: after now+max_future, at or before
+// 1970, or older than maxAge (the store's retention, named by ageKey) when
+// set. The reason is empty when t is fine.
+func (s *Signals) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string) (reason, detail string) {
+	switch {
+	case t.After(now.Add(s.cfg.MaxFuture)):
+		return "too_far_in_future", fmt.Sprintf("timestamp %s is more than ingest.max_future (%s) ahead of now",
+			t.UTC().Format(time.RFC3339Nano), model.Duration(s.cfg.MaxFuture))
+	case !t.After(epoch):
+		return "too_old", fmt.Sprintf("timestamp %s (%d ns) is not after 1970-01-01", t.UTC().Format(time.RFC3339Nano), t.UnixNano())
+	case maxAge > 0 && t.Before(now.Add(-maxAge)):
+		return "too_old", fmt.Sprintf("timestamp %s is older than %s (%s)", t.UTC().Format(time.RFC3339Nano), ageKey, model.Duration(maxAge))
+	}
+	return "", ""
+}
+
 // PushLogs stamps identity on the streams of one request sent with the
 // credential of cluster c (nil: dev mode), validates and rate-limits them,
 // and writes them to every log sink. Errors are *Error with a status, or a
 // sink failure (status 503 via pipeline.ErrorStatus -> 500 for plain errors).
-// Streams are modified in place (labels replaced by the stamped ones).
+// Nothing of a request with an invalid stream or line is stored; the error
+// lists the first problems. Streams are modified in place (labels replaced
+// by the stamped ones).
 func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Stream) error {
 	if len(streams) > s.cfg.MaxStreamsPerRequest {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
-			Msg: fmt.Sprintf("request has %d streams, more than signals.max_streams_per_request (%d)", len(streams), s.cfg.MaxStreamsPerRequest)}
+			Msg: fmt.Sprintf("request has %d streams, more than logs_traces.max_streams_per_request (%d)", len(streams), s.cfg.MaxStreamsPerRequest)}
 	}
 	type perCluster struct {
 		c            *fleet.Cluster
 		lines, bytes int
 	}
-	var counts []perCluster
+	var (
+		counts   []perCluster
+		problems pipeline.Problems
+		bad      int
+	)
 	keys := make([]logKey, 0, len(streams))
 	var sb labels.Builder
 	sb.Reset(labels.EmptyLabels())
+	now := s.now()
+	reject := func(sc *fleet.Cluster, perr *Error, n int) {
+		s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(n))
+		if sc != nil {
+			sc.Rejected(perr.Reason, n, perr.Msg)
+		}
+		problems.Add(perr)
+		bad += n
+	}
 	for i := range streams {
 		st := &streams[i]
 		ls, sc, perr := s.stampStream(c, st.Labels, &sb)
 		if perr != nil {
-			s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(len(st.Entries)))
-			if sc != nil {
-				sc.Rejected(perr.Reason, len(st.Entries), perr.Msg)
+			if perr.Status == http.StatusUnauthorized {
+				return perr
 			}
-			return perr
+			reject(sc, perr, len(st.Entries))
+			continue
 		}
 		n := 0
 		for j := range st.Entries {
 			e := &st.Entries[j]
-			if len(e.Line) > s.cfg.MaxLineBytes {
-				perr := badRequest("line_too_long", "stream %s: line at %s is %d bytes, more than signals.max_line_bytes (%d)",
-					ls.String(), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
-				s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(len(st.Entries)))
-				sc.Rejected(perr.Reason, len(st.Entries), perr.Msg)
-				return perr
+			if perr := s.checkEntry(sc, ls, e, now); perr != nil {
+				reject(sc, perr, 1)
+				continue
 			}
 			n += len(e.Line)
 		}
@@ -311,32 +380,26 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 		}
 		keys = append(keys, logKeyOf(sc.Name, ls))
 	}
-	// A request larger than the burst can never pass the limiter: refuse it
-	// as too large (413, not retried) instead of a 429 retried for ever.
-	for _, pc := range counts {
-		if s.cfg.LogsRateBytes > 0 && pc.bytes > s.cfg.LogsBurstBytes {
-			msg := fmt.Sprintf("request carries %d log bytes for cluster %q, more than logs_traces.logs_burst_bytes (%d); send smaller pushes",
-				pc.bytes, pc.c.Name, s.cfg.LogsBurstBytes)
-			s.rejected.WithLabelValues("logs", "too_large").Add(float64(pc.lines))
-			pc.c.Rejected("too_large", pc.lines, msg)
-			return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large", Msg: msg}
-		}
+	if problems.Len() > 0 {
+		return &Error{Status: http.StatusBadRequest, Reason: "rejected",
+			Msg: fmt.Sprintf("%d log lines rejected, nothing of this push was stored: %v", bad, problems.Err())}
 	}
-	for _, pc := range counts {
-		if l := s.limiter(pc.c.Name); l != nil && !l.AllowN(time.Now(), pc.bytes) {
-			msg := fmt.Sprintf("cluster %q is over its log ingestion limit of %d bytes/s (burst %d); this request has %d bytes",
-				pc.c.Name, s.cfg.LogsRateBytes, s.cfg.LogsBurstBytes, pc.bytes)
-			s.rejected.WithLabelValues("logs", "rate_limited").Add(float64(pc.lines))
-			pc.c.Rejected("rate_limited", pc.lines, msg)
-			return &Error{Status: http.StatusTooManyRequests, Reason: "rate_limited", Msg: msg}
-		}
-	}
+	// Before the rate limit: a push no record can hold must not use tokens.
 	if perr := pushTooLarge("log streams", logsSize(streams)); perr != nil {
 		for _, pc := range counts {
 			s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(pc.lines))
 			pc.c.Rejected(perr.Reason, pc.lines, perr.Msg)
 		}
 		return perr
+	}
+	for _, pc := range counts {
+		if err := s.limits.TakeLogBytes(pc.c, pc.lines, pc.bytes); err != nil {
+			var pe *Error
+			if errors.As(err, &pe) {
+				s.rejected.WithLabelValues("logs", pe.Reason).Add(float64(pc.lines))
+			}
+			return err
+		}
 	}
 	err := s.logsFan.write(len(s.logs), func() uint64 { return logsKey(streams) }, func(i int) error {
 		if err := s.logs[i].PushLogs(ctx, streams); err != nil {
@@ -348,9 +411,10 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 	if err != nil {
 		return fmt.Errorf("storing logs: %w", err)
 	}
-	now := time.Now()
 	for _, pc := range counts {
-		pc.c.WrittenLogs(now, pc.lines)
+		if pc.lines > 0 {
+			pc.c.WrittenLogs(now, pc.lines)
+		}
 		s.lines.WithLabelValues(pc.c.Name).Add(float64(pc.lines))
 		s.bytes.WithLabelValues(pc.c.Name).Add(float64(pc.bytes))
 	}
@@ -398,9 +462,10 @@ func (s *Signals) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.
 	return c, nil
 }
 
-// PushTraces stamps identity on every resource, writes the traces to every
-// trace sink and counts the spans for the RED metrics. c is the credential's
-// cluster (nil: dev mode).
+// PushTraces stamps identity on every resource, checks the spans' times,
+// writes the traces to every trace sink and counts the spans for the RED
+// metrics. c is the credential's cluster (nil: dev mode). Nothing of a
+// request with a refused resource or span is stored.
 func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) error {
 	rss := td.ResourceSpans()
 	clusters := make([]*fleet.Cluster, rss.Len())
@@ -417,6 +482,9 @@ func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Tr
 			return err
 		}
 		clusters[i] = rc
+	}
+	if err := s.checkSpans(td, clusters); err != nil {
+		return err
 	}
 	if perr := pushTooLarge("spans", (&ptrace.ProtoMarshaler{}).TracesSize(td)); perr != nil {
 		s.rejected.WithLabelValues("traces", perr.Reason).Add(float64(td.SpanCount()))
@@ -439,11 +507,71 @@ func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Tr
 		for j := range sss.Len() {
 			n += sss.At(j).Spans().Len()
 		}
-		clusters[i].WrittenSpans(now, n)
+		if n > 0 {
+			clusters[i].WrittenSpans(now, n)
+		}
 		s.spans.WithLabelValues(clusters[i].Name).Add(float64(n))
 		if s.pipe != nil {
 			s.countSpans(clusters[i].Name, rss.At(i))
 		}
 	}
 	return nil
+}
+
+// checkSpans refuses spans that start or end more than max_future ahead,
+// start at or before 1970, or end before the trace store's retention.
+func (s *Signals) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
+	now := s.now()
+	var (
+		problems pipeline.Problems
+		bad      int
+	)
+	rss := td.ResourceSpans()
+	for i := range rss.Len() {
+		rs := rss.At(i)
+		sss := rs.ScopeSpans()
+		for j := range sss.Len() {
+			spans := sss.At(j).Spans()
+			for k := range spans.Len() {
+				sp := spans.At(k)
+				reason, detail := s.timeProblem(nanosTime(sp.StartTimestamp()), now, s.cfg.TracesMaxAge, "traces_storage.retention")
+				what := "start"
+				if reason == "" {
+					reason, detail = s.timeProblem(nanosTime(sp.EndTimestamp()), now, s.cfg.TracesMaxAge, "traces_storage.retention")
+					what = "end"
+				}
+				if reason == "" {
+					continue
+				}
+				perr := badRequest(reason, "span %s: %s %s", pipeline.Abbrev(spanLabels(rs.Resource(), sp)), what, detail)
+				s.rejected.WithLabelValues("traces", perr.Reason).Inc()
+				clusters[i].Rejected(perr.Reason, 1, perr.Msg)
+				problems.Add(perr)
+				bad++
+			}
+		}
+	}
+	if problems.Len() == 0 {
+		return nil
+	}
+	return &Error{Status: http.StatusBadRequest, Reason: "rejected",
+		Msg: fmt.Sprintf("%d spans rejected, nothing of this request was stored: %v", bad, problems.Err())}
+}
+
+// nanosTime converts an OTLP timestamp, clamping ones past time.Time's
+// nanosecond range (after 2262) to its end.
+func nanosTime(t pcommon.Timestamp) time.Time {
+	if uint64(t) > math.MaxInt64 {
+		return time.Unix(0, math.MaxInt64)
+	}
+	return time.Unix(0, int64(t))
+}
+
+// spanLabels names a span in messages: service, span name and IDs.
+func spanLabels(res pcommon.Resource, sp ptrace.Span) labels.Labels {
+	svc := ""
+	if v, ok := res.Attributes().Get("service.name"); ok {
+		svc = v.AsString()
+	}
+	return labels.FromStrings("service_name", svc, "span_name", sp.Name(), "trace_id", sp.TraceID().String(), "span_id", sp.SpanID().String())
 }

@@ -135,7 +135,8 @@ func TestConfigValidateNamesField(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{LogsRateBytes: -1}, "logs_traces.logs_rate_bytes"},
+		{Config{MaxLineBytes: -1}, "logs_traces.max_line_bytes"},
+		{Config{MovedLogsRateBytes: new(int)}, "logs_traces.logs_rate_bytes: moved to limits.logs_rate_bytes"},
 		{Config{SpanDurationBuckets: []float64{1, 0.5}}, "logs_traces.span_duration_buckets"},
 		{Config{DerivedInterval: -1}, "logs_traces.derived_metrics_interval"},
 	} {

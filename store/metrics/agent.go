@@ -22,21 +22,23 @@ type Agent struct {
 
 // OpenAgent opens (and replays) the agent WAL under dir/wal. rs is the
 // remote storage whose queues tail it.
-func OpenAgent(dir string, minFreeBytes int64, rs *remote.Storage, o Options) (*Agent, error) {
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+// r may be nil; of the options only WithFreeSpace applies.
+func OpenAgent(dir string, minFreeBytes int64, rs *remote.Storage, r prometheus.Registerer, logger *slog.Logger, options ...Option) (*Agent, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
 	if minFreeBytes < 0 {
 		return nil, fmt.Errorf("storage.min_free_bytes: must not be negative, got %d", minFreeBytes)
 	}
-	g, err := newGuard("forward-only WAL", dir, o.Registerer, o.Logger, guardOptions{
-		MinFreeBytes: uint64(minFreeBytes), CheckInterval: o.CheckInterval, FreeBytes: o.FreeBytes,
+	o := buildOptions(options)
+	g, err := newGuard("forward-only WAL", dir, r, logger, guardOptions{
+		MinFreeBytes: uint64(minFreeBytes), CheckInterval: o.checkInterval, FreeBytes: o.freeBytes,
 	})
 	if err != nil {
 		return nil, err
 	}
 	err = g.start(func(reg prometheus.Registerer) (*instance, error) {
-		db, err := agent.Open(o.Logger, reg, rs, dir, agent.DefaultOptions())
+		db, err := agent.Open(logger, reg, rs, dir, agent.DefaultOptions())
 		if err != nil {
 			return nil, fmt.Errorf("opening the forward-only WAL in %s: %w", dir, err)
 		}

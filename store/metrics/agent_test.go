@@ -20,8 +20,8 @@ func TestAgentWALFailureLatchesAndReopens(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	rs := remote.NewStorage(logger, nil, func() (int64, error) { return 0, nil }, filepath.Join(dir, "remote"), time.Second, nil, false)
 	defer rs.Close()
-	a, err := OpenAgent(dir, 0, rs, Options{Logger: logger, CheckInterval: 10 * time.Millisecond,
-		FreeBytes: func(string) (uint64, error) { return free.Load(), nil }})
+	a, err := OpenAgent(dir, 0, rs, nil, logger,
+		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
 	require.NoError(t, err)
 	defer a.Close()
 	require.NotEmpty(t, a.g.inst.Load().failures, "the WAL write-failure counter is found")

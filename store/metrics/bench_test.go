@@ -39,7 +39,7 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	}
 	b.Run("store=guarded", func(b *testing.B) {
-		s, err := Open(Config{Path: b.TempDir()}, Options{Logger: slog.New(slog.DiscardHandler)})
+		s, err := Open(Config{Path: b.TempDir()}, nil, slog.New(slog.DiscardHandler))
 		if err != nil {
 			b.Fatal(err)
 		}

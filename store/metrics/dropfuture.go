@@ -38,7 +38,9 @@ var headDirs = []string{"wal", "chunks_head", "wbl"}
 // or after before are moved to dir/poisoned-<time>/ (kept, not deleted), and
 // their samples before it are written back as new blocks of blockDuration
 // (aligned like the TSDB's own). The result accepts current samples again.
-// A store without future samples is left as it is.
+// Blocks that reach past now are rewritten the same way (their range, not
+// their samples, would refuse current samples). A store without such data is
+// left as it is.
 func DropFuture(dir string, before time.Time, blockDuration time.Duration, logger *slog.Logger) (DropFutureReport, error) {
 	rep := DropFutureReport{MovedBlocks: []string{}, WrittenBlocks: []string{}}
 	if logger == nil {
@@ -63,6 +65,11 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 		}
 	}()
 	cutoff := before.UnixMilli()
+	// A block reaching past now (the head compaction that a far-future
+	// sample provokes writes whole block ranges early) makes the TSDB refuse
+	// samples before its end as out of bounds: rewrite it too, with bounds
+	// as tight as its samples.
+	rewriteAfter := min(cutoff, time.Now().UnixMilli())
 
 	metas, err := blockMetas(dir)
 	if err != nil {
@@ -71,7 +78,7 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 	var poisoned []blockMeta
 	goodMax := int64(math.MinInt64)
 	for _, m := range metas {
-		if m.MaxTime > cutoff { // MaxTime is exclusive: the block holds samples up to MaxTime-1
+		if m.MaxTime > rewriteAfter { // MaxTime is exclusive: the block holds samples up to MaxTime-1
 			poisoned = append(poisoned, m)
 		} else {
 			goodMax = max(goodMax, m.MaxTime)
@@ -99,7 +106,7 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 			return rep, fmt.Errorf("moving block %s aside: %w", m.ULID, err)
 		}
 		rep.MovedBlocks = append(rep.MovedBlocks, m.ULID.String())
-		logger.Info("moved a block with future samples aside", "block", m.ULID, "max_time", formatMs(m.MaxTime-1), "to", to)
+		logger.Info("moved a block reaching past the cutoff or now aside", "block", m.ULID, "max_time", formatMs(m.MaxTime-1), "to", to)
 	}
 
 	headFuture, err := headHasFuture(dir, cutoff, logger)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -306,6 +307,9 @@ type guard struct {
 	open   func(reg prometheus.Registerer) (*instance, error)
 	reg    *regTracker
 	notify wlog.WriteNotified
+	// beforeReplay and afterReplay (may be nil) bracket the WAL replay of an
+	// in-process reopen for a series lifecycle hook that counts series.
+	beforeReplay, afterReplay func()
 
 	inst    atomic.Pointer[instance]
 	refuse  atomic.Pointer[UnavailableError] // non-nil: writes are refused
@@ -754,10 +758,16 @@ func (g *guard) reopen() {
 	g.closing.Store(true)
 	g.logger.Info("reopening the store after a WAL failure (replaying and repairing the WAL)", "store", g.what, "dir", g.dir)
 	start := time.Now()
+	if g.beforeReplay != nil {
+		g.beforeReplay()
+	}
 	inst, err := g.openInstance()
 	if err != nil {
 		g.logger.Error("reopening the store failed; reads and writes are refused (503) and fleetgate tries again. A restart does the same.", "store", g.what, "err", err)
 		return
+	}
+	if g.afterReplay != nil {
+		g.afterReplay()
 	}
 	g.cutPending = nil
 	g.walErr = nil
@@ -842,10 +852,18 @@ func (g *guard) appenderV2(ctx context.Context) storage.AppenderV2 {
 	return &guardedAppender{g: g, inst: inst, app: inst.app.AppenderV2(ctx)}
 }
 
+var (
+	_ storage.ExemplarAppenderV2 = (*guardedAppender)(nil)
+	_ storage.ExemplarAppenderV2 = refusedAppender{}
+)
+
 // refusedAppender refuses every sample with the reason the store is unavailable.
 type refusedAppender struct{ err *UnavailableError }
 
 func (a refusedAppender) Append(storage.SeriesRef, labels.Labels, int64, int64, float64, *histogram.Histogram, *histogram.FloatHistogram, storage.AOptions) (storage.SeriesRef, error) {
+	return 0, a.err
+}
+func (a refusedAppender) AppendExemplars(storage.SeriesRef, labels.Labels, []exemplar.Exemplar) (storage.SeriesRef, error) {
 	return 0, a.err
 }
 func (a refusedAppender) Commit() error   { return a.err }
@@ -859,18 +877,36 @@ type guardedAppender struct {
 }
 
 func (a *guardedAppender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AOptions) (storage.SeriesRef, error) {
-	if ref != 0 {
-		if uint64(ref)>>genShift != a.inst.gen {
-			ref = 0 // a reference of an earlier instance: look the series up by labels
-		} else {
-			ref &= refMask
-		}
+	r, err := a.app.Append(a.inst.localRef(ref), ls, st, t, v, h, fh, opts)
+	return a.inst.globalRef(r), err
+}
+
+// localRef is the backend's reference for one handed out, 0 (look the
+// series up by labels) for one of an earlier instance.
+func (i *instance) localRef(ref storage.SeriesRef) storage.SeriesRef {
+	if ref == 0 || uint64(ref)>>genShift != i.gen {
+		return 0
 	}
-	r, err := a.app.Append(ref, ls, st, t, v, h, fh, opts)
-	if r != 0 {
-		r = r&refMask | storage.SeriesRef(a.inst.gen<<genShift)
+	return ref & refMask
+}
+
+// globalRef is the reference handed out for one of the backend.
+func (i *instance) globalRef(r storage.SeriesRef) storage.SeriesRef {
+	if r == 0 {
+		return 0
 	}
-	return r, err
+	return r&refMask | storage.SeriesRef(i.gen<<genShift)
+}
+
+// AppendExemplars implements storage.ExemplarAppenderV2 when the backend does.
+func (a *guardedAppender) AppendExemplars(ref storage.SeriesRef, ls labels.Labels, es []exemplar.Exemplar) (storage.SeriesRef, error) {
+	ea, ok := a.app.(storage.ExemplarAppenderV2)
+	if !ok {
+		return 0, fmt.Errorf("the %s does not take exemplars", a.g.what)
+	}
+	ref = a.inst.localRef(ref)
+	r, err := ea.AppendExemplars(ref, ls, es)
+	return a.inst.globalRef(r), err
 }
 
 func (a *guardedAppender) finish() {

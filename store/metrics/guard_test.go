@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/stretchr/testify/require"
 )
 
@@ -132,10 +133,8 @@ func TestUpstreamTornWALLosesLaterWrites(t *testing.T) {
 
 func openTestStore(t *testing.T, dir string, free *atomic.Uint64, reg prometheus.Registerer) *Store {
 	t.Helper()
-	s, err := Open(Config{Path: dir}, Options{
-		Registerer: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), CheckInterval: 10 * time.Millisecond,
-		FreeBytes: func(string) (uint64, error) { return free.Load(), nil },
-	})
+	s, err := Open(Config{Path: dir}, reg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
 	require.NoError(t, err)
 	return s
 }
@@ -258,10 +257,8 @@ func TestGateTurnsAwayUsersWhileReopening(t *testing.T) {
 func TestMinFreeBytesRefusesWrites(t *testing.T) {
 	var free atomic.Uint64
 	free.Store(1 << 30)
-	s, err := Open(Config{Path: t.TempDir(), MinFreeBytes: 100 << 20}, Options{
-		Logger: slog.New(slog.DiscardHandler), CheckInterval: 10 * time.Millisecond,
-		FreeBytes: func(string) (uint64, error) { return free.Load(), nil },
-	})
+	s, err := Open(Config{Path: t.TempDir(), MinFreeBytes: 100 << 20}, nil, slog.New(slog.DiscardHandler),
+		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
 	require.NoError(t, err)
 	defer s.Close()
 	require.NoError(t, batch(s, 1, 10, time.Now().UnixMilli()))
@@ -344,4 +341,37 @@ func TestCrashWhileLatchedCutsAtRestart(t *testing.T) {
 	_, set, err := readCutMark(filepath.Join(crashed, cutMarkFile))
 	require.NoError(t, err)
 	require.False(t, set, "the marker is cleared once the WAL is good")
+}
+
+// countingLifecycle counts series like the per-cluster series limiter.
+type countingLifecycle struct {
+	n         atomic.Int64
+	replaying atomic.Bool
+}
+
+func (c *countingLifecycle) PreCreation(labels.Labels) error { return nil }
+func (c *countingLifecycle) PostCreation(labels.Labels)      { c.n.Add(1) }
+func (c *countingLifecycle) PostDeletion(d map[chunks.HeadSeriesRef]labels.Labels) {
+	c.n.Add(-int64(len(d)))
+}
+func (c *countingLifecycle) Replaying() { c.replaying.Store(true); c.n.Store(0) }
+func (c *countingLifecycle) Enforce()   { c.replaying.Store(false) }
+
+// TestReopenKeepsSeriesCounts: the reopen's WAL replay creates every series
+// again; a counting lifecycle hook is reset first, so it does not count
+// them twice.
+func TestReopenKeepsSeriesCounts(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(1 << 40)
+	lc := &countingLifecycle{}
+	s, err := Open(Config{Path: t.TempDir()}, nil, slog.New(slog.DiscardHandler), WithSeriesLifecycle(lc),
+		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, batch(s, 1, 50, time.Now().UnixMilli()))
+	require.EqualValues(t, 50, lc.n.Load())
+	s.g.walFault(errors.New("injected"))
+	require.Eventually(t, func() bool { return s.Ready() == nil }, 30*time.Second, 10*time.Millisecond)
+	require.EqualValues(t, 50, lc.n.Load(), "counted once after the replay")
+	require.False(t, lc.replaying.Load(), "enforcing again")
 }

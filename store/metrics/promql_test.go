@@ -20,7 +20,7 @@ func newCorpusStore(t testing.TB) storage.Storage {
 		MaxExemplars:    100_000,
 		BlockDuration:   model.Duration(24 * time.Hour),
 		StartTimestamps: true,
-	}, Options{Logger: slog.New(slog.DiscardHandler)})
+	}, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
 	return corpusStore{s}

@@ -82,22 +82,57 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Options are the parts of the store that do not come from the config file.
-type Options struct {
-	Registerer prometheus.Registerer // may be nil
-	Logger     *slog.Logger
-	// MaxFuture is how far ahead of now a sample may be (ingest.max_future,
-	// default 10m). A store that already holds newer samples is poisoned:
-	// every current sample would be out of bounds.
-	MaxFuture time.Duration
-	// Now is the clock (tests); default time.Now.
-	Now func() time.Time
-	// FreeBytes reports the free space of the filesystem of a path (tests
-	// inject a full disk); default statfs.
-	FreeBytes func(path string) (uint64, error)
-	// CheckInterval is how often free space is checked and a failed WAL is
-	// retried (default 1s).
-	CheckInterval time.Duration
+// Option adjusts how Open opens the store.
+type Option func(*openOptions)
+
+type openOptions struct {
+	lifecycle     tsdb.SeriesLifecycleCallback
+	maxFuture     time.Duration
+	now           func() time.Time
+	freeBytes     func(path string) (uint64, error)
+	checkInterval time.Duration
+}
+
+// WithSeriesLifecycle sets the TSDB's series lifecycle hook, which may
+// refuse new series (per-cluster series limits) and sees every series
+// created (WAL replay included) and garbage-collected. If it also has
+// Replaying() and Enforce() methods, an in-process reopen (after a WAL
+// failure) calls Replaying before it replays the WAL again and Enforce once
+// the TSDB is open, so that the replay neither counts series twice nor
+// refuses any.
+func WithSeriesLifecycle(cb tsdb.SeriesLifecycleCallback) Option {
+	return func(o *openOptions) { o.lifecycle = cb }
+}
+
+// WithMaxFuture is how far ahead of now a sample may be (ingest.max_future,
+// default 10m). A TSDB that already holds newer samples is poisoned: every
+// current sample would be out of bounds.
+func WithMaxFuture(d time.Duration) Option { return func(o *openOptions) { o.maxFuture = d } }
+
+// WithFreeSpace replaces statfs (tests inject a full disk) and sets how often
+// free space is checked and a failed WAL is retried (default 1s).
+func WithFreeSpace(freeBytes func(path string) (uint64, error), every time.Duration) Option {
+	return func(o *openOptions) { o.freeBytes, o.checkInterval = freeBytes, every }
+}
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(o *openOptions) { o.now = now } }
+
+func buildOptions(options []Option) *openOptions {
+	o := &openOptions{maxFuture: DefaultMaxFuture, now: time.Now}
+	for _, f := range options {
+		f(o)
+	}
+	if o.maxFuture <= 0 {
+		o.maxFuture = DefaultMaxFuture
+	}
+	return o
+}
+
+// replayAware is a series lifecycle hook that counts series (see WithSeriesLifecycle).
+type replayAware interface {
+	Replaying()
+	Enforce()
 }
 
 // DefaultMaxFuture is Prometheus's write-handler default.
@@ -115,35 +150,34 @@ type Store struct {
 	poisoned  prometheus.Gauge
 	maxFuture time.Duration
 	now       func() time.Time
+	lifecycle tsdb.SeriesLifecycleCallback
 }
 
 // Open opens (and replays the WAL of) the TSDB in cfg.Path.
-func Open(cfg Config, o Options) (*Store, error) {
+// r may be nil.
+func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger, options ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	if o.MaxFuture <= 0 {
-		o.MaxFuture = DefaultMaxFuture
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	logger := o.Logger
-	g, err := newGuard("TSDB", cfg.Path, o.Registerer, logger, guardOptions{
-		MinFreeBytes: uint64(cfg.MinFreeBytes), CheckInterval: o.CheckInterval, FreeBytes: o.FreeBytes,
+	o := buildOptions(options)
+	g, err := newGuard("TSDB", cfg.Path, r, logger, guardOptions{
+		MinFreeBytes: uint64(cfg.MinFreeBytes), CheckInterval: o.checkInterval, FreeBytes: o.freeBytes,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{g: g, dir: cfg.Path, logger: logger, meta: NewMetadata(), maxFuture: o.MaxFuture, now: o.Now,
+	s := &Store{g: g, dir: cfg.Path, logger: logger, meta: NewMetadata(), maxFuture: o.maxFuture, now: o.now, lifecycle: o.lifecycle,
 		poisoned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetgate_storage_poisoned",
 			Help: "1 when the TSDB holds samples further ahead than ingest.max_future: writes are refused (503) until `fleetgate storage drop-future` repairs it."}),
 	}
-	if o.Registerer != nil {
-		if err := o.Registerer.Register(s.poisoned); err != nil {
+	if rl, ok := o.lifecycle.(replayAware); ok {
+		g.beforeReplay, g.afterReplay = rl.Replaying, rl.Enforce
+	}
+	if r != nil {
+		if err := r.Register(s.poisoned); err != nil {
 			return nil, fmt.Errorf("registering storage metrics: %w", err)
 		}
 	}
@@ -182,6 +216,7 @@ func tsdbOptions(cfg Config) *tsdb.Options {
 // poisoned store before retention or compaction can act on it.
 func (s *Store) openTSDB(cfg Config, reg prometheus.Registerer) (*instance, error) {
 	opts := tsdbOptions(cfg)
+	opts.SeriesLifecycleCallback = s.lifecycle
 	limit := s.now().Add(s.maxFuture).UnixMilli()
 	blocksMax, err := BlocksMaxTime(cfg.Path)
 	if err != nil {
@@ -350,6 +385,15 @@ func (s *Store) StartTime() (t int64, err error) {
 	return t, err
 }
 
+// MaxTime is the time of the newest sample in the head (math.MinInt64 when empty).
+func (s *Store) MaxTime() (t int64, err error) {
+	err = s.with(func(db *tsdb.DB) error {
+		t = db.Head().MaxTime()
+		return nil
+	})
+	return t, err
+}
+
 // Ready is nil when the store takes writes, else why not (for /-/ready).
 func (s *Store) Ready() error { return s.g.ready() }
 
@@ -482,12 +526,25 @@ type Entry struct {
 // limit families (all when limit < 0), each with at most limitPerMetric
 // distinct entries; metric filters to one family when set.
 func (m *Metadata) List(metric string, limit, limitPerMetric int) map[string][]Entry {
+	return m.ListFor(metric, limit, limitPerMetric, nil)
+}
+
+// ListFor is List over the metadata reported by the clusters visible says
+// yes to (every cluster when visible is nil): a family only some other
+// cluster reported is not listed.
+func (m *Metadata) ListFor(metric string, limit, limitPerMetric int, visible func(cluster string) bool) map[string][]Entry {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	names := make([]string, 0, len(m.m))
-	for f := range m.m {
-		if metric == "" || f == metric {
-			names = append(names, f)
+	for f, byCluster := range m.m {
+		if metric != "" && f != metric {
+			continue
+		}
+		for c := range byCluster {
+			if visible == nil || visible(c) {
+				names = append(names, f)
+				break
+			}
 		}
 	}
 	sort.Strings(names)
@@ -499,7 +556,9 @@ func (m *Metadata) List(metric string, limit, limitPerMetric int) map[string][]E
 		seen := map[Entry]bool{}
 		clusters := make([]string, 0, len(m.m[f]))
 		for c := range m.m[f] {
-			clusters = append(clusters, c)
+			if visible == nil || visible(c) {
+				clusters = append(clusters, c)
+			}
 		}
 		sort.Strings(clusters)
 		var entries []Entry

@@ -349,6 +349,13 @@ const maxSearchCandidates = 100_000
 // Search returns up to limit traces (newest first) with a span in
 // [mint, maxt] (ms) that meets every condition.
 func (s *Store) Search(ctx context.Context, mint, maxt int64, conds []Condition, limit int) ([]Summary, error) {
+	return s.SearchVisible(ctx, mint, maxt, conds, limit, nil)
+}
+
+// SearchVisible is Search over the spans whose resource visible accepts
+// (every span when nil): other spans are never read, so they neither
+// match nor shape a summary (a reader's scope).
+func (s *Store) SearchVisible(ctx context.Context, mint, maxt int64, conds []Condition, limit int, visible func(resource pcommon.Map) bool) ([]Summary, error) {
 	found := map[pcommon.TraceID]*Summary{}
 	var um ptrace.ProtoUnmarshaler
 	n, matched := 0, 0
@@ -366,13 +373,16 @@ func (s *Store) Search(ctx context.Context, mint, maxt int64, conds []Condition,
 		if err != nil {
 			return fmt.Errorf("decoding trace record: %w", err)
 		}
-		if sum == nil {
-			sum = &Summary{TraceID: hex.EncodeToString(id[:]), start: 1<<64 - 1}
-			found[id] = sum
-		}
 		rss := td.ResourceSpans()
 		for i := range rss.Len() {
 			rs := rss.At(i)
+			if visible != nil && !visible(rs.Resource().Attributes()) {
+				continue
+			}
+			if sum == nil {
+				sum = &Summary{TraceID: hex.EncodeToString(id[:]), start: 1<<64 - 1}
+				found[id] = sum
+			}
 			svc, _ := rs.Resource().Attributes().Get("service.name")
 			sss := rs.ScopeSpans()
 			for j := range sss.Len() {
@@ -484,6 +494,85 @@ func (s *Store) TagValues(tag string) []string {
 	out := make([]string, 0, len(set))
 	for v := range set {
 		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TagsVisible returns the tags (as Tags) of the spans in [mint, maxt] (ms)
+// whose resource visible accepts, read from the records themselves rather
+// than the index (which does not know clusters).
+func (s *Store) TagsVisible(ctx context.Context, mint, maxt int64, visible func(resource pcommon.Map) bool) ([]string, error) {
+	set := map[string]struct{}{}
+	err := s.scanVisible(ctx, mint, maxt, visible, func(tag, _ string) {
+		if len(set) < maxTags {
+			set[tag] = struct{}{}
+		}
+	})
+	return sortedKeys(set), err
+}
+
+// TagValuesVisible returns the values (as TagValues) of tag on the spans in
+// [mint, maxt] (ms) whose resource visible accepts.
+func (s *Store) TagValuesVisible(ctx context.Context, mint, maxt int64, tag string, visible func(resource pcommon.Map) bool) ([]string, error) {
+	keys := []string{tag}
+	if !strings.HasPrefix(tag, "resource.") && !strings.HasPrefix(tag, "span.") && tag != "name" {
+		k := strings.TrimPrefix(tag, ".")
+		keys = []string{"resource." + k, "span." + k}
+	}
+	set := map[string]struct{}{}
+	err := s.scanVisible(ctx, mint, maxt, visible, func(t, v string) {
+		if len(set) < maxTagValues && (t == keys[0] || len(keys) > 1 && t == keys[1]) {
+			set[v] = struct{}{}
+		}
+	})
+	return sortedKeys(set), err
+}
+
+// scanVisible calls fn with every scope-qualified tag and value of the
+// visible spans in [mint, maxt].
+func (s *Store) scanVisible(ctx context.Context, mint, maxt int64, visible func(pcommon.Map) bool, fn func(tag, value string)) error {
+	var um ptrace.ProtoUnmarshaler
+	n := 0
+	return s.log.Scan(mint, maxt, func(_ seglog.Pos, _, _ int64, data []byte) error {
+		if n++; n%256 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		td, err := um.UnmarshalTraces(data[16:])
+		if err != nil {
+			return fmt.Errorf("decoding trace record: %w", err)
+		}
+		rss := td.ResourceSpans()
+		for i := range rss.Len() {
+			rs := rss.At(i)
+			if visible != nil && !visible(rs.Resource().Attributes()) {
+				continue
+			}
+			rs.Resource().Attributes().Range(func(k string, v pcommon.Value) bool {
+				fn("resource."+k, v.AsString())
+				return true
+			})
+			sss := rs.ScopeSpans()
+			for j := range sss.Len() {
+				spans := sss.At(j).Spans()
+				for k := range spans.Len() {
+					sp := spans.At(k)
+					fn("name", sp.Name())
+					sp.Attributes().Range(func(k string, v pcommon.Value) bool {
+						fn("span."+k, v.AsString())
+						return true
+					})
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func sortedKeys(set map[string]struct{}) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
 	}
 	sort.Strings(out)
 	return out

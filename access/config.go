@@ -1,0 +1,154 @@
+package access
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/fleetgate/fleetgate/fleet"
+)
+
+// Config is the auth: section of the configuration file.
+type Config struct {
+	// AnonymousRead lets requests without a credential read every cluster.
+	// Unset: true in dev mode (no clusters configured), false otherwise.
+	AnonymousRead *bool `yaml:"anonymous_read"`
+	// PublicHealthChecks serves GET/HEAD /health/clusters/{name} (state
+	// only, for cloud DNS health checks that cannot send a token) without a
+	// credential.
+	PublicHealthChecks bool `yaml:"public_health_checks"`
+	// Admins may change state (failover, HA pins, drills) and read everything.
+	Admins []PrincipalConfig `yaml:"admins"`
+	// Readers see the clusters they are scoped to.
+	Readers []PrincipalConfig `yaml:"readers"`
+}
+
+// PrincipalConfig is one admin or reader and the credentials that prove it.
+// Secrets never appear in the config text: tokens come from a file or an
+// environment variable.
+type PrincipalConfig struct {
+	Name string `yaml:"name"`
+	// BearerTokenFile is a file whose trimmed content is the bearer token.
+	BearerTokenFile string `yaml:"bearer_token_file"`
+	// BearerTokenEnv is an environment variable holding the bearer token.
+	BearerTokenEnv string `yaml:"bearer_token_env"`
+	// TLSNames are mTLS client certificate DNS SANs or Common Names given
+	// this role (the certificate must be verified by the listener's CA).
+	TLSNames []string `yaml:"tls_names"`
+	// BasicAuthUsers are users of the web config (--web.config.file
+	// basic_auth_users, verified by exporter-toolkit) given this role.
+	BasicAuthUsers []string `yaml:"basic_auth_users"`
+	// Clusters a reader may see (required for readers; ["*"] = every
+	// cluster). Admins see every cluster and must not set it.
+	Clusters []string `yaml:"clusters"`
+}
+
+// Validate checks the section against the configured clusters and names
+// the exact YAML key of the first problem. Secrets are read by New.
+func (c *Config) Validate(clusters []fleet.ClusterConfig) error {
+	known := map[string]bool{}
+	clusterTLS := map[string]string{}
+	for _, cl := range clusters {
+		known[cl.Name] = true
+		for _, n := range cl.Credentials.TLSNames {
+			clusterTLS[n] = cl.Name
+		}
+	}
+	names := map[string]string{}
+	tlsNames := map[string]string{}
+	users := map[string]string{}
+	check := func(kind string, i int, p PrincipalConfig) error {
+		field := fmt.Sprintf("auth.%s[%d]", kind, i)
+		if p.Name == "" {
+			return fmt.Errorf("%s.name: must be set", field)
+		}
+		if other, ok := names[p.Name]; ok {
+			return fmt.Errorf("%s.name: %q is already used by %s", field, p.Name, other)
+		}
+		names[p.Name] = field
+		if p.BearerTokenFile != "" && p.BearerTokenEnv != "" {
+			return fmt.Errorf("%s: set only one of bearer_token_file and bearer_token_env", field)
+		}
+		if p.BearerTokenFile == "" && p.BearerTokenEnv == "" && len(p.TLSNames) == 0 && len(p.BasicAuthUsers) == 0 {
+			return fmt.Errorf("%s: needs bearer_token_file, bearer_token_env, tls_names or basic_auth_users", field)
+		}
+		for j, n := range p.TLSNames {
+			if n == "" {
+				return fmt.Errorf("%s.tls_names[%d]: must not be empty", field, j)
+			}
+			if cl, ok := clusterTLS[n]; ok {
+				return fmt.Errorf("%s.tls_names[%d]: %q already proves cluster %q (cluster credentials do not grant read or admin)", field, j, n, cl)
+			}
+			if other, ok := tlsNames[n]; ok {
+				return fmt.Errorf("%s.tls_names[%d]: %q is already given to %s", field, j, n, other)
+			}
+			tlsNames[n] = field
+		}
+		for j, u := range p.BasicAuthUsers {
+			if u == "" {
+				return fmt.Errorf("%s.basic_auth_users[%d]: must not be empty", field, j)
+			}
+			if other, ok := users[u]; ok {
+				return fmt.Errorf("%s.basic_auth_users[%d]: %q is already given to %s", field, j, u, other)
+			}
+			users[u] = field
+		}
+		if kind == "admins" {
+			if len(p.Clusters) > 0 {
+				return fmt.Errorf("%s.clusters: admins see every cluster; remove it", field)
+			}
+			return nil
+		}
+		if len(p.Clusters) == 0 {
+			return fmt.Errorf("%s.clusters: must be set (a list of cluster names, or [\"*\"] for every cluster)", field)
+		}
+		for j, cl := range p.Clusters {
+			switch {
+			case cl == "*":
+				if len(p.Clusters) > 1 {
+					return fmt.Errorf("%s.clusters[%d]: \"*\" must be the only entry", field, j)
+				}
+			case cl == "":
+				return fmt.Errorf("%s.clusters[%d]: must not be empty", field, j)
+			case len(clusters) > 0 && !known[cl]:
+				return fmt.Errorf("%s.clusters[%d]: unknown cluster %q", field, j, cl)
+			}
+		}
+		return nil
+	}
+	for i, p := range c.Admins {
+		if err := check("admins", i, p); err != nil {
+			return err
+		}
+	}
+	for i, p := range c.Readers {
+		if err := check("readers", i, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadToken reads a principal's bearer token from its file or environment
+// variable ("" when it has none).
+func (p PrincipalConfig) loadToken() (string, error) {
+	switch {
+	case p.BearerTokenFile != "":
+		b, err := os.ReadFile(p.BearerTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("bearer_token_file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("bearer_token_file %s: file is empty", p.BearerTokenFile)
+		}
+		return t, nil
+	case p.BearerTokenEnv != "":
+		t := strings.TrimSpace(os.Getenv(p.BearerTokenEnv))
+		if t == "" {
+			return "", fmt.Errorf("bearer_token_env: environment variable %s is empty or unset", p.BearerTokenEnv)
+		}
+		return t, nil
+	}
+	return "", nil
+}
