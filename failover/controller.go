@@ -142,65 +142,99 @@ func NewController(o ControllerOptions) (*Controller, error) {
 		}
 	}
 	c.engine.Restore(c.log.Events(0, "", 0))
+	// Signals written for a decision whose event never got logged (a stop
+	// in between) belong to a decision that did not take effect.
+	n, err := c.outbox.DropOrphans(c.log.NextID() - 1)
+	if err != nil {
+		return nil, fmt.Errorf("failover outbox: %w", err)
+	}
+	if n > 0 {
+		c.logger.Warn("dropped queued signals of decisions that were never logged", "messages", n)
+	}
 	return c, nil
 }
 
-// OnResults is a health.Subscriber.
+// OnResults is a health.Subscriber. The round is observed on a copy of the
+// engine; the copy replaces the live engine only once the round's decisions
+// are durable, so a decision that cannot be recorded is retried at the next
+// evaluation instead of taking effect silently.
 func (c *Controller) OnResults(_ context.Context, now time.Time, results []health.Result) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	evs := c.engine.Observe(now, results)
-	if err := c.recordLocked(evs); err != nil {
+	next := c.engine.Clone()
+	evs := next.Observe(now, results)
+	if err := c.decideLocked(next, evs); err != nil {
 		c.errors.Inc()
-		c.logger.Error("recording failover decision", "err", err)
+		c.logger.Error("recording failover decision failed: it does not take effect and is retried at the next evaluation", "err", err)
 	}
 }
 
-// recordLocked logs events durably, then queues their signals.
-func (c *Controller) recordLocked(evs []Event) error {
+// decideLocked makes a decision take effect: its signals are written to the
+// outbox durably (not yet delivered), its events are appended to the event
+// log durably, then the signals are released for delivery and next replaces
+// the live engine. On error nothing changed: the engine is untouched and the
+// signals written are removed again.
+func (c *Controller) decideLocked(next *Engine, evs []Event) error {
 	if len(evs) == 0 {
+		c.engine.Replace(next)
 		return nil
 	}
-	evs, err := c.log.Append(evs)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, ev := range evs {
-		c.decisions.WithLabelValues(ev.Group, ev.Kind).Inc()
-		c.logger.Info("failover decision", "id", ev.ID, "group", ev.Group, "kind", ev.Kind, "cluster", ev.Cluster, "serving", ev.Serving, "reason", ev.Reason)
+	id := c.log.NextID()
+	var msgs []Message
+	for i := range evs {
+		evs[i].ID = id + uint64(i)
 		for _, s := range c.sinks {
-			ps, err := s.Payloads(ev)
+			ps, err := s.Payloads(evs[i])
 			if err != nil {
-				errs = append(errs, fmt.Errorf("sink %s: %w", s.Name(), err))
+				// A payload that cannot be built never will be: do not block
+				// the decision on it.
+				c.errors.Inc()
+				c.logger.Error("building a signal failed; this sink gets no signal for the decision", "sink", s.Name(), "event", evs[i].ID, "err", err)
 				continue
 			}
 			for _, p := range ps {
-				if err := c.outbox.Enqueue(s.Name(), ev.ID, ev.Time, p); err != nil {
-					errs = append(errs, err)
-				}
+				msgs = append(msgs, Message{Sink: s.Name(), EventID: evs[i].ID, Created: evs[i].Time, Payload: p})
 			}
 		}
 	}
-	return errors.Join(errs...)
+	staged, err := c.outbox.Prepare(msgs)
+	if err != nil {
+		return fmt.Errorf("queueing the decision's signals: %w", err)
+	}
+	logged, err := c.log.Append(evs)
+	if err != nil && !errors.Is(err, errCompaction) {
+		return errors.Join(fmt.Errorf("logging the decision: %w", err), staged.Abort())
+	}
+	if err != nil {
+		c.logger.Warn("the decision is logged, but compacting the event log failed", "err", err)
+	}
+	staged.Commit()
+	c.engine.Replace(next)
+	for _, ev := range logged {
+		c.decisions.WithLabelValues(ev.Group, ev.Kind).Inc()
+		c.logger.Info("failover decision", "id", ev.ID, "group", ev.Group, "kind", ev.Kind, "cluster", ev.Cluster, "serving", ev.Serving, "reason", ev.Reason)
+	}
+	return nil
 }
 
-func (c *Controller) operator(actor string, f func(now time.Time) (Event, error)) (Event, error) {
+// operator applies an operator's change on a copy of the engine and makes it
+// take effect only once it is recorded; an error means nothing changed.
+// actor is who asked (recorded in the event).
+func (c *Controller) operator(actor string, f func(e *Engine, now time.Time) (Event, error)) (Event, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ev, err := f(c.now())
+	next := c.engine.Clone()
+	ev, err := f(next, c.now())
 	if err != nil {
 		return Event{}, err
 	}
 	ev.Actor = actor
-	if err := c.recordLocked([]Event{ev}); err != nil {
+	evs := []Event{ev}
+	if err := c.decideLocked(next, evs); err != nil {
+		c.errors.Inc()
 		return Event{}, err
 	}
-	got := c.log.Events(0, ev.Group, 1)
-	if len(got) == 1 {
-		ev = got[0]
-	}
-	return ev, nil
+	return evs[0], nil
 }
 
 // Freeze stops automatic decisions of a group (until may be zero: no end);
@@ -210,12 +244,12 @@ func (c *Controller) Freeze(group, actor, reason string, until time.Time) (Event
 	if !until.IsZero() {
 		f.Until = &until
 	}
-	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, f) })
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetFreeze(now, group, f) })
 }
 
 // Unfreeze resumes automatic decisions.
 func (c *Controller) Unfreeze(group, actor string) (Event, error) {
-	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetFreeze(now, group, nil) })
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetFreeze(now, group, nil) })
 }
 
 // Override pins the serving clusters of a group.
@@ -224,12 +258,12 @@ func (c *Controller) Override(group, actor string, clusters []string, reason str
 	if !until.IsZero() {
 		o.Until = &until
 	}
-	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, o) })
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetOverride(now, group, o) })
 }
 
 // ClearOverride releases an override.
 func (c *Controller) ClearOverride(group, actor string) (Event, error) {
-	return c.operator(actor, func(now time.Time) (Event, error) { return c.engine.SetOverride(now, group, nil) })
+	return c.operator(actor, func(e *Engine, now time.Time) (Event, error) { return e.SetOverride(now, group, nil) })
 }
 
 // Events lists logged decisions.
@@ -255,7 +289,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		for _, p := range ps {
 			if err := c.outbox.Enqueue(s.Name(), 0, c.now(), p); err != nil {
-				return err
+				// The next decision publishes the state again.
+				c.logger.Error("queueing the start-up state sync failed", "sink", s.Name(), "err", err)
+				break
 			}
 		}
 	}

@@ -166,6 +166,14 @@ func (e *Engine) Clone() *Engine {
 	return c
 }
 
+// Replace makes next's state (a Clone of e, changed since) the live one;
+// next must not be used afterwards.
+func (e *Engine) Replace(next *Engine) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.groups = next.groups
+}
+
 // Restore sets each group's assignment from the last logged event of that
 // group, so a restart neither forgets a failover nor repeats it.
 func (e *Engine) Restore(events []Event) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,18 +12,36 @@ import (
 	"sync"
 )
 
+// logFile is what the event log needs of its file (tests inject failures).
+type logFile interface {
+	io.Writer
+	Sync() error
+	Truncate(size int64) error
+	Seek(offset int64, whence int) (int64, error)
+	Close() error
+}
+
 // EventLog is the durable decision log: one JSON event per line, fsynced
-// before the decision's signals are queued. A torn last line (a crash
-// mid-write) is cut off on open.
+// before a decision takes effect. A failed or short write is cut off again
+// at once (the file is truncated back to the last good line), so a torn
+// line is never followed by good ones; if that truncation fails too, the
+// log refuses every append until it is reopened (a restart). A torn last
+// line (a crash mid-write) is cut off on open.
 type EventLog struct {
 	mu     sync.Mutex
 	path   string
-	f      *os.File
+	f      logFile
+	off    int64 // size of the file up to the last good line
+	failed error // non-nil: the file may end in a torn line; appends are refused
 	events []Event
 	keep   int
 	lines  int
 	nextID uint64
 }
+
+// errCompaction marks an Append whose events are durable but whose
+// compaction of the file failed (the old file is still complete).
+var errCompaction = errors.New("compacting the failover event log")
 
 // OpenEventLog opens (or creates) the log at path, keeping the last keep events.
 func OpenEventLog(path string, keep int) (*EventLog, error) {
@@ -36,7 +55,7 @@ func OpenEventLog(path string, keep int) (*EventLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failover event log: %w", err)
 	}
-	l := &EventLog{path: path, f: f, keep: keep, nextID: 1}
+	l := &EventLog{path: path, keep: keep, nextID: 1}
 	r := bufio.NewReader(f)
 	var good int64
 	for {
@@ -64,6 +83,7 @@ func OpenEventLog(path string, keep int) (*EventLog, error) {
 		f.Close()
 		return nil, fmt.Errorf("failover event log: %w", err)
 	}
+	l.f, l.off = f, good
 	return l, nil
 }
 
@@ -77,17 +97,35 @@ func (l *EventLog) add(ev Event) {
 	}
 }
 
-// Append assigns IDs to the events and makes them durable.
+// NextID is the ID the next appended event gets (decisions assign their
+// events' IDs before queueing their signals).
+func (l *EventLog) NextID() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nextID
+}
+
+// Append makes the events durable. Events with ID 0 get the next IDs; events
+// with IDs (from NextID) must carry exactly those. On error nothing was
+// appended, except when the error wraps errCompaction (the events are durable).
 func (l *EventLog) Append(evs []Event) ([]Event, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.failed != nil {
+		return nil, fmt.Errorf("the failover event log failed earlier and refuses writes until fleetgate restarts: %w", l.failed)
+	}
 	var buf bytes.Buffer
 	out := make([]Event, len(evs))
 	for i, ev := range evs {
-		ev.ID = l.nextID + uint64(i)
+		want := l.nextID + uint64(i)
+		if ev.ID == 0 {
+			ev.ID = want
+		} else if ev.ID != want {
+			return nil, fmt.Errorf("failover event log: event %d appended where %d is next", ev.ID, want)
+		}
 		b, err := json.Marshal(ev)
 		if err != nil {
 			return nil, fmt.Errorf("encoding failover event: %w", err)
@@ -97,21 +135,47 @@ func (l *EventLog) Append(evs []Event) ([]Event, error) {
 		out[i] = ev
 	}
 	if _, err := l.f.Write(buf.Bytes()); err != nil {
-		return nil, fmt.Errorf("writing failover event log: %w", err)
+		return nil, l.undo(fmt.Errorf("writing failover event log: %w", err))
 	}
 	if err := l.f.Sync(); err != nil {
-		return nil, fmt.Errorf("syncing failover event log: %w", err)
+		return nil, l.undo(fmt.Errorf("syncing failover event log: %w", err))
 	}
+	l.off += int64(buf.Len())
 	for _, ev := range out {
 		l.add(ev)
 		l.lines++
 	}
 	if l.lines > 2*l.keep {
 		if err := l.compact(); err != nil {
-			return out, err
+			return out, fmt.Errorf("%w: %w", errCompaction, err)
 		}
 	}
 	return out, nil
+}
+
+// undo cuts a failed append off the file; when that fails too, the log is
+// latched as failed (a torn line would make the next open drop everything
+// after it).
+func (l *EventLog) undo(cause error) error {
+	terr := l.f.Truncate(l.off)
+	if terr == nil {
+		_, terr = l.f.Seek(l.off, io.SeekStart)
+	}
+	if terr == nil {
+		terr = l.f.Sync()
+	}
+	if terr != nil {
+		l.failed = fmt.Errorf("%w; cutting it off again failed too: %w", cause, terr)
+		return l.failed
+	}
+	return cause
+}
+
+// Err is non-nil while the log refuses writes (for /-/ready).
+func (l *EventLog) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
 }
 
 // compact rewrites the file with the kept events only.
@@ -121,29 +185,46 @@ func (l *EventLog) compact() error {
 	if err != nil {
 		return fmt.Errorf("compacting failover event log: %w", err)
 	}
-	w := bufio.NewWriter(f)
+	fail := func(err error) error {
+		f.Close()
+		_ = os.Remove(tmp)
+		return fmt.Errorf("compacting failover event log: %w", err)
+	}
+	cw := &countingWriter{w: f}
+	w := bufio.NewWriter(cw)
 	enc := json.NewEncoder(w)
 	for _, ev := range l.events {
 		if err := enc.Encode(ev); err != nil {
-			f.Close()
-			return fmt.Errorf("compacting failover event log: %w", err)
+			return fail(err)
 		}
 	}
 	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("compacting failover event log: %w", err)
+		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("compacting failover event log: %w", err)
+		return fail(err)
 	}
 	if err := os.Rename(tmp, l.path); err != nil {
-		f.Close()
-		return fmt.Errorf("compacting failover event log: %w", err)
+		return fail(err)
+	}
+	if d, err := os.Open(filepath.Dir(l.path)); err == nil {
+		_ = d.Sync()
+		d.Close()
 	}
 	l.f.Close()
-	l.f, l.lines = f, len(l.events)
+	l.f, l.lines, l.off = f, len(l.events), cw.n
 	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 // Events returns up to limit events with ID > after, optionally of one

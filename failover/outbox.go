@@ -81,6 +81,8 @@ type Outbox struct {
 
 	statsMu   sync.Mutex
 	latencies map[string][]time.Duration
+
+	write func(path string, b []byte) error // writeFileSync; tests inject failures
 }
 
 var msgFileRE = regexp.MustCompile(`^([0-9]{20})\.json$`)
@@ -94,7 +96,7 @@ func OpenOutbox(dir string, minBackoff, maxBackoff time.Duration, reg prometheus
 		maxBackoff = 30 * time.Second
 	}
 	o := &Outbox{dir: dir, logger: logger, nextID: 1, queues: map[string][]*Message{}, wake: map[string]chan struct{}{},
-		minBackoff: minBackoff, maxBackoff: maxBackoff, latencies: map[string][]time.Duration{},
+		minBackoff: minBackoff, maxBackoff: maxBackoff, latencies: map[string][]time.Duration{}, write: writeFileSync,
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fleetgate_signal_outbox_pending",
 			Help: "Signals waiting in the durable outbox."}, []string{"sink"}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetgate_signals_sent_total",
@@ -178,27 +180,112 @@ func (o *Outbox) path(m *Message) string {
 
 // Enqueue makes a message durable and schedules its delivery.
 func (o *Outbox) Enqueue(sink string, eventID uint64, created time.Time, payload json.RawMessage) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	m := &Message{ID: o.nextID, Sink: sink, EventID: eventID, Created: created, Payload: payload}
-	b, err := json.Marshal(m)
+	st, err := o.Prepare([]Message{{Sink: sink, EventID: eventID, Created: created, Payload: payload}})
 	if err != nil {
-		return fmt.Errorf("outbox: encoding: %w", err)
+		return err
 	}
-	if err := writeFileSync(o.path(m), b); err != nil {
-		return fmt.Errorf("outbox %s: %w", sink, err)
-	}
-	o.nextID++
-	o.queues[sink] = append(o.queues[sink], m)
-	o.pending.WithLabelValues(sink).Set(float64(len(o.queues[sink])))
-	select {
-	case o.wakeCh(sink) <- struct{}{}:
-	default:
-	}
+	st.Commit()
 	return nil
 }
 
-func writeFileSync(p string, b []byte) error {
+// Staged are messages written durably but not yet scheduled: a decision
+// commits them once its event is logged, or aborts them.
+type Staged struct {
+	o    *Outbox
+	msgs []*Message
+}
+
+// Prepare writes the messages durably (each file written, fsynced, renamed
+// into place, directory fsynced) without scheduling them. On error none of
+// them is left behind.
+func (o *Outbox) Prepare(msgs []Message) (*Staged, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	st := &Staged{o: o}
+	for i := range msgs {
+		m := msgs[i]
+		m.ID = o.nextID + uint64(i)
+		b, err := json.Marshal(&m)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("outbox: encoding: %w", err), st.removeLocked())
+		}
+		if err := o.write(o.path(&m), b); err != nil {
+			st.msgs = append(st.msgs, &m) // its file may exist if only the directory fsync failed
+			return nil, errors.Join(fmt.Errorf("outbox %s: %w", m.Sink, err), st.removeLocked())
+		}
+		st.msgs = append(st.msgs, &m)
+	}
+	o.nextID += uint64(len(msgs))
+	return st, nil
+}
+
+// Commit schedules the staged messages for delivery.
+func (st *Staged) Commit() {
+	o := st.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, m := range st.msgs {
+		o.queues[m.Sink] = append(o.queues[m.Sink], m)
+		o.pending.WithLabelValues(m.Sink).Set(float64(len(o.queues[m.Sink])))
+		select {
+		case o.wakeCh(m.Sink) <- struct{}{}:
+		default:
+		}
+	}
+	st.msgs = nil
+}
+
+// Abort removes the staged messages' files.
+func (st *Staged) Abort() error {
+	st.o.mu.Lock()
+	defer st.o.mu.Unlock()
+	return st.removeLocked()
+}
+
+func (st *Staged) removeLocked() error {
+	var errs []error
+	dirs := map[string]bool{}
+	for _, m := range st.msgs {
+		p := st.o.path(m)
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("outbox: removing staged message: %w", err))
+		}
+		dirs[filepath.Dir(p)] = true
+	}
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			errs = append(errs, fmt.Errorf("outbox: %w", err))
+		}
+	}
+	st.msgs = nil
+	return errors.Join(errs...)
+}
+
+// DropOrphans removes queued messages of events after lastEventID: they
+// were written for a decision whose event never made it into the event log
+// (fleetgate stopped in between), so the decision did not take effect.
+// Messages without an event (state syncs) stay.
+func (o *Outbox) DropOrphans(lastEventID uint64) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var orphans []*Message
+	for sink, q := range o.queues {
+		kept := q[:0]
+		for _, m := range q {
+			if m.EventID > lastEventID {
+				orphans = append(orphans, m)
+				continue
+			}
+			kept = append(kept, m)
+		}
+		o.queues[sink] = kept
+		o.pending.WithLabelValues(sink).Set(float64(len(kept)))
+	}
+	st := &Staged{o: o, msgs: orphans}
+	return len(orphans), st.removeLocked()
+}
+
+func writeFileSync(p string, b []byte) (err error) {
 	dir := filepath.Dir(p)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -208,12 +295,16 @@ func writeFileSync(p string, b []byte) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
 	if _, err := f.Write(b); err != nil {
-		f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -222,6 +313,10 @@ func writeFileSync(p string, b []byte) error {
 	if err := os.Rename(tmp, p); err != nil {
 		return err
 	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

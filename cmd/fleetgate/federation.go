@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/agent"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/fleetgate/fleetgate/access"
@@ -23,7 +22,10 @@ import (
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
-const haStateFile = "fleetgate-ha.json"
+const (
+	haStateFile = "fleetgate-ha.json"
+	haPinsFile  = "fleetgate-ha-pins.json" // written durably on every pin change
+)
 
 // federation is the scale-out part of fleetgate: remote clusters as query
 // sources, the HA tracker, and forwarding to remote-write backends.
@@ -75,6 +77,9 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 	}
 	if err := f.ha.Load(filepath.Join(dataDir, haStateFile)); err != nil {
 		logger.Warn("HA elections not restored", "err", err)
+	}
+	if err := f.ha.OpenPins(filepath.Join(dataDir, haPinsFile)); err != nil {
+		return nil, fmt.Errorf("restoring HA pins (fix or remove the file to start without them): %w", err)
 	}
 	return f, nil
 }
@@ -147,8 +152,11 @@ func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := f.ha.Pin(cluster, req.Group, req.Replica); err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, pipeline.ErrBadPin) {
+		switch {
+		case errors.Is(err, pipeline.ErrBadPin):
 			status = http.StatusBadRequest
+		case errors.Is(err, pipeline.ErrPinNotSaved):
+			status = http.StatusServiceUnavailable // not applied: retry
 		}
 		query.WriteError(w, status, "bad_data", err.Error())
 		return
@@ -197,7 +205,7 @@ func (f *federation) close() {
 // agent WAL that the forward queues drain, with queries going to the backend.
 type storageParts struct {
 	store     *metrics.Store // nil in forward-only mode
-	agent     *agent.DB      // nil with an embedded TSDB
+	agent     *metrics.Agent // nil with an embedded TSDB
 	fwd       *remotewrite.Forwarder
 	sink      storage.AppendableV2
 	meta      *metrics.Metadata
@@ -233,10 +241,10 @@ func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger, opts
 	}
 	logger = logger.With("component", "forward")
 	rs := remotewrite.NewStorage(cfg.Forward, cfg.Storage.Path, r, logger)
-	db, err := agent.Open(logger, r, rs, cfg.Storage.Path, agent.DefaultOptions())
+	db, err := metrics.OpenAgent(cfg.Storage.Path, cfg.Storage.MinFreeBytes, rs, r, logger)
 	if err != nil {
 		_ = rs.Close()
-		return nil, fmt.Errorf("opening the forward-only WAL in %s: %w", cfg.Storage.Path, err)
+		return nil, err
 	}
 	fwd, err := remotewrite.NewWithStorage(cfg.Forward, rs, logger)
 	if err != nil {
@@ -245,6 +253,14 @@ func openStorage(cfg *Config, r prometheus.Registerer, logger *slog.Logger, opts
 	}
 	db.SetWriteNotified(fwd.WriteNotified())
 	return &storageParts{agent: db, fwd: fwd, sink: db, meta: metrics.NewMetadata()}, nil
+}
+
+// ready is nil when the store takes writes, else why not (for /-/ready).
+func (s *storageParts) ready() error {
+	if s.store != nil {
+		return s.store.Ready()
+	}
+	return s.agent.Ready()
 }
 
 // close stops forwarding first (what is not sent stays in the WAL), then

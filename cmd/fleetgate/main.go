@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,9 @@ type flags struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "check" {
 		os.Exit(checkCommand(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "storage" {
+		os.Exit(storageCommand(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "drill" {
 		os.Exit(drillCommand(os.Args[2:]))
@@ -223,6 +227,32 @@ func serve(args []string) error {
 	return g.Run()
 }
 
+// readiness is /-/ready: 200 while every part can take writes, else 503
+// naming each part that cannot (a failed WAL, a poisoned TSDB, a full disk).
+type readiness struct {
+	checks []func() error
+}
+
+func (rd *readiness) add(check func() error) { rd.checks = append(rd.checks, check) }
+
+func (rd *readiness) err() error {
+	var errs []error
+	for _, c := range rd.checks {
+		if err := c(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (rd *readiness) serve(w http.ResponseWriter, _ *http.Request) {
+	if err := rd.err(); err != nil {
+		http.Error(w, "fleetgate is not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "fleetgate is Ready.")
+}
+
 // addServer serves l in g until g stops.
 func addServer(g *run.Group, l *httpListener, msg string, logger *slog.Logger, kv ...any) {
 	g.Add(func() error {
@@ -290,7 +320,7 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	st, err := openStorage(cfg, reg, logger, metrics.WithSeriesLifecycle(seriesLimit))
+	st, err := openStorage(cfg, reg, logger, metrics.WithSeriesLifecycle(seriesLimit), metrics.WithMaxFuture(time.Duration(cfg.Ingest.MaxFuture)))
 	if err != nil {
 		return nil, err
 	}
@@ -364,7 +394,9 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	})
 	read.Handle("GET /metrics", access.RequireAllClusters(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
 	public.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Healthy.") })
-	public.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Ready.") })
+	ready := &readiness{}
+	ready.add(st.ready)
+	public.HandleFunc("GET /-/ready", ready.serve)
 	if f.enablePprof {
 		admin := rt.on(classAdmin)
 		admin.HandleFunc("/debug/pprof/", pprof.Index)
@@ -375,7 +407,7 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 
 	fed.actors(&a.group)
 	// Logs and traces: OTLP and Loki receivers, embedded stores, forwarders.
-	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, rt, &a.group, reg, logger)
+	closeLogsTraces, err := setupLogsTraces(f, &cfg.logsTracesConfig, fleetReg, pipe, rt, &a.group, ready, reg, logger)
 	a.closers = append(a.closers, closeLogsTraces)
 	if err != nil {
 		return nil, err

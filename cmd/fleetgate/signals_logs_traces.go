@@ -66,7 +66,7 @@ func (c *logsTracesConfig) Validate() error {
 // endpoints on mux and adds their actors (stores, forwarders, derived
 // metrics, OTLP listeners) to g. The returned function closes the stores.
 func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, pipe *pipeline.Pipeline,
-	rt *routes, g *run.Group, reg prometheus.Registerer, logger *slog.Logger) (func(), error) {
+	rt *routes, g *run.Group, ready *readiness, reg prometheus.Registerer, logger *slog.Logger) (func(), error) {
 	var closers []func() error
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -89,6 +89,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 			return closeAll, err
 		}
 		closers = append(closers, st.Close)
+		ready.add(st.Err)
 		logSinks = append(logSinks, st)
 		addRun(st.Run)
 		query.NewLokiAPI(st).Register(rt.on(classRead))
@@ -99,6 +100,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 			return closeAll, err
 		}
 		closers = append(closers, st.Close)
+		ready.add(st.Err)
 		traceSinks = append(traceSinks, st)
 		addRun(st.Run)
 		query.NewTempoAPI(st).Register(rt.on(classRead))

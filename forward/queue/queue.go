@@ -162,7 +162,10 @@ func (fq *Queue) Run(ctx context.Context) error {
 			backoff = min(backoff*2, fq.opts.MaxBackoff)
 		}
 		if err := fq.q.Ack(pos); err != nil {
-			return fmt.Errorf("forward queue %s: %w", fq.name, err)
+			// Delivery goes on; after a restart the records since the last
+			// persisted cursor are sent again (at least once).
+			fq.m.failed.WithLabelValues(fq.name).Inc()
+			fq.logger.Warn("forward queue: persisting the delivery cursor failed", "destination", fq.name, "err", err)
 		}
 		fq.m.pending.WithLabelValues(fq.name).Set(float64(fq.q.Pending()))
 	}

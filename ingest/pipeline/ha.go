@@ -144,6 +144,11 @@ type HATracker struct {
 	mu     sync.RWMutex
 	groups map[haKey]*haGroup
 
+	// Pins are written durably to pinPath before they take effect (ha_pins.go).
+	pinMu   sync.Mutex
+	pinPath string
+	pins    map[haKey]string // replica pinned per group
+
 	dropped   *prometheus.CounterVec
 	failovers *prometheus.CounterVec
 
@@ -491,7 +496,9 @@ func (t *HATracker) elect(key haKey, g *haGroup, now time.Time, from, to, reason
 var ErrBadPin = errors.New("bad pin request")
 
 // Pin forces replica to be the elected one of (cluster, group) until
-// unpinned; an empty replica unpins (normal failover resumes).
+// unpinned; an empty replica unpins (normal failover resumes). With a pin
+// file (OpenPins) the change is written durably first: if that fails it does
+// not take effect and the error wraps ErrPinNotSaved.
 func (t *HATracker) Pin(cluster, group, replica string) error {
 	if t == nil {
 		return fmt.Errorf("%w: the HA tracker is disabled (ha.enabled)", ErrBadPin)
@@ -500,28 +507,40 @@ func (t *HATracker) Pin(cluster, group, replica string) error {
 		return fmt.Errorf("%w: group %q given but ha.group_label is not set", ErrBadPin, group)
 	}
 	key := haKey{cluster: cluster, group: group}
-	now := t.now()
+	t.pinMu.Lock()
+	defer t.pinMu.Unlock()
+	if err := t.savePinLocked(key, replica); err != nil {
+		return err
+	}
+	t.applyPin(key, replica, t.now())
+	return nil
+}
+
+// applyPin makes the pin (or unpin, for an empty replica) take effect.
+func (t *HATracker) applyPin(key haKey, replica string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	g := t.groups[key]
 	if replica == "" {
 		if g == nil || !g.pinned {
-			return nil
+			return
 		}
 		g.pinned = false
 		t.elect(key, g, now, g.elected, g.elected, "unpin")
-		return nil
+		return
 	}
 	if g == nil {
 		g = &haGroup{replicas: map[string]time.Time{}, last: t.newLast()}
 		t.groups[key] = g
+	}
+	if g.pinned && g.elected == replica {
+		return
 	}
 	t.elect(key, g, now, g.elected, replica, "pin")
 	if replica != g.elected {
 		g.last = t.newLast()
 	}
 	g.elected, g.pinned, g.lastSeen = replica, true, now
-	return nil
 }
 
 // Status lists every HA group, sorted by cluster and group.

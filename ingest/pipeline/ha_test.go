@@ -475,3 +475,60 @@ func TestHABackfillConcurrent(t *testing.T) {
 	defer g.bf.mu.Unlock()
 	require.Equal(t, float64(g.bf.count), testutil.ToFloat64(tr.bfSize))
 }
+
+// TestHAPinsSurviveACrash: a pin is written durably when it changes and
+// restored at start even without a clean shutdown (no Save); a pin that
+// cannot be written does not take effect.
+func TestHAPinsSurviveACrash(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pins.json")
+	cfg := HAConfig{Enabled: true, GroupLabel: "ha_group"}
+	tr, err := NewHATracker(cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr.OpenPins(path))
+	require.NoError(t, tr.Pin("eu-1", "", "b"))
+	require.NoError(t, tr.Pin("eu-1", "g2", "x"))
+	require.NoError(t, tr.Pin("us-1", "", "c"))
+	require.NoError(t, tr.Pin("us-1", "", ""), "unpin")
+
+	// "Crash": a new tracker from the files on disk, no Save.
+	tr2, err := NewHATracker(cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr2.OpenPins(path))
+	pinned := map[string]string{}
+	for _, st := range tr2.Status() {
+		if st.Pinned {
+			pinned[st.Cluster+"/"+st.Group] = st.Elected
+		}
+	}
+	require.Equal(t, map[string]string{"eu-1/": "b", "eu-1/g2": "x"}, pinned)
+
+	// The pin file cannot be written (its directory is gone): 503-style
+	// error, the pin does not take effect.
+	tr3, err := NewHATracker(cfg, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr3.OpenPins(filepath.Join(dir, "gone", "pins.json")))
+	err = tr3.Pin("eu-1", "", "b")
+	require.ErrorIs(t, err, ErrPinNotSaved)
+	require.Empty(t, tr3.Status(), "nothing pinned")
+}
+
+// TestHAPinFileOverridesShutdownState: the state file written at shutdown
+// may be older than the pin file; the pin file decides.
+func TestHAPinFileOverridesShutdownState(t *testing.T) {
+	dir := t.TempDir()
+	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr.OpenPins(filepath.Join(dir, "pins.json")))
+	require.NoError(t, tr.Pin("eu-1", "", "b"))
+	require.NoError(t, tr.Save(filepath.Join(dir, "state.json")))
+	require.NoError(t, tr.Pin("eu-1", "", "")) // then a crash: the state file still says pinned
+
+	tr2, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	require.NoError(t, err)
+	require.NoError(t, tr2.Load(filepath.Join(dir, "state.json")))
+	require.NoError(t, tr2.OpenPins(filepath.Join(dir, "pins.json")))
+	st := tr2.Status()
+	require.Len(t, st, 1)
+	require.False(t, st[0].Pinned)
+}

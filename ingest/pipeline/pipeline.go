@@ -230,22 +230,42 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
-// ErrorStatus is the HTTP status for err: the one of *Error, or 500.
+// ErrorStatus is the HTTP status for err: the one of *Error, 503 for an
+// error that says when to retry (a store that cannot take writes now, see
+// ErrorRetryAfter), or 500.
 func ErrorStatus(err error) int {
 	var pe *Error
 	if errors.As(err, &pe) {
 		return pe.Status
 	}
+	if _, ok := storeRetryAfter(err); ok {
+		return http.StatusServiceUnavailable
+	}
 	return http.StatusInternalServerError
 }
 
-// ErrorRetryAfter is the retry delay of a 429 *Error, or 0.
+// ErrorRetryAfter is when the sender may retry: the delay of a 429 *Error,
+// or of an error from a store that cannot take writes now (it has a
+// RetryAfter() time.Duration method, ErrorStatus answers 503); else 0.
 func ErrorRetryAfter(err error) time.Duration {
 	var pe *Error
 	if errors.As(err, &pe) {
 		return pe.RetryAfter
 	}
+	if d, ok := storeRetryAfter(err); ok {
+		return d
+	}
 	return 0
+}
+
+// storeRetryAfter is the delay of an error that says when to retry: nothing
+// of the request was stored, the store is temporarily unavailable.
+func storeRetryAfter(err error) (time.Duration, bool) {
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		return ra.RetryAfter(), true
+	}
+	return 0, false
 }
 
 // Written counts what a batch committed.

@@ -67,6 +67,19 @@ func NewSeriesLimiter(reg *fleet.Registry, r prometheus.Registerer) (*SeriesLimi
 // Enforce starts refusing new series over the limit (after WAL replay).
 func (sl *SeriesLimiter) Enforce() { sl.enforce.Store(true) }
 
+// Replaying is called by the embedded store before it replays the WAL again
+// in process (its reopen after a WAL failure, see store/metrics): the replay
+// creates every series again, so the counts start from zero, and nothing is
+// refused until Enforce is called once the store is open.
+func (sl *SeriesLimiter) Replaying() {
+	sl.enforce.Store(false)
+	sl.mu.RLock()
+	defer sl.mu.RUnlock()
+	for _, sc := range sl.clusters {
+		sc.n.Store(0)
+	}
+}
+
 func (sl *SeriesLimiter) count(cluster string) *seriesCount {
 	sl.mu.RLock()
 	sc := sl.clusters[cluster]

@@ -364,4 +364,4 @@ func TestRemoteWriteHistogramsAndMetadataV1(t *testing.T) {
 	require.Equal(t, 400, w.Code, w.Body.String())
 }
 
-var _ storage.Appendable = (*metrics.Store)(nil)
+var _ storage.AppendableV2 = (*metrics.Store)(nil)

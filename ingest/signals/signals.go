@@ -149,6 +149,8 @@ type Signals struct {
 	lines, bytes, spans *prometheus.CounterVec
 	rejected            *prometheus.CounterVec
 	sinkErrors          *prometheus.CounterVec
+
+	logsFan, tracesFan *fanout // fan-out.go: a retry after a partial failure skips the sinks that stored it
 }
 
 // New builds the signals hub. pipe may be nil (no derived metrics).
@@ -158,7 +160,7 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 	}
 	s := &Signals{
 		cfg: cfg.withDefaults(), reg: reg, pipe: pipe, logs: logs, traces: traces, logger: logger, start: time.Now(), parser: parser.NewParser(parser.Options{}),
-		now: time.Now, derived: map[string]*clusterDerived{},
+		now: time.Now, derived: map[string]*clusterDerived{}, logsFan: newFanout(), tracesFan: newFanout(),
 		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetgate_ingest_log_lines_total", Help: "Log lines accepted, by cluster.",
 		}, []string{"cluster"}),
@@ -382,6 +384,14 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 		return &Error{Status: http.StatusBadRequest, Reason: "rejected",
 			Msg: fmt.Sprintf("%d log lines rejected, nothing of this push was stored: %v", bad, problems.Err())}
 	}
+	// Before the rate limit: a push no record can hold must not use tokens.
+	if perr := pushTooLarge("log streams", logsSize(streams)); perr != nil {
+		for _, pc := range counts {
+			s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(pc.lines))
+			pc.c.Rejected(perr.Reason, pc.lines, perr.Msg)
+		}
+		return perr
+	}
 	for _, pc := range counts {
 		if err := s.limits.TakeLogBytes(pc.c, pc.lines, pc.bytes); err != nil {
 			var pe *Error
@@ -391,15 +401,15 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 			return err
 		}
 	}
-	var errs []error
-	for _, sink := range s.logs {
-		if err := sink.PushLogs(ctx, streams); err != nil {
+	err := s.logsFan.write(len(s.logs), func() uint64 { return logsKey(streams) }, func(i int) error {
+		if err := s.logs[i].PushLogs(ctx, streams); err != nil {
 			s.sinkErrors.WithLabelValues("logs").Inc()
-			errs = append(errs, err)
+			return err
 		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("storing logs: %w", errors.Join(errs...))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing logs: %w", err)
 	}
 	for _, pc := range counts {
 		if pc.lines > 0 {
@@ -476,15 +486,19 @@ func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Tr
 	if err := s.checkSpans(td, clusters); err != nil {
 		return err
 	}
-	var errs []error
-	for _, sink := range s.traces {
-		if err := sink.PushTraces(ctx, td); err != nil {
-			s.sinkErrors.WithLabelValues("traces").Inc()
-			errs = append(errs, err)
-		}
+	if perr := pushTooLarge("spans", (&ptrace.ProtoMarshaler{}).TracesSize(td)); perr != nil {
+		s.rejected.WithLabelValues("traces", perr.Reason).Add(float64(td.SpanCount()))
+		return perr
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("storing traces: %w", errors.Join(errs...))
+	err := s.tracesFan.write(len(s.traces), func() uint64 { return tracesKey(td) }, func(i int) error {
+		if err := s.traces[i].PushTraces(ctx, td); err != nil {
+			s.sinkErrors.WithLabelValues("traces").Inc()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing traces: %w", err)
 	}
 	now := time.Now()
 	for i := range rss.Len() {

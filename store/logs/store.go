@@ -5,6 +5,7 @@
 package logs
 
 import (
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -32,7 +33,9 @@ type Config struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 	// Retention is the age limit (default 7d).
 	Retention model.Duration `yaml:"retention"`
-	// MaxStreams bounds the in-memory stream index (default 100000).
+	// MaxStreams bounds the in-memory stream index (default 100000). When it
+	// is full, the stream written longest ago leaves the index: its lines stay
+	// on disk but queries find them again only once it is written again.
 	MaxStreams int `yaml:"max_streams"`
 }
 
@@ -65,7 +68,9 @@ func (c Config) withDefaults() Config {
 
 type streamInfo struct {
 	ls         labels.Labels
-	minT, maxT int64 // ms
+	key        string
+	minT, maxT int64         // ms
+	elem       *list.Element // in Store.order
 }
 
 // Store is safe for concurrent use.
@@ -77,9 +82,10 @@ type Store struct {
 
 	mu      sync.RWMutex
 	streams map[string]*streamInfo // by label string
+	order   *list.List             // of *streamInfo, most recently written first
 
-	lines, bytes prometheus.Counter
-	diskBytes    prometheus.GaugeFunc
+	lines, bytes, evicted prometheus.Counter
+	diskBytes             prometheus.GaugeFunc
 }
 
 // Open opens the store in dir (dir/logs), rebuilding the stream index.
@@ -92,14 +98,16 @@ func Open(dir string, cfg Config, r prometheus.Registerer, logger *slog.Logger) 
 	if err != nil {
 		return nil, fmt.Errorf("opening log store: %w", err)
 	}
-	s := &Store{cfg: cfg, log: l, parser: parser.NewParser(parser.Options{}), logger: logger, streams: map[string]*streamInfo{},
+	s := &Store{cfg: cfg, log: l, parser: parser.NewParser(parser.Options{}), logger: logger, streams: map[string]*streamInfo{}, order: list.New(),
 		lines: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetgate_logs_store_lines_total", Help: "Log lines written to the embedded log store."}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetgate_logs_store_written_bytes_total", Help: "Bytes written to the embedded log store."}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "fleetgate_logs_store_evicted_streams_total",
+			Help: "Streams dropped from the full stream index (logs_storage.max_streams), the one written longest ago first."}),
 	}
 	s.diskBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleetgate_logs_store_bytes", Help: "Size of the embedded log store on disk."},
 		func() float64 { return float64(s.log.Size()) })
 	if r != nil {
-		for _, c := range []prometheus.Collector{s.lines, s.bytes, s.diskBytes} {
+		for _, c := range []prometheus.Collector{s.lines, s.bytes, s.evicted, s.diskBytes} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("registering log store metrics: %w", err)
 			}
@@ -119,35 +127,59 @@ func Open(dir string, cfg Config, r prometheus.Registerer, logger *slog.Logger) 
 	return s, nil
 }
 
+// index records a write of stream lstr: O(1) besides parsing a new
+// stream's labels (done outside the lock); when the index is full the
+// stream written longest ago leaves it.
 func (s *Store) index(lstr string, minT, maxT int64) error {
 	s.mu.RLock()
-	si := s.streams[lstr]
+	_, known := s.streams[lstr]
 	s.mu.RUnlock()
-	if si != nil && si.minT <= minT && si.maxT >= maxT {
-		return nil
+	var ls labels.Labels
+	if !known {
+		var err error
+		if ls, err = s.parser.ParseMetric(lstr); err != nil {
+			return fmt.Errorf("stream %q: %w", lstr, err)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if si = s.streams[lstr]; si == nil {
-		ls, err := s.parser.ParseMetric(lstr)
-		if err != nil {
-			return fmt.Errorf("stream %q: %w", lstr, err)
+	si := s.streams[lstr]
+	if si == nil {
+		if ls.IsEmpty() { // indexed meanwhile, then evicted again
+			var err error
+			if ls, err = s.parser.ParseMetric(lstr); err != nil {
+				return fmt.Errorf("stream %q: %w", lstr, err)
+			}
 		}
-		if len(s.streams) >= s.cfg.MaxStreams {
-			s.pruneLocked(time.Now().Add(-time.Duration(s.cfg.Retention)).UnixMilli())
+		for len(s.streams) >= s.cfg.MaxStreams {
+			s.removeLocked(s.order.Back().Value.(*streamInfo))
+			s.evicted.Inc()
 		}
-		si = &streamInfo{ls: ls, minT: minT, maxT: maxT}
+		si = &streamInfo{ls: ls, key: lstr, minT: minT, maxT: maxT}
+		si.elem = s.order.PushFront(si)
 		s.streams[lstr] = si
+		return nil
 	}
+	s.order.MoveToFront(si.elem)
 	si.minT, si.maxT = min(si.minT, minT), max(si.maxT, maxT)
 	return nil
 }
 
+func (s *Store) removeLocked(si *streamInfo) {
+	s.order.Remove(si.elem)
+	delete(s.streams, si.key)
+}
+
+// pruneLocked drops streams with nothing newer than before, from the one
+// written longest ago, stopping at the first one still within.
 func (s *Store) pruneLocked(before int64) {
-	for k, si := range s.streams {
-		if si.maxT < before {
-			delete(s.streams, k)
+	for e := s.order.Back(); e != nil; {
+		si := e.Value.(*streamInfo)
+		if si.maxT >= before {
+			return
 		}
+		e = e.Prev()
+		s.removeLocked(si)
 	}
 }
 
@@ -194,10 +226,12 @@ func (s *Store) PushLogs(_ context.Context, streams []push.Stream) error {
 	if err := s.log.Append(recs...); err != nil {
 		return fmt.Errorf("log store: %w", err)
 	}
+	// From here on the lines are durable: an index error must not make the
+	// sender retry (and store them twice).
 	for i := range recs {
 		lstr, _, _ := splitRecord(recs[i].Data)
 		if err := s.index(string(lstr), recs[i].MinT, recs[i].MaxT); err != nil {
-			return err
+			s.logger.Error("indexing a stored log stream", "err", err)
 		}
 	}
 	s.lines.Add(float64(lines))
@@ -314,6 +348,9 @@ func (s *Store) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Err is non-nil while the store refuses writes (see seglog.Log.Err).
+func (s *Store) Err() error { return s.log.Err() }
 
 // Close closes the store.
 func (s *Store) Close() error { return s.log.Close() }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"context"
 	"log/slog"
 	"testing"
 	"time"
@@ -22,7 +23,15 @@ func newCorpusStore(t testing.TB) storage.Storage {
 	}, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return corpusStore{s}
+}
+
+// corpusStore gives the corpus loader the TSDB's v1 appender (fleetgate
+// itself appends through AppenderV2, behind the guard).
+type corpusStore struct{ *Store }
+
+func (c corpusStore) Appender(ctx context.Context) storage.Appender {
+	return c.g.inst.Load().db.Appender(ctx)
 }
 
 // TestPromQLCorpus runs Prometheus's own PromQL test corpus over fleetgate's

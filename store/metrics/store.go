@@ -9,19 +9,25 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/tsdb/wlog"
 )
 
 // Config of the embedded TSDB.
@@ -42,6 +48,9 @@ type Config struct {
 	BlockDuration model.Duration `yaml:"block_duration"`
 	// StartTimestamps stores start (created) timestamps sent with samples.
 	StartTimestamps bool `yaml:"start_timestamps"`
+	// MinFreeBytes is a free-space reserve: writes are refused (503) while the
+	// filesystem of Path has less free space, before the WAL can tear. 0: off.
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
 	// Embedded false is forward-only mode: no embedded TSDB, only a WAL
 	// that the forward queues drain (cmd/fleetgate/federation.go).
 	Embedded *bool `yaml:"embedded"`
@@ -64,36 +73,124 @@ func (c *Config) Validate() error {
 	if c.BlockDuration < 0 {
 		return fmt.Errorf("storage.block_duration: must not be negative, got %s", c.BlockDuration)
 	}
+	if c.MinFreeBytes < 0 {
+		return fmt.Errorf("storage.min_free_bytes: must not be negative, got %d", c.MinFreeBytes)
+	}
 	if c.MaxExemplars < 0 {
 		return fmt.Errorf("storage.max_exemplars: must not be negative, got %d", c.MaxExemplars)
 	}
 	return nil
 }
 
-// Store is the embedded TSDB. It implements storage.AppendableV2 and
-// storage.SampleAndChunkQueryable through the embedded *tsdb.DB.
-type Store struct {
-	*tsdb.DB
-	dir    string
-	meta   *Metadata
-	logger *slog.Logger
-}
+// Option adjusts how Open opens the store.
+type Option func(*openOptions)
 
-// Option adjusts the TSDB options Open uses.
-type Option func(*tsdb.Options)
+type openOptions struct {
+	lifecycle     tsdb.SeriesLifecycleCallback
+	maxFuture     time.Duration
+	now           func() time.Time
+	freeBytes     func(path string) (uint64, error)
+	checkInterval time.Duration
+}
 
 // WithSeriesLifecycle sets the TSDB's series lifecycle hook, which may
 // refuse new series (per-cluster series limits) and sees every series
-// created (WAL replay included) and garbage-collected.
+// created (WAL replay included) and garbage-collected. If it also has
+// Replaying() and Enforce() methods, an in-process reopen (after a WAL
+// failure) calls Replaying before it replays the WAL again and Enforce once
+// the TSDB is open, so that the replay neither counts series twice nor
+// refuses any.
 func WithSeriesLifecycle(cb tsdb.SeriesLifecycleCallback) Option {
-	return func(o *tsdb.Options) { o.SeriesLifecycleCallback = cb }
+	return func(o *openOptions) { o.lifecycle = cb }
+}
+
+// WithMaxFuture is how far ahead of now a sample may be (ingest.max_future,
+// default 10m). A TSDB that already holds newer samples is poisoned: every
+// current sample would be out of bounds.
+func WithMaxFuture(d time.Duration) Option { return func(o *openOptions) { o.maxFuture = d } }
+
+// WithFreeSpace replaces statfs (tests inject a full disk) and sets how often
+// free space is checked and a failed WAL is retried (default 1s).
+func WithFreeSpace(freeBytes func(path string) (uint64, error), every time.Duration) Option {
+	return func(o *openOptions) { o.freeBytes, o.checkInterval = freeBytes, every }
+}
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(o *openOptions) { o.now = now } }
+
+func buildOptions(options []Option) *openOptions {
+	o := &openOptions{maxFuture: DefaultMaxFuture, now: time.Now}
+	for _, f := range options {
+		f(o)
+	}
+	if o.maxFuture <= 0 {
+		o.maxFuture = DefaultMaxFuture
+	}
+	return o
+}
+
+// replayAware is a series lifecycle hook that counts series (see WithSeriesLifecycle).
+type replayAware interface {
+	Replaying()
+	Enforce()
+}
+
+// DefaultMaxFuture is Prometheus's write-handler default.
+const DefaultMaxFuture = 10 * time.Minute
+
+// Store is the embedded TSDB behind a guard: every appender and querier goes
+// through it (see guard.go), so that no write is acknowledged after a WAL
+// failure until the WAL is good again. It implements storage.AppendableV2,
+// storage.SampleAndChunkQueryable and the TSDB status API.
+type Store struct {
+	g         *guard
+	dir       string
+	meta      *Metadata
+	logger    *slog.Logger
+	poisoned  prometheus.Gauge
+	maxFuture time.Duration
+	now       func() time.Time
+	lifecycle tsdb.SeriesLifecycleCallback
 }
 
 // Open opens (and replays the WAL of) the TSDB in cfg.Path.
+// r may be nil.
 func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger, options ...Option) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	o := buildOptions(options)
+	g, err := newGuard("TSDB", cfg.Path, r, logger, guardOptions{
+		MinFreeBytes: uint64(cfg.MinFreeBytes), CheckInterval: o.checkInterval, FreeBytes: o.freeBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{g: g, dir: cfg.Path, logger: logger, meta: NewMetadata(), maxFuture: o.maxFuture, now: o.now, lifecycle: o.lifecycle,
+		poisoned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetgate_storage_poisoned",
+			Help: "1 when the TSDB holds samples further ahead than ingest.max_future: writes are refused (503) until `fleetgate storage drop-future` repairs it."}),
+	}
+	if rl, ok := o.lifecycle.(replayAware); ok {
+		g.beforeReplay, g.afterReplay = rl.Replaying, rl.Enforce
+	}
+	if r != nil {
+		if err := r.Register(s.poisoned); err != nil {
+			return nil, fmt.Errorf("registering storage metrics: %w", err)
+		}
+	}
+	if err := g.start(func(reg prometheus.Registerer) (*instance, error) { return s.openTSDB(cfg, reg) }); err != nil {
+		return nil, err
+	}
+	if err := s.meta.load(filepath.Join(cfg.Path, metadataFile)); err != nil {
+		logger.Warn("metric metadata not restored", "err", err)
+	}
+	return s, nil
+}
+
+func tsdbOptions(cfg Config) *tsdb.Options {
 	opts := tsdb.DefaultOptions()
 	if cfg.Retention > 0 {
 		opts.RetentionDuration = int64(time.Duration(cfg.Retention) / time.Millisecond)
@@ -112,19 +209,196 @@ func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger, options ...O
 		opts.EnableHistogramSTEncoding = true
 		opts.FloatChunkEncoding = chunkenc.EncXOR2
 	}
-	for _, o := range options {
-		o(opts)
+	return opts
+}
+
+// openTSDB opens the TSDB once (at start and on every reopen), detecting a
+// poisoned store before retention or compaction can act on it.
+func (s *Store) openTSDB(cfg Config, reg prometheus.Registerer) (*instance, error) {
+	opts := tsdbOptions(cfg)
+	opts.SeriesLifecycleCallback = s.lifecycle
+	limit := s.now().Add(s.maxFuture).UnixMilli()
+	blocksMax, err := BlocksMaxTime(cfg.Path)
+	if err != nil {
+		return nil, err
 	}
-	db, err := tsdb.Open(cfg.Path, logger.With("component", "tsdb"), r, opts, nil)
+	if blocksMax > limit {
+		// Retention counts back from the newest block: a far-future block
+		// would make it delete every real one. Suspend it while poisoned.
+		opts.RetentionDuration, opts.MaxBytes = 0, 0
+	}
+	db, err := tsdb.Open(cfg.Path, s.logger.With("component", "tsdb"), reg, opts, nil)
 	if err != nil {
 		return nil, fmt.Errorf("opening TSDB in %s: %w", cfg.Path, err)
 	}
-	s := &Store{DB: db, dir: cfg.Path, logger: logger, meta: NewMetadata()}
-	if err := s.meta.load(filepath.Join(cfg.Path, metadataFile)); err != nil {
-		logger.Warn("metric metadata not restored", "err", err)
+	newest := max(blocksMax, db.Head().MaxTime())
+	if newest > limit {
+		// Compacting a head that reaches far ahead writes block after block
+		// (for ever, for MaxInt64): stop it before it starts.
+		db.DisableCompactions()
+		s.poisoned.Set(1)
+		at := formatMs(newest)
+		s.logger.Error("the TSDB holds samples far in the future: every current sample would be out of bounds, so writes are refused with 503 "+
+			"(senders keep their data and retry) and retention and compaction are suspended. "+
+			"Stop fleetgate and run `fleetgate storage drop-future --storage.path="+cfg.Path+"` to move the future samples aside, then start it again.",
+			"newest_sample", at, "max_future", s.maxFuture, "dir", cfg.Path)
+		return &instance{db: db, app: db, close: db.Close, poisoned: &UnavailableError{Reason: "poisoned", After: time.Minute,
+			Msg: fmt.Sprintf("the TSDB holds samples up to %s, more than %s ahead of now, so every current sample would be out of bounds; "+
+				"writes are refused until an operator runs `fleetgate storage drop-future` (see the fleetgate log); retry later", at, s.maxFuture)}}, nil
 	}
-	return s, nil
+	s.poisoned.Set(0)
+	return &instance{db: db, app: db, close: db.Close}, nil
 }
+
+func formatMs(ms int64) string {
+	if ms > 1<<62 || ms < -(1<<62) {
+		return fmt.Sprintf("%d ms", ms)
+	}
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
+}
+
+// BlocksMaxTime is the newest block end (ms) among the blocks in dir, read
+// from their meta.json files without opening the TSDB; MinInt64 when there
+// are none.
+func BlocksMaxTime(dir string) (int64, error) {
+	newest := int64(math.MinInt64)
+	metas, err := blockMetas(dir)
+	for _, m := range metas {
+		newest = max(newest, m.MaxTime)
+	}
+	return newest, err
+}
+
+type blockMeta struct {
+	dir string
+	tsdb.BlockMeta
+}
+
+func blockMetas(dir string) ([]blockMeta, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", dir, err)
+	}
+	var out []blockMeta
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		if _, err := ulid.ParseStrict(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "meta.json"))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // an unfinished block: the TSDB deletes it at open
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading block meta: %w", err)
+		}
+		var m tsdb.BlockMeta
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("decoding %s/meta.json: %w", e.Name(), err)
+		}
+		out = append(out, blockMeta{dir: filepath.Join(dir, e.Name()), BlockMeta: m})
+	}
+	return out, nil
+}
+
+// AppenderV2 implements storage.AppendableV2. While the store cannot take
+// writes the appender refuses every sample with an *UnavailableError.
+func (s *Store) AppenderV2(ctx context.Context) storage.AppenderV2 { return s.g.appenderV2(ctx) }
+
+// Querier implements storage.Queryable.
+func (s *Store) Querier(mint, maxt int64) (storage.Querier, error) {
+	inst, err := s.g.acquire()
+	if err != nil {
+		return nil, err
+	}
+	q, err := inst.db.Querier(mint, maxt)
+	if err != nil {
+		s.g.release()
+		return nil, err
+	}
+	return &querier{Querier: q, g: s.g}, nil
+}
+
+// ChunkQuerier implements storage.ChunkQueryable.
+func (s *Store) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+	inst, err := s.g.acquire()
+	if err != nil {
+		return nil, err
+	}
+	q, err := inst.db.ChunkQuerier(mint, maxt)
+	if err != nil {
+		s.g.release()
+		return nil, err
+	}
+	return &chunkQuerier{ChunkQuerier: q, g: s.g}, nil
+}
+
+type querier struct {
+	storage.Querier
+	g      *guard
+	closed atomic.Bool
+}
+
+func (q *querier) Close() error {
+	err := q.Querier.Close()
+	if !q.closed.Swap(true) {
+		q.g.release()
+	}
+	return err
+}
+
+type chunkQuerier struct {
+	storage.ChunkQuerier
+	g      *guard
+	closed atomic.Bool
+}
+
+func (q *chunkQuerier) Close() error {
+	err := q.ChunkQuerier.Close()
+	if !q.closed.Swap(true) {
+		q.g.release()
+	}
+	return err
+}
+
+// with runs f on the open TSDB, as one user of the guard.
+func (s *Store) with(f func(db *tsdb.DB) error) error {
+	inst, err := s.g.acquire()
+	if err != nil {
+		return err
+	}
+	defer s.g.release()
+	return f(inst.db)
+}
+
+// StartTime implements storage.Storage: the oldest sample time.
+func (s *Store) StartTime() (t int64, err error) {
+	err = s.with(func(db *tsdb.DB) error {
+		t, err = db.StartTime()
+		return err
+	})
+	return t, err
+}
+
+// MaxTime is the time of the newest sample in the head (math.MinInt64 when empty).
+func (s *Store) MaxTime() (t int64, err error) {
+	err = s.with(func(db *tsdb.DB) error {
+		t = db.Head().MaxTime()
+		return nil
+	})
+	return t, err
+}
+
+// Ready is nil when the store takes writes, else why not (for /-/ready).
+func (s *Store) Ready() error { return s.g.ready() }
+
+// SetWriteNotified makes the TSDB (also after a reopen) notify wn of WAL writes.
+func (s *Store) SetWriteNotified(wn wlog.WriteNotified) { s.g.setWriteNotified(wn) }
 
 // Metadata is the metric metadata reported by senders.
 func (s *Store) Metadata() *Metadata { return s.meta }
@@ -132,12 +406,16 @@ func (s *Store) Metadata() *Metadata { return s.meta }
 // Close flushes metadata and closes the TSDB cleanly.
 func (s *Store) Close() error {
 	merr := s.meta.save(filepath.Join(s.dir, metadataFile))
-	return errors.Join(merr, s.DB.Close())
+	return errors.Join(merr, s.g.shutdown())
 }
 
 // Stats implements the TSDB status API's statistics.
-func (s *Store) Stats(statsByLabelName string, limit int) (*tsdb.Stats, error) {
-	return s.DB.Head().Stats(statsByLabelName, limit), nil
+func (s *Store) Stats(statsByLabelName string, limit int) (st *tsdb.Stats, err error) {
+	err = s.with(func(db *tsdb.DB) error {
+		st = db.Head().Stats(statsByLabelName, limit)
+		return nil
+	})
+	return st, err
 }
 
 // WALReplayStatus: the WAL is replayed before Open returns.
@@ -146,22 +424,58 @@ func (s *Store) WALReplayStatus() (tsdb.WALReplayStatus, error) {
 }
 
 // BlockMetas lists the persisted blocks.
-func (s *Store) BlockMetas() ([]tsdb.BlockMeta, error) {
-	blocks := s.DB.Blocks()
-	out := make([]tsdb.BlockMeta, 0, len(blocks))
-	for _, b := range blocks {
-		out = append(out, b.Meta())
-	}
-	return out, nil
+func (s *Store) BlockMetas() (out []tsdb.BlockMeta, err error) {
+	err = s.with(func(db *tsdb.DB) error {
+		blocks := db.Blocks()
+		out = make([]tsdb.BlockMeta, 0, len(blocks))
+		for _, b := range blocks {
+			out = append(out, b.Meta())
+		}
+		return nil
+	})
+	return out, err
+}
+
+// CleanTombstones implements the TSDB admin API.
+func (s *Store) CleanTombstones() error {
+	return s.with(func(db *tsdb.DB) error { return db.CleanTombstones() })
+}
+
+// Delete implements the TSDB admin API.
+func (s *Store) Delete(ctx context.Context, mint, maxt int64, ms ...*labels.Matcher) error {
+	return s.with(func(db *tsdb.DB) error { return db.Delete(ctx, mint, maxt, ms...) })
+}
+
+// Snapshot implements the TSDB admin API.
+func (s *Store) Snapshot(dir string, withHead bool) error {
+	return s.with(func(db *tsdb.DB) error { return db.Snapshot(dir, withHead) })
 }
 
 // ExemplarQueryable exposes the exemplar store.
-func (s *Store) ExemplarQueryable() storage.ExemplarQueryable { return exemplarQueryable{s.DB} }
+func (s *Store) ExemplarQueryable() storage.ExemplarQueryable { return exemplarQueryable{s} }
 
-type exemplarQueryable struct{ db *tsdb.DB }
+type exemplarQueryable struct{ s *Store }
 
 func (e exemplarQueryable) ExemplarQuerier(ctx context.Context) (storage.ExemplarQuerier, error) {
-	return e.db.ExemplarQuerier(ctx)
+	return exemplarQuerier{ctx: ctx, s: e.s}, nil
+}
+
+// exemplarQuerier opens the TSDB's exemplar querier for each Select, as a user of the guard.
+type exemplarQuerier struct {
+	ctx context.Context
+	s   *Store
+}
+
+func (e exemplarQuerier) Select(start, end int64, matchers ...[]*labels.Matcher) (out []exemplar.QueryResult, err error) {
+	err = e.s.with(func(db *tsdb.DB) error {
+		q, err := db.ExemplarQuerier(e.ctx)
+		if err != nil {
+			return err
+		}
+		out, err = q.Select(start, end, matchers...)
+		return err
+	})
+	return out, err
 }
 
 const metadataFile = "fleetgate-metadata.json"

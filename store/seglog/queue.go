@@ -71,22 +71,27 @@ func (q *Queue) Next(ctx context.Context) ([]byte, Pos, error) {
 	}
 }
 
-// Ack persists the cursor at pos (as returned by Next): everything before it
-// is delivered, and fully delivered segments are deleted.
+// Ack moves the cursor to pos (as returned by Next): everything before it
+// is delivered. The cursor is persisted (written, fsynced, renamed) and fully
+// delivered segments are deleted. If persisting fails (a full disk), the
+// cursor still moves on in memory and the error is returned: after a restart
+// the records since the last persisted cursor are delivered again (at least
+// once), and no segment is deleted until a cursor past it is persisted.
 func (q *Queue) Ack(pos Pos) error {
+	q.mu.Lock()
+	q.cursor = pos
+	q.mu.Unlock()
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[:], pos.Seg)
 	binary.LittleEndian.PutUint64(b[8:], uint64(pos.Off))
 	tmp := q.cursorFn + ".tmp"
 	if err := writeFileSync(tmp, b[:], !q.log.opts.NoSync); err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("queue cursor: %w", err)
 	}
 	if err := os.Rename(tmp, q.cursorFn); err != nil {
 		return fmt.Errorf("queue cursor: %w", err)
 	}
-	q.mu.Lock()
-	q.cursor = pos
-	q.mu.Unlock()
 	// Delete segments the consumer has passed (never the one being written).
 	l := q.log
 	l.mu.Lock()

@@ -41,6 +41,45 @@ const headerSize = 4 + 4 + 8 + 8
 // MaxRecordBytes bounds one record.
 const MaxRecordBytes = 64 << 20
 
+// RecordTooLargeError refuses a record over MaxRecordBytes. Only the append
+// carrying it fails; appends committed in the same group are not affected.
+type RecordTooLargeError struct{ Size int }
+
+func (e *RecordTooLargeError) Error() string {
+	return fmt.Sprintf("seglog: a record of %d bytes is over the %d-byte limit", e.Size, MaxRecordBytes)
+}
+
+// WriteError is a failed append: nothing of it is in the log (the segment was
+// cut back to where it was), so the caller may retry later (RetryAfter makes
+// receivers answer 503 with Retry-After). Latched means the log could not be
+// cut back and refuses every append until it is reopened.
+type WriteError struct {
+	Dir     string
+	Err     error
+	Latched bool
+}
+
+func (e *WriteError) Error() string {
+	if e.Latched {
+		return fmt.Sprintf("seglog %s: refusing appends until reopened (restart fleetgate): %v", e.Dir, e.Err)
+	}
+	return fmt.Sprintf("seglog %s: %v", e.Dir, e.Err)
+}
+
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// RetryAfter is how long a sender should wait before retrying.
+func (e *WriteError) RetryAfter() time.Duration { return 5 * time.Second }
+
+// segFile is what the log needs of its active segment (tests inject failures).
+type segFile interface {
+	Write(b []byte) (int, error)
+	Sync() error
+	Truncate(size int64) error
+	Seek(offset int64, whence int) (int64, error)
+	Close() error
+}
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Pos is the position of a record: segment number and byte offset.
@@ -68,7 +107,8 @@ type Log struct {
 
 	mu      sync.RWMutex
 	segs    []*segment // oldest first; the last one is open for writing
-	f       *os.File
+	f       segFile
+	failed  error // a failed append could not be undone: appends are refused
 	buf     []byte
 	total   int64
 	deleted func(seg uint64, records int) // called under mu when retention drops a segment
@@ -187,27 +227,36 @@ func (l *Log) recover(s *segment) error {
 	return nil
 }
 
+// startSegment creates segment n and makes it the active one; on error the
+// active segment stays as it was.
 func (l *Log) startSegment(n uint64) error {
 	s := &segment{n: n, minT: 1 << 62, maxT: -1 << 62, modified: time.Now()}
 	f, err := os.OpenFile(s.path(l.dir), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("creating segment: %w", err)
 	}
-	if l.f != nil {
-		if err := l.f.Close(); err != nil {
+	if !l.opts.NoSync {
+		if err := syncDir(l.dir); err != nil {
 			f.Close()
-			return fmt.Errorf("closing segment: %w", err)
+			_ = os.Remove(s.path(l.dir))
+			return fmt.Errorf("creating segment: %w", err)
 		}
 	}
-	if !l.opts.NoSync {
-		if d, err := os.Open(l.dir); err == nil {
-			_ = d.Sync()
-			d.Close()
-		}
+	if l.f != nil {
+		_ = l.f.Close() // its appends were fsynced when they returned: a close error loses nothing
 	}
 	l.f = f
 	l.segs = append(l.segs, s)
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Record is one record to append with its time bounds in milliseconds.
@@ -226,6 +275,12 @@ func (l *Log) Append(recs ...Record) error {
 // Appends that arrive while another one is being fsynced are written
 // together with a single fsync (group commit).
 func (l *Log) AppendPos(recs ...Record) ([]Pos, error) {
+	// An oversized record fails its own append, never the group it would join.
+	for _, r := range recs {
+		if len(r.Data) > MaxRecordBytes {
+			return nil, &RecordTooLargeError{Size: len(r.Data)}
+		}
+	}
 	p := &pendingAppend{recs: recs, done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	l.gmu.Lock()
 	l.waiting = append(l.waiting, p)
@@ -277,10 +332,13 @@ func (l *Log) appendBatch(recs []Record) ([]Pos, error) {
 	if l.f == nil {
 		return nil, errors.New("seglog: log is closed")
 	}
+	if l.failed != nil {
+		return nil, &WriteError{Dir: l.dir, Err: l.failed, Latched: true}
+	}
 	cur := l.segs[len(l.segs)-1]
 	if cur.size >= l.opts.SegmentBytes {
 		if err := l.startSegment(cur.n + 1); err != nil {
-			return nil, err
+			return nil, &WriteError{Dir: l.dir, Err: err}
 		}
 		cur = l.segs[len(l.segs)-1]
 	}
@@ -289,9 +347,6 @@ func (l *Log) appendBatch(recs []Record) ([]Pos, error) {
 	pos := make([]Pos, 0, len(recs))
 	for _, r := range recs {
 		pos = append(pos, Pos{cur.n, cur.size + int64(len(l.buf))})
-		if len(r.Data) > MaxRecordBytes {
-			return nil, fmt.Errorf("seglog: record of %d bytes is over the %d byte limit", len(r.Data), MaxRecordBytes)
-		}
 		var hdr [headerSize]byte
 		binary.LittleEndian.PutUint32(hdr[0:], uint32(len(r.Data)))
 		binary.LittleEndian.PutUint32(hdr[4:], crc32.Checksum(r.Data, castagnoli))
@@ -304,13 +359,11 @@ func (l *Log) appendBatch(recs []Record) ([]Pos, error) {
 	if _, err := l.f.Write(l.buf); err != nil {
 		// Cut the segment so a partial write is never followed by good records,
 		// and move the offset back so the next append lands where positions say.
-		l.rewind(cur.size)
-		return nil, fmt.Errorf("seglog: writing: %w", err)
+		return nil, l.rewind(cur.size, fmt.Errorf("writing: %w", err))
 	}
 	if !l.opts.NoSync {
 		if err := l.f.Sync(); err != nil {
-			l.rewind(cur.size)
-			return nil, fmt.Errorf("seglog: fsync: %w", err)
+			return nil, l.rewind(cur.size, fmt.Errorf("fsync: %w", err))
 		}
 	}
 	cur.size += int64(len(l.buf))
@@ -525,7 +578,30 @@ func (l *Log) ReadAt(pos Pos) (data []byte, ok bool, err error) {
 
 // rewind drops a failed append: it truncates the active segment to size and
 // moves the write offset back to it (the file is not opened with O_APPEND).
-func (l *Log) rewind(size int64) {
-	_ = l.f.Truncate(size)
-	_, _ = l.f.Seek(size, io.SeekStart)
+// If that fails the log latches: a torn record followed by good ones would
+// make the next open drop those.
+func (l *Log) rewind(size int64, cause error) error {
+	err := l.f.Truncate(size)
+	if err == nil {
+		_, err = l.f.Seek(size, io.SeekStart)
+	}
+	if err == nil && !l.opts.NoSync {
+		err = l.f.Sync()
+	}
+	if err != nil {
+		l.failed = fmt.Errorf("%w; cutting the failed append off failed too: %w", cause, err)
+		return &WriteError{Dir: l.dir, Err: l.failed, Latched: true}
+	}
+	return &WriteError{Dir: l.dir, Err: cause}
+}
+
+// Err is non-nil while the log refuses appends (a failed append could not be
+// undone); reopening the log recovers.
+func (l *Log) Err() error {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.failed != nil {
+		return &WriteError{Dir: l.dir, Err: l.failed, Latched: true}
+	}
+	return nil
 }

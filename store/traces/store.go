@@ -288,6 +288,9 @@ func splitByTrace(td ptrace.Traces) map[pcommon.TraceID]*tracePart {
 	return out
 }
 
+// Err is non-nil while the store refuses writes (see seglog.Log.Err).
+func (s *Store) Err() error { return s.log.Err() }
+
 // ErrNotFound is returned by Trace for an unknown trace ID.
 var ErrNotFound = errors.New("trace not found")
 
