@@ -128,7 +128,7 @@ func New(cfg Config, reg *fleet.Registry, sink storage.AppendableV2, meta Metada
 		}, []string{"cluster", "kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetgate_ingest_rejected_total",
-			Help: "Samples rejected at ingest, by cluster and reason.",
+			Help: "Samples, histograms and exemplars refused at ingest, by cluster and reason.",
 		}, []string{"cluster", "reason"}),
 		commitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:                        "fleetgate_ingest_commit_duration_seconds",
