@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters compress with gzip by default
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -31,9 +32,17 @@ func (rc *Receiver) RegisterGRPC(s *grpc.Server) {
 	ptraceotlp.RegisterGRPCServer(s, &tracesServer{rc: rc})
 }
 
-// ServerOptions are the gRPC server options the receiver needs (message size).
+// ServerOptions are the gRPC server options the receiver needs: the message
+// size limit, and the same connection hygiene as the HTTP listeners (a
+// handshake within 10 s, idle connections closed after 2 min, clients that
+// ping more often than every 10 s cut off).
 func (rc *Receiver) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(rc.cfg.MaxRequestBytes)}
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(rc.cfg.MaxRequestBytes),
+		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 2 * time.Minute}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
 }
 
 // credentialFromGRPC reads the bearer token from the authorization metadata
