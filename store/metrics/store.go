@@ -91,6 +91,7 @@ type openOptions struct {
 	now           func() time.Time
 	freeBytes     func(path string) (uint64, error)
 	checkInterval time.Duration
+	metaInterval  time.Duration
 }
 
 // WithSeriesLifecycle sets the TSDB's series lifecycle hook, which may
@@ -115,6 +116,12 @@ func WithFreeSpace(freeBytes func(path string) (uint64, error), every time.Durat
 	return func(o *openOptions) { o.freeBytes, o.checkInterval = freeBytes, every }
 }
 
+// WithMetadataSaveInterval sets how often changed metric metadata is saved
+// (default 30s): a crash loses at most this much of it.
+func WithMetadataSaveInterval(d time.Duration) Option {
+	return func(o *openOptions) { o.metaInterval = d }
+}
+
 // WithClock replaces time.Now (tests).
 func WithClock(now func() time.Time) Option { return func(o *openOptions) { o.now = now } }
 
@@ -125,6 +132,9 @@ func buildOptions(options []Option) *openOptions {
 	}
 	if o.maxFuture <= 0 {
 		o.maxFuture = DefaultMaxFuture
+	}
+	if o.metaInterval <= 0 {
+		o.metaInterval = metadataSaveInterval
 	}
 	return o
 }
@@ -151,7 +161,14 @@ type Store struct {
 	maxFuture time.Duration
 	now       func() time.Time
 	lifecycle tsdb.SeriesLifecycleCallback
+
+	stopMeta chan struct{} // ends saveMetadataLoop
+	metaDone chan struct{}
 }
+
+// metadataSaveInterval is how often changed metric metadata is written to
+// disk by default, so that a crash loses at most this much of it.
+const metadataSaveInterval = 30 * time.Second
 
 // Open opens (and replays the WAL of) the TSDB in cfg.Path.
 // r may be nil.
@@ -187,7 +204,29 @@ func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger, options ...O
 	if err := s.meta.load(filepath.Join(cfg.Path, metadataFile)); err != nil {
 		logger.Warn("metric metadata not restored", "err", err)
 	}
+	s.stopMeta, s.metaDone = make(chan struct{}), make(chan struct{})
+	go s.saveMetadataLoop(o.metaInterval)
 	return s, nil
+}
+
+// saveMetadataLoop writes changed metadata every interval until Close.
+func (s *Store) saveMetadataLoop(interval time.Duration) {
+	defer close(s.metaDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopMeta:
+			return
+		case <-t.C:
+		}
+		if !s.meta.dirty.Load() {
+			continue
+		}
+		if err := s.meta.save(filepath.Join(s.dir, metadataFile)); err != nil {
+			s.logger.Warn("saving metric metadata (retried)", "err", err)
+		}
+	}
 }
 
 func tsdbOptions(cfg Config) *tsdb.Options {
@@ -405,6 +444,11 @@ func (s *Store) Metadata() *Metadata { return s.meta }
 
 // Close flushes metadata and closes the TSDB cleanly.
 func (s *Store) Close() error {
+	if s.stopMeta != nil {
+		close(s.stopMeta)
+		<-s.metaDone
+		s.stopMeta = nil
+	}
 	merr := s.meta.save(filepath.Join(s.dir, metadataFile))
 	return errors.Join(merr, s.g.shutdown())
 }
@@ -482,7 +526,8 @@ const metadataFile = "fleetgate-metadata.json"
 
 // Metadata keeps the latest metadata of each metric family, per cluster.
 type Metadata struct {
-	mu sync.RWMutex
+	dirty atomic.Bool // changed since the last save
+	mu    sync.RWMutex
 	// family -> cluster -> metadata
 	m map[string]map[string]metadata.Metadata
 }
@@ -513,6 +558,7 @@ func (m *Metadata) SetMetadata(cluster, family string, md metadata.Metadata) {
 		m.m[family] = byCluster
 	}
 	byCluster[cluster] = md
+	m.dirty.Store(true)
 }
 
 // Entry is one metadata entry in the Prometheus /api/v1/metadata shape.
@@ -579,18 +625,46 @@ func (m *Metadata) ListFor(metric string, limit, limitPerMetric int, visible fun
 	return out
 }
 
+// save writes the metadata durably (tmp file, fsync, rename, directory
+// fsync); a failed save leaves the previous file and the dirty mark.
 func (m *Metadata) save(path string) error {
+	m.dirty.Store(false)
 	m.mu.RLock()
 	b, err := json.Marshal(m.m)
 	m.mu.RUnlock()
 	if err != nil {
+		m.dirty.Store(true)
 		return fmt.Errorf("encoding metadata: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := writeFileDurably(path, b); err != nil {
+		m.dirty.Store(true)
 		return fmt.Errorf("writing metadata: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return nil
+}
+
+// writeFileDurably replaces path with b: written to a tmp file, fsynced,
+// renamed over path, and the directory fsynced.
+func writeFileDurably(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(b)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return errors.Join(werr, os.Remove(tmp))
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 func (m *Metadata) load(path string) error {
