@@ -94,6 +94,12 @@ type Evaluator struct {
 	started time.Time
 	stepped bool
 
+	// selfCheck, when set, says whether fleetgate itself can take writes
+	// (its stores); while it cannot, clusters are not evaluated (see Step).
+	selfCheck  func() error
+	paused     bool
+	impairedAt time.Time // the last step at which selfCheck failed
+
 	mu       sync.RWMutex
 	results  map[string]Result
 	cadences map[string]*cadence
@@ -108,7 +114,18 @@ type Evaluator struct {
 	evals       prometheus.Counter
 	queryErrors *prometheus.CounterVec
 	duration    prometheus.Histogram
+	pausedG     prometheus.Gauge
 }
+
+// SetSelfCheck makes the evaluator ask check before each step whether
+// fleetgate itself can take writes (e.g. its TSDB is not latched after a full
+// disk). While check fails no cluster is evaluated and subscribers are not
+// called: every cluster's writes are being refused by fleetgate, not missing
+// from the cluster, so nothing about the clusters can be concluded and no
+// failover or alert must follow. Afterwards freshness counts from the end of
+// the impairment, so a cluster is never blamed for the time fleetgate could
+// not take its writes. Call it before Run.
+func (e *Evaluator) SetSelfCheck(check func() error) { e.selfCheck = check }
 
 // NewEvaluator builds an evaluator from a validated config.
 func NewEvaluator(cfg Config, q Querier, f Fleet, reg prometheus.Registerer, logger *slog.Logger) (*Evaluator, error) {
@@ -135,9 +152,11 @@ func NewEvaluator(cfg Config, q Querier, f Fleet, reg prometheus.Registerer, log
 			Help: "Health signal queries that failed."}, []string{"signal"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "fleetgate_health_evaluation_duration_seconds",
 			Help: "Time to evaluate one cluster.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8)}),
+		pausedG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetgate_health_evaluation_paused",
+			Help: "1 while cluster health is not evaluated because fleetgate itself cannot take writes (e.g. a full disk)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{e.score, e.state, e.signalValue, e.age, e.staleAfter, e.evals, e.queryErrors, e.duration} {
+		for _, c := range []prometheus.Collector{e.score, e.state, e.signalValue, e.age, e.staleAfter, e.evals, e.queryErrors, e.duration, e.pausedG} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registering health metrics: %w", err)
 			}
@@ -222,6 +241,28 @@ func (e *Evaluator) Step(ctx context.Context, now time.Time) []Result {
 		e.started, e.stepped = now, true
 	}
 	e.mu.Unlock()
+	if e.selfCheck != nil {
+		err := e.selfCheck()
+		e.mu.Lock()
+		switch {
+		case err != nil:
+			e.impairedAt = now
+			if !e.paused {
+				e.paused = true
+				e.pausedG.Set(1)
+				e.logger.Warn("health evaluation paused: fleetgate itself cannot take writes, so clusters are not judged by them", "err", err)
+			}
+		case e.paused:
+			e.paused = false
+			e.pausedG.Set(0)
+			e.logger.Info("health evaluation resumed: fleetgate takes writes again; freshness counts from now")
+		}
+		paused := e.paused
+		e.mu.Unlock()
+		if paused {
+			return nil
+		}
+	}
 	clusters := e.fleet.Clusters()
 	var due []*fleet.Cluster
 	e.mu.Lock()
@@ -271,6 +312,9 @@ func (e *Evaluator) freshnessLocked(c *fleet.Cluster, now time.Time) SignalResul
 			return s
 		}
 		lw = e.started
+	}
+	if e.impairedAt.After(lw) {
+		lw = e.impairedAt // fleetgate refused writes until then
 	}
 	age := max(now.Sub(lw).Seconds(), 0)
 	s.Value = &age

@@ -176,3 +176,56 @@ func TestConfigValidate(t *testing.T) {
 	}
 	require.NoError(t, (&Config{}).Validate())
 }
+
+// While fleetgate itself cannot take writes (its TSDB refuses them after a
+// full disk), no cluster is judged and subscribers hear nothing; afterwards a
+// cluster's freshness counts from the end of the impairment, so it is not
+// declared down for the writes fleetgate refused.
+func TestNoVerdictWhileFleetgateCannotTakeWrites(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	reg := newFleet(t, "eu-1")
+	c := reg.Get("eu-1")
+	e, err := NewEvaluator(Config{DisableDefaultSignals: true}, fakeQuerier{}, reg, nil, logger)
+	require.NoError(t, err)
+	var impaired error
+	e.SetSelfCheck(func() error { return impaired })
+	heard := 0
+	e.Subscribe(func(context.Context, time.Time, []Result) { heard++ })
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for i := 0; i < 8; i++ { // a sender writing every 15 s
+		c.Written(at(time.Duration(i)*15*time.Second), 1, 1, 0, 0)
+		e.Step(context.Background(), at(time.Duration(i)*15*time.Second))
+	}
+	r, ok := e.Result("eu-1")
+	require.True(t, ok)
+	require.Equal(t, Healthy, r.State)
+	before := heard
+
+	// The disk fills at 2m: for ten minutes every write is refused.
+	impaired = errors.New("TSDB WAL failed")
+	for d := 2 * time.Minute; d < 12*time.Minute; d += 5 * time.Second {
+		require.Empty(t, e.Step(context.Background(), at(d)), "no cluster judged while fleetgate refuses writes")
+	}
+	require.Equal(t, before, heard, "no subscriber called: no failover, no alert")
+	r, _ = e.Result("eu-1")
+	require.Equal(t, Healthy, r.State, "the last verdict stands")
+
+	// Space is back at 12m; the sender's retries land a few seconds later.
+	impaired = nil
+	for d := 12 * time.Minute; d < 12*time.Minute+20*time.Second; d += 5 * time.Second {
+		for _, r := range e.Step(context.Background(), at(d)) {
+			require.NotEqual(t, Down, r.State, "at %s: %s", d, r.Reason)
+		}
+	}
+	c.Written(at(12*time.Minute+20*time.Second), 1, 1, 0, 0)
+	e.Step(context.Background(), at(12*time.Minute+20*time.Second))
+	r, _ = e.Result("eu-1")
+	require.Equal(t, Healthy, r.State)
+
+	// A cluster that really stops after the impairment is still found out.
+	for d := 12*time.Minute + 25*time.Second; d < 16*time.Minute; d += 5 * time.Second {
+		e.Step(context.Background(), at(d))
+	}
+	r, _ = e.Result("eu-1")
+	require.Equal(t, Down, r.State, r.Reason)
+}

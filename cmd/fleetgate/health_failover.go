@@ -64,7 +64,9 @@ func (c *Config) validateHealthFailover() error {
 
 // setupHealthFailover builds health scoring, failover and its signals,
 // registers their HTTP routes and adds their actors to the run group.
-func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Querier, listen string,
+// storeReady says whether the metrics store takes writes: while it does not,
+// clusters are not judged (their writes are refused by fleetgate itself).
+func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Querier, storeReady func() error, listen string,
 	rt *routes, g *run.Group, reg prometheus.Registerer, logger *slog.Logger) error {
 	q := local
 	if cfg.Health.QueryURL != "" {
@@ -78,6 +80,7 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 	if err != nil {
 		return err
 	}
+	eval.SetSelfCheck(storeReady)
 
 	dir := filepath.Join(cfg.Storage.Path, "failover")
 	evlog, err := failover.OpenEventLog(filepath.Join(dir, "events.jsonl"), 10000)

@@ -413,7 +413,7 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 		return nil, err
 	}
 	// Health scoring, failover decisions and their signals, over every cluster.
-	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), f.listenAddress, rt, &a.group, reg, logger); err != nil {
+	if err := setupHealthFailover(cfg, fleetReg, health.NewEngineQuerier(engine, fed.queryable()), st.ready, f.listenAddress, rt, &a.group, reg, logger); err != nil {
 		return nil, err
 	}
 	return a, nil
