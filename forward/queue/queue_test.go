@@ -45,10 +45,15 @@ func TestDeliveryGoesOnWhenTheCursorCannotBePersisted(t *testing.T) {
 	require.NoError(t, os.RemoveAll(filepath.Join(dir, "cursor.tmp")))
 	q, err = Open("test", dir, Options{MinBackoff: time.Millisecond}, send, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	defer q.Close()
 	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
 	go func() { done <- q.Run(ctx) }()
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 6 }, 10*time.Second, 5*time.Millisecond, "at least once")
+	// Stop the delivery loop before the test's directory is removed: it
+	// persists the cursor as it goes.
+	cancel()
+	require.NoError(t, <-done)
+	require.NoError(t, q.Close())
+	mu.Lock()
+	defer mu.Unlock()
 	require.Equal(t, []string{"0", "1", "2", "0", "1", "2"}, got)
 }
