@@ -165,7 +165,10 @@ func TestRefusedIsDropped(t *testing.T) {
 	defer fw.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = fw.Run(ctx) }()
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); _ = fw.Run(ctx) }()
+	// The delivery loop persists its cursor: stop it before the directory goes.
+	defer func() { cancel(); <-runDone }()
 	require.NoError(t, fw.PushLogs(ctx, batch(1)))
 	require.Eventually(t, func() bool { return fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 	mu.Lock()

@@ -57,7 +57,10 @@ func TestForwardTracesAcrossDestinationRestart(t *testing.T) {
 	defer fw.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = fw.Run(ctx) }()
+	runDone := make(chan struct{})
+	go func() { defer close(runDone); _ = fw.Run(ctx) }()
+	// The delivery loop persists its cursor: stop it before the directory goes.
+	defer func() { cancel(); <-runDone }()
 	require.NoError(t, fw.PushTraces(ctx, traces(1)))
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool { return fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
