@@ -314,6 +314,7 @@ type guard struct {
 	inst    atomic.Pointer[instance]
 	refuse  atomic.Pointer[UnavailableError] // non-nil: writes are refused
 	latched atomic.Bool                      // a WAL failure is being recovered from
+	spaceAt atomic.Int64                     // unix nanos of the last free-space check
 	closing atomic.Bool                      // gate shut for everyone
 	users   atomic.Int64
 	drained chan struct{}
@@ -671,8 +672,33 @@ func FreeBytes(path string) (uint64, error) {
 	return st.Bavail * uint64(st.Bsize), nil
 }
 
+// spaceRecheck is how old the last free-space check may be when a commit
+// relies on it: a statfs costs about 1.6 µs, so checking at commit time
+// (not only on the watcher's tick) is cheap, and closes the window in which
+// another writer (the log store, another process) fills the reserve between
+// two ticks and the WAL write fails.
+const spaceRecheck = time.Millisecond
+
+// freshRefusal is refusal with the low-disk part refreshed unless free
+// space was checked less than spaceRecheck ago: appenders are refused, and
+// commits stopped before the WAL, as soon as the reserve is reached, and
+// accepted again as soon as there is room.
+func (g *guard) freshRefusal() *UnavailableError {
+	if g.opts.MinFreeBytes == 0 {
+		return g.refusal()
+	}
+	now := time.Now().UnixNano()
+	if last := g.spaceAt.Load(); now-last >= int64(spaceRecheck) && g.spaceAt.CompareAndSwap(last, now) {
+		if _, err := g.checkSpace(); err != nil {
+			g.logger.Warn("checking free space", "err", err)
+		}
+	}
+	return g.refusal()
+}
+
 // checkSpace updates the low-disk refusal from the free space.
 func (g *guard) checkSpace() (uint64, error) {
+	g.spaceAt.Store(time.Now().UnixNano())
 	free, err := g.opts.FreeBytes(g.dir)
 	if err != nil {
 		return 0, err
@@ -838,7 +864,7 @@ func (g *guard) setWriteNotified(wn wlog.WriteNotified) {
 
 // appenderV2 is the storage.AppendableV2 of the guarded backend.
 func (g *guard) appenderV2(ctx context.Context) storage.AppenderV2 {
-	if e := g.refusal(); e != nil {
+	if e := g.freshRefusal(); e != nil {
 		g.refused.WithLabelValues(e.Reason).Inc()
 		return refusedAppender{e}
 	}
@@ -922,6 +948,14 @@ func (a *guardedAppender) finish() {
 func (a *guardedAppender) Commit() error {
 	if a.done {
 		return tsdb.ErrAppenderClosed
+	}
+	if e := a.g.freshRefusal(); e != nil {
+		// The reserve is reached: nothing of this request reaches the WAL.
+		if err := a.Rollback(); err != nil {
+			return err
+		}
+		a.g.refused.WithLabelValues(e.Reason).Inc()
+		return e
 	}
 	err := a.app.Commit()
 	concurrent := false
