@@ -55,3 +55,14 @@ func BenchmarkCommit(b *testing.B) {
 		run(b, db)
 	})
 }
+
+// BenchmarkFreeBytes is the statfs a commit pays (at most once per
+// spaceRecheck) when storage.min_free_bytes is set.
+func BenchmarkFreeBytes(b *testing.B) {
+	dir := b.TempDir()
+	for b.Loop() {
+		if _, err := FreeBytes(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
