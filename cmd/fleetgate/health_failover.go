@@ -384,7 +384,7 @@ func drillCommand(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *cluster == "" {
+	if *cluster == "" || fs.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: fleetgate drill --cluster NAME [--url http://fleetgate:9201] [--token-file FILE] [--json]")
 		return 2
 	}

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,19 +55,61 @@ type flags struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "check" {
-		os.Exit(checkCommand(os.Args[2:]))
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// commands are fleetgate's subcommands; with none (or a flag first) it serves.
+var commands = [][2]string{
+	{"[flags]", "serve (fleetgate --help lists the flags)"},
+	{"check config FILE...", "validate configuration files"},
+	{"drill --cluster NAME", "simulate a cluster going dark on a running fleetgate"},
+	{"storage drop-future ...", "repair a TSDB poisoned by far-future samples (offline)"},
+	{"help", "this list"},
+}
+
+func usage(w io.Writer) {
+	for i, c := range commands {
+		lead := "       "
+		if i == 0 {
+			lead = "usage: "
+		}
+		fmt.Fprintf(w, "%sfleetgate %-24s %s\n", lead, c[0], c[1])
 	}
-	if len(os.Args) > 1 && os.Args[1] == "storage" {
-		os.Exit(storageCommand(os.Args[2:], os.Stdout, os.Stderr))
+}
+
+// dispatch runs the subcommand named by args[0], or the server when args is
+// empty or starts with a flag. Anything else is refused with the usage, as
+// promtool does: a typo must not start a server on the default ports.
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		switch args[0] {
+		case "check":
+			return checkCommand(args[1:])
+		case "storage":
+			return storageCommand(args[1:], stdout, stderr)
+		case "drill":
+			return drillCommand(args[1:])
+		case "help":
+			usage(stdout)
+			return 0
+		}
+		fmt.Fprintf(stderr, "fleetgate: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
 	}
-	if len(os.Args) > 1 && os.Args[1] == "drill" {
-		os.Exit(drillCommand(os.Args[2:]))
+	f, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	if err := serve(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "fleetgate:", err)
-		os.Exit(1)
+	if err != nil {
+		fmt.Fprintln(stderr, "fleetgate:", err)
+		return 2
 	}
+	if err := serve(f); err != nil {
+		fmt.Fprintln(stderr, "fleetgate:", err)
+		return 1
+	}
+	return 0
 }
 
 // checkCommand implements `fleetgate check config FILE...`.
@@ -112,8 +156,16 @@ func parseFlags(args []string) (*flags, error) {
 	fs.BoolVar(&f.enablePprof, "web.enable-pprof", false, "serve /debug/pprof")
 	fs.StringVar(&f.otlpGRPCAddress, "otlp.grpc-listen-address", ":4317", "address for OTLP/gRPC (metrics, logs, traces); empty disables")
 	fs.StringVar(&f.otlpHTTPAddress, "otlp.http-listen-address", ":4318", "address for OTLP/HTTP (/v1/{metrics,logs,traces}, also served on --web.listen-address); empty disables")
+	fs.Usage = func() {
+		usage(fs.Output())
+		fmt.Fprintln(fs.Output(), "\nflags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags are --name=value; subcommands come first: fleetgate help)", fs.Arg(0))
 	}
 	f.set = map[string]string{}
 	fs.VisitAll(func(fl *flag.Flag) { f.set[fl.Name] = fl.Value.String() })
@@ -171,11 +223,7 @@ func applyFlags(cfg *Config, f *flags) error {
 	return cfg.Validate()
 }
 
-func serve(args []string) error {
-	f, err := parseFlags(args)
-	if err != nil {
-		return err
-	}
+func serve(f *flags) error {
 	logger, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
 		return err
