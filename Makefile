@@ -21,8 +21,9 @@ build:
 run: build
 	./$(BIN) --storage.path=data/
 
-## test: vet, unit tests (incl. Prometheus's PromQL corpus over fleetgate storage) and short fuzzing
-test: vet unit fuzz
+## test: vet and unit tests (incl. Prometheus's PromQL corpus over fleetgate storage and every fuzz
+## target's seed corpus); fuzzing itself is `make fuzz` (CI runs it after the tests)
+test: vet unit
 
 vet:
 	$(GO) vet $(PKGS)
@@ -32,7 +33,8 @@ vet:
 unit:
 	$(GO) test -count=1 $(PKGS)
 
-# Each decoder's fuzz target runs briefly; run longer by hand with FUZZTIME=5m.
+## fuzz: each fuzz target runs FUZZTIME (default 5s); run longer by hand with FUZZTIME=5m.
+## Kept out of `make test`: it compiles every fuzzed package a second time, with coverage instrumentation.
 fuzz:
 	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
 	  dir=$$(dirname $$spec); \
