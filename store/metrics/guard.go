@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/wlog"
 	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // UnavailableError is returned while the store cannot take writes (its WAL
@@ -255,16 +257,7 @@ func cutWAL(dir string, acked walPos) (int64, error) {
 			cut += fi.Size() - acked.size
 		}
 	}
-	return cut, syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return cut, durable.SyncDir(dir)
 }
 
 // walFailed reports whether a WAL write of this instance failed since it was opened.
@@ -601,10 +594,7 @@ func prepareCutMark(path string) error {
 	if fi, err := os.Stat(path); err == nil && fi.Size() == cutMarkSize {
 		return nil
 	}
-	if err := os.WriteFile(path, make([]byte, cutMarkSize), 0o644); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return durable.WriteFile(path, make([]byte, cutMarkSize), 0o644)
 }
 
 // writeCutMark records p in the marker file (an empty p clears it).
