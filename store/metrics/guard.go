@@ -166,10 +166,12 @@ type walPos struct {
 func (p walPos) less(o walPos) bool { return p.seg < o.seg || (p.seg == o.seg && p.size < o.size) }
 
 // walMark is where the WAL ends now: its current segment and that
-// segment's size.
-func (i *instance) walMark() walPos {
+// segment's size. An error means it cannot be told (the segment cannot be
+// opened or stat'ed); the zero position is never a valid answer, since
+// cutting the WAL back to it would drop acknowledged writes.
+func (i *instance) walMark() (walPos, error) {
 	if i.walDir == "" {
-		return walPos{}
+		return walPos{}, nil
 	}
 	i.ackMu.Lock()
 	defer i.ackMu.Unlock()
@@ -193,15 +195,17 @@ func (i *instance) walMark() walPos {
 		f, err := os.Open(wlog.SegmentName(i.walDir, seg))
 		if err != nil {
 			i.segF = nil
-			return walPos{}
+			return walPos{}, err
 		}
 		i.segF, i.segN = f, seg
 	}
 	fi, err := i.segF.Stat()
 	if err != nil {
-		return walPos{}
+		i.segF.Close()
+		i.segF = nil // opened again next time
+		return walPos{}, err
 	}
-	return walPos{seg: seg, size: fi.Size()}
+	return walPos{seg: seg, size: fi.Size()}, nil
 }
 
 // closeWAL closes what walMark keeps open.
@@ -415,7 +419,11 @@ func (g *guard) openInstance() (*instance, error) {
 	inst.walDir = g.walDir
 	if seg, err := newestSegment(g.walDir); err == nil {
 		inst.acked = walPos{seg: seg}
-		inst.acked = inst.walMark() // everything replayed is acknowledged
+		// Everything replayed is acknowledged.
+		if inst.acked, err = inst.walMark(); err != nil {
+			inst.walDir = ""
+			g.logger.Warn("the WAL cannot be cut back after a failure", "store", g.what, "err", err)
+		}
 	} else {
 		inst.walDir = ""
 		g.logger.Warn("the WAL cannot be cut back after a failure", "store", g.what, "err", err)
@@ -949,13 +957,15 @@ func (a *guardedAppender) Commit() error {
 	}
 	err := a.app.Commit()
 	concurrent := false
+	var markErr error
 	if err == nil {
 		// Still a user of the guard: a reopen cannot start before the end
 		// of this acknowledged write is noted.
-		mark := a.inst.walMark()
+		var mark walPos
+		mark, markErr = a.inst.walMark()
 		if a.g.latched.Load() || a.inst.walFailed() {
 			concurrent = true
-		} else {
+		} else if markErr == nil {
 			a.inst.noteAcked(mark)
 			if a.g.latched.Load() {
 				a.g.recordAcked(a.inst) // the latch raced this write: keep the marker at its end
@@ -974,6 +984,11 @@ func (a *guardedAppender) Commit() error {
 		a.g.refused.WithLabelValues("wal_failed").Inc()
 		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
 			Msg: fmt.Sprintf("the %s failed during this request; it is not acknowledged; retry later", a.g.walName())}
+	case markErr != nil:
+		// Its end is not noted: a later WAL failure could cut it off again.
+		a.g.refused.WithLabelValues("wal_failed").Inc()
+		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
+			Msg: fmt.Sprintf("the end of this write in the %s could not be read (%v); it is not acknowledged; retry later", a.g.walName(), markErr)}
 	}
 	return nil
 }
