@@ -225,3 +225,45 @@ func FuzzEventLogOpen(f *testing.F) {
 		require.Equal(t, evs[0].ID, after[len(after)-1].ID)
 	})
 }
+
+// TestEventLogCompactionDirSyncFailure: when the directory fsync after a
+// compaction's rename fails, the append that compacted is still durable (the
+// old file holds it too), but no later event is acknowledged until the
+// directory entry of the new file is durable: a crash could bring the old
+// file back and lose it.
+func TestEventLogCompactionDirSyncFailure(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "events.jsonl")
+	l, err := OpenEventLog(p, 1)
+	require.NoError(t, err)
+	_, err = l.Append([]Event{{Group: "g", Kind: KindDrain}, {Group: "g", Kind: KindWeights}})
+	require.NoError(t, err)
+	dirSyncFails := true
+	l.syncDir = func(string) error {
+		if dirSyncFails {
+			return syscall.EIO
+		}
+		return nil
+	}
+	got, err := l.Append([]Event{{Group: "g", Kind: KindFailover}}) // 3 lines > 2*keep: compacts
+	require.ErrorIs(t, err, errCompaction, "the event is logged, only the compaction failed")
+	require.ErrorIs(t, err, syscall.EIO)
+	require.Len(t, got, 1)
+
+	_, err = l.Append([]Event{{Group: "g", Kind: KindRestore}})
+	require.ErrorIs(t, err, syscall.EIO, "not acknowledged while the compacted file's directory entry is not durable")
+	require.NotErrorIs(t, err, errCompaction)
+	require.Equal(t, uint64(4), l.NextID(), "the refused event used no ID")
+
+	dirSyncFails = false
+	got, err = l.Append([]Event{{Group: "g", Kind: KindRestore}})
+	require.NoError(t, err)
+	require.Equal(t, uint64(4), got[0].ID)
+	require.NoError(t, l.Close())
+
+	l, err = OpenEventLog(p, 1)
+	require.NoError(t, err)
+	defer l.Close()
+	evs := l.Events(0, "", 0)
+	require.Equal(t, uint64(4), evs[len(evs)-1].ID)
+	require.Equal(t, KindRestore, evs[len(evs)-1].Kind)
+}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // logFile is what the event log needs of its file (tests inject failures).
@@ -33,10 +35,16 @@ type EventLog struct {
 	f      logFile
 	off    int64 // size of the file up to the last good line
 	failed error // non-nil: the file may end in a torn line; appends are refused
-	events []Event
-	keep   int
-	lines  int
-	nextID uint64
+	// renamed: a compaction renamed a new file into place but the directory
+	// fsync failed: the next append fsyncs the directory first, so that no
+	// event written to the new file is acknowledged while a crash could bring
+	// the old file back.
+	renamed bool
+	syncDir func(dir string) error // durable.SyncDir; tests inject failures
+	events  []Event
+	keep    int
+	lines   int
+	nextID  uint64
 }
 
 // errCompaction marks an Append whose events are durable but whose
@@ -55,7 +63,7 @@ func OpenEventLog(path string, keep int) (*EventLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failover event log: %w", err)
 	}
-	l := &EventLog{path: path, keep: keep, nextID: 1}
+	l := &EventLog{path: path, keep: keep, nextID: 1, syncDir: durable.SyncDir}
 	r := bufio.NewReader(f)
 	var good int64
 	for {
@@ -116,6 +124,12 @@ func (l *EventLog) Append(evs []Event) ([]Event, error) {
 	defer l.mu.Unlock()
 	if l.failed != nil {
 		return nil, fmt.Errorf("the failover event log failed earlier and refuses writes until fleetgate restarts: %w", l.failed)
+	}
+	if l.renamed {
+		if err := l.syncDir(filepath.Dir(l.path)); err != nil {
+			return nil, fmt.Errorf("syncing the directory of the compacted failover event log: %w", err)
+		}
+		l.renamed = false
 	}
 	var buf bytes.Buffer
 	out := make([]Event, len(evs))
@@ -207,12 +221,14 @@ func (l *EventLog) compact() error {
 	if err := os.Rename(tmp, l.path); err != nil {
 		return fail(err)
 	}
-	if d, err := os.Open(filepath.Dir(l.path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	// The new file is in place (the old one holds every event too): write
+	// on to it; until its directory entry is durable, appends are refused.
 	l.f.Close()
 	l.f, l.lines, l.off = f, len(l.events), cw.n
+	if err := l.syncDir(filepath.Dir(l.path)); err != nil {
+		l.renamed = true
+		return fmt.Errorf("compacting failover event log: %w", err)
+	}
 	return nil
 }
 

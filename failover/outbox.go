@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // Message is one payload waiting for delivery to one sink.
@@ -134,7 +136,7 @@ func OpenOutbox(dir string, minBackoff, maxBackoff time.Duration, reg prometheus
 		}
 		for _, fi := range files {
 			p := filepath.Join(dir, sd.Name(), fi.Name())
-			if strings.HasSuffix(fi.Name(), ".tmp") {
+			if strings.HasSuffix(fi.Name(), durable.TmpSuffix) {
 				_ = os.Remove(p) // never renamed: Enqueue did not return
 				continue
 			}
@@ -253,7 +255,7 @@ func (st *Staged) removeLocked() error {
 		dirs[filepath.Dir(p)] = true
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := durable.SyncDir(d); err != nil {
 			errs = append(errs, fmt.Errorf("outbox: %w", err))
 		}
 	}
@@ -285,44 +287,12 @@ func (o *Outbox) DropOrphans(lastEventID uint64) (int, error) {
 	return len(orphans), st.removeLocked()
 }
 
-func writeFileSync(p string, b []byte) (err error) {
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// writeFileSync writes a message file durably (see durable.WriteFile).
+func writeFileSync(p string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	tmp := p + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.WriteFile(p, b, 0o644)
 }
 
 // Pending returns how many messages wait for a sink.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"time"
 
@@ -57,6 +58,10 @@ func storageCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// maxCutoffSeconds bounds --before as Unix seconds (year 5138), well inside
+// what milliseconds in an int64 hold.
+const maxCutoffSeconds = 1e11
+
 // parseCutoff reads --before: RFC 3339, Unix seconds, or a duration after now.
 func parseCutoff(s string, now time.Time) (time.Time, error) {
 	if s == "" {
@@ -66,6 +71,11 @@ func parseCutoff(s string, now time.Time) (time.Time, error) {
 		return t, nil
 	}
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		// NaN, ±Inf or a huge number would convert to an arbitrary (for NaN
+		// and -Inf: the smallest) time and move every sample aside.
+		if math.IsNaN(f) || math.Abs(f) > maxCutoffSeconds {
+			return time.Time{}, fmt.Errorf("%q is not a Unix time in seconds", s)
+		}
 		return time.UnixMilli(int64(f * 1000)), nil
 	}
 	if d, err := model.ParseDuration(s); err == nil {

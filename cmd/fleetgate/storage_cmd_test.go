@@ -28,6 +28,13 @@ func TestParseCutoff(t *testing.T) {
 		{"1893466800", time.Unix(1893466800, 0), false},
 		{"1h", now.Add(time.Hour), false},
 		{"tomorrow", time.Time{}, true},
+		{"1893466800.5", time.UnixMilli(1893466800500), false},
+		// Would convert to an arbitrary or the smallest time and move every sample aside.
+		{"NaN", time.Time{}, true},
+		{"-Inf", time.Time{}, true},
+		{"+Inf", time.Time{}, true},
+		{"1e300", time.Time{}, true},
+		{"-1e300", time.Time{}, true},
 	} {
 		got, err := parseCutoff(tc.in, now)
 		if tc.err {

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
+
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // ErrPinNotSaved wraps a pin that could not be written durably: it did not
@@ -100,42 +101,9 @@ func (t *HATracker) savePinLocked(key haKey, replica string) error {
 	if err != nil {
 		return fmt.Errorf("%w: encoding: %w", ErrPinNotSaved, err)
 	}
-	if err := writeDurably(t.pinPath, b); err != nil {
+	if err := durable.WriteFile(t.pinPath, b, 0o644); err != nil {
 		return fmt.Errorf("%w: %w", ErrPinNotSaved, err)
 	}
 	t.pins = next
 	return nil
-}
-
-// writeDurably replaces path with b: temporary file, fsync, rename, directory fsync.
-func writeDurably(path string, b []byte) (err error) {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/wlog"
 	"golang.org/x/sys/unix"
+
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // UnavailableError is returned while the store cannot take writes (its WAL
@@ -164,10 +166,12 @@ type walPos struct {
 func (p walPos) less(o walPos) bool { return p.seg < o.seg || (p.seg == o.seg && p.size < o.size) }
 
 // walMark is where the WAL ends now: its current segment and that
-// segment's size.
-func (i *instance) walMark() walPos {
+// segment's size. An error means it cannot be told (the segment cannot be
+// opened or stat'ed); the zero position is never a valid answer, since
+// cutting the WAL back to it would drop acknowledged writes.
+func (i *instance) walMark() (walPos, error) {
 	if i.walDir == "" {
-		return walPos{}
+		return walPos{}, nil
 	}
 	i.ackMu.Lock()
 	defer i.ackMu.Unlock()
@@ -191,15 +195,17 @@ func (i *instance) walMark() walPos {
 		f, err := os.Open(wlog.SegmentName(i.walDir, seg))
 		if err != nil {
 			i.segF = nil
-			return walPos{}
+			return walPos{}, err
 		}
 		i.segF, i.segN = f, seg
 	}
 	fi, err := i.segF.Stat()
 	if err != nil {
-		return walPos{}
+		i.segF.Close()
+		i.segF = nil // opened again next time
+		return walPos{}, err
 	}
-	return walPos{seg: seg, size: fi.Size()}
+	return walPos{seg: seg, size: fi.Size()}, nil
 }
 
 // closeWAL closes what walMark keeps open.
@@ -255,16 +261,7 @@ func cutWAL(dir string, acked walPos) (int64, error) {
 			cut += fi.Size() - acked.size
 		}
 	}
-	return cut, syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return cut, durable.SyncDir(dir)
 }
 
 // walFailed reports whether a WAL write of this instance failed since it was opened.
@@ -422,7 +419,11 @@ func (g *guard) openInstance() (*instance, error) {
 	inst.walDir = g.walDir
 	if seg, err := newestSegment(g.walDir); err == nil {
 		inst.acked = walPos{seg: seg}
-		inst.acked = inst.walMark() // everything replayed is acknowledged
+		// Everything replayed is acknowledged.
+		if inst.acked, err = inst.walMark(); err != nil {
+			inst.walDir = ""
+			g.logger.Warn("the WAL cannot be cut back after a failure", "store", g.what, "err", err)
+		}
 	} else {
 		inst.walDir = ""
 		g.logger.Warn("the WAL cannot be cut back after a failure", "store", g.what, "err", err)
@@ -601,10 +602,7 @@ func prepareCutMark(path string) error {
 	if fi, err := os.Stat(path); err == nil && fi.Size() == cutMarkSize {
 		return nil
 	}
-	if err := os.WriteFile(path, make([]byte, cutMarkSize), 0o644); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+	return durable.WriteFile(path, make([]byte, cutMarkSize), 0o644)
 }
 
 // writeCutMark records p in the marker file (an empty p clears it).
@@ -959,13 +957,15 @@ func (a *guardedAppender) Commit() error {
 	}
 	err := a.app.Commit()
 	concurrent := false
+	var markErr error
 	if err == nil {
 		// Still a user of the guard: a reopen cannot start before the end
 		// of this acknowledged write is noted.
-		mark := a.inst.walMark()
+		var mark walPos
+		mark, markErr = a.inst.walMark()
 		if a.g.latched.Load() || a.inst.walFailed() {
 			concurrent = true
-		} else {
+		} else if markErr == nil {
 			a.inst.noteAcked(mark)
 			if a.g.latched.Load() {
 				a.g.recordAcked(a.inst) // the latch raced this write: keep the marker at its end
@@ -984,6 +984,11 @@ func (a *guardedAppender) Commit() error {
 		a.g.refused.WithLabelValues("wal_failed").Inc()
 		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
 			Msg: fmt.Sprintf("the %s failed during this request; it is not acknowledged; retry later", a.g.walName())}
+	case markErr != nil:
+		// Its end is not noted: a later WAL failure could cut it off again.
+		a.g.refused.WithLabelValues("wal_failed").Inc()
+		return &UnavailableError{Reason: "wal_failed", After: a.g.opts.RetryAfter,
+			Msg: fmt.Sprintf("the end of this write in the %s could not be read (%v); it is not acknowledged; retry later", a.g.walName(), markErr)}
 	}
 	return nil
 }

@@ -400,3 +400,34 @@ func TestReopenKeepsSeriesCounts(t *testing.T) {
 	require.EqualValues(t, 50, lc.n.Load(), "counted once after the replay")
 	require.False(t, lc.replaying.Load(), "enforcing again")
 }
+
+// TestCommitNotAcknowledgedWithoutWALMark: a commit whose end in the WAL
+// cannot be read (the segment cannot be stat'ed) is answered with 503, not
+// acknowledged: its end would not be noted, and a later WAL failure would
+// cut the WAL back to before it. The next commit reads the mark again.
+func TestCommitNotAcknowledgedWithoutWALMark(t *testing.T) {
+	s, err := Open(Config{Path: t.TempDir()}, nil, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, batch(s, 1, 10, 1000))
+	inst := s.g.inst.Load()
+	inst.ackMu.Lock()
+	acked := inst.acked
+	require.NotNil(t, inst.segF)
+	require.NoError(t, inst.segF.Close()) // its Stat now fails
+	inst.ackMu.Unlock()
+
+	err = batch(s, 2, 10, 2000)
+	var ue *UnavailableError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, "wal_failed", ue.Reason)
+	require.NoError(t, s.Ready(), "not latched: the WAL itself did not fail")
+	inst.ackMu.Lock()
+	require.Equal(t, acked, inst.acked, "the unacknowledged write's end is not noted")
+	inst.ackMu.Unlock()
+
+	require.NoError(t, batch(s, 3, 10, 3000))
+	inst.ackMu.Lock()
+	require.True(t, acked.less(inst.acked), "acknowledged again once the mark can be read")
+	inst.ackMu.Unlock()
+}

@@ -28,6 +28,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/wlog"
+
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // Config of the embedded TSDB.
@@ -636,35 +638,11 @@ func (m *Metadata) save(path string) error {
 		m.dirty.Store(true)
 		return fmt.Errorf("encoding metadata: %w", err)
 	}
-	if err := writeFileDurably(path, b); err != nil {
+	if err := durable.WriteFile(path, b, 0o644); err != nil {
 		m.dirty.Store(true)
 		return fmt.Errorf("writing metadata: %w", err)
 	}
 	return nil
-}
-
-// writeFileDurably replaces path with b: written to a tmp file, fsynced,
-// renamed over path, and the directory fsynced.
-func writeFileDurably(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(b)
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return errors.Join(werr, os.Remove(tmp))
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 func (m *Metadata) load(path string) error {

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // Options bound the log.
@@ -236,7 +238,7 @@ func (l *Log) startSegment(n uint64) error {
 		return fmt.Errorf("creating segment: %w", err)
 	}
 	if !l.opts.NoSync {
-		if err := syncDir(l.dir); err != nil {
+		if err := durable.SyncDir(l.dir); err != nil {
 			f.Close()
 			_ = os.Remove(s.path(l.dir))
 			return fmt.Errorf("creating segment: %w", err)
@@ -248,15 +250,6 @@ func (l *Log) startSegment(n uint64) error {
 	l.f = f
 	l.segs = append(l.segs, s)
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Record is one record to append with its time bounds in milliseconds.
