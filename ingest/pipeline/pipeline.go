@@ -53,26 +53,32 @@ var DefaultConfig = Config{
 	SeriesCacheBytes:    256 << 20,
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field, in the order of the struct's fields.
 func (c *Config) Validate() error {
-	for name, v := range map[string]int{
-		"ingest.max_series_per_request": c.MaxSeriesPerRequest,
-		"ingest.series_cache_bytes":     c.SeriesCacheBytes,
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"ingest.max_series_per_request", c.MaxSeriesPerRequest},
+		{"ingest.series_cache_bytes", c.SeriesCacheBytes},
 	} {
-		if v < 0 {
-			return fmt.Errorf("%s: must not be negative, got %d", name, v)
+		if f.v < 0 {
+			return fmt.Errorf("%s: must not be negative, got %d", f.name, f.v)
 		}
 	}
 	if c.MaxFuture < 0 {
 		return fmt.Errorf("ingest.max_future: must not be negative, got %s", c.MaxFuture)
 	}
-	for name, v := range map[string]*int{
-		"max_labels_per_series":  c.MovedMaxLabelsPerSeries,
-		"max_label_name_length":  c.MovedMaxLabelNameLength,
-		"max_label_value_length": c.MovedMaxLabelValueLength,
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{
+		{"max_labels_per_series", c.MovedMaxLabelsPerSeries},
+		{"max_label_name_length", c.MovedMaxLabelNameLength},
+		{"max_label_value_length", c.MovedMaxLabelValueLength},
 	} {
-		if v != nil {
-			return fmt.Errorf("ingest.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", name, name)
+		if f.v != nil {
+			return fmt.Errorf("ingest.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
 		}
 	}
 	return nil
