@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -397,4 +399,25 @@ func TestSeriesLimitConcurrent(t *testing.T) {
 	require.GreaterOrEqual(t, n, int64(100))
 	require.LessOrEqual(t, n, int64(100+workers))
 	require.EqualValues(t, n, db.Head().NumSeries(), "the count is the head's")
+}
+
+// fleetgate_cluster_limit has every limit of every cluster, by its limits: key.
+func TestLimitsCollector(t *testing.T) {
+	five := 5
+	_, _, reg, _ := twoClusters(t, fleet.DefaultLimits(), &fleet.LimitOverrides{MaxSeries: &five})
+	lc := limitsCollector{reg}
+	dl := reg.DefaultLimits()
+	require.Equal(t, 2*len(dl.Values()), testutil.CollectAndCount(lc, "fleetgate_cluster_limit"))
+	pr := prometheus.NewPedanticRegistry()
+	pr.MustRegister(lc)
+	mfs, err := pr.Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, m := range mfs[0].GetMetric() {
+		got[m.GetLabel()[0].GetValue()+"/"+m.GetLabel()[1].GetValue()] = m.GetGauge().GetValue()
+	}
+	require.Equal(t, 5.0, got["eu-1/max_series"])
+	require.Equal(t, 4096.0, got["eu-1/max_label_value_length"])
+	require.Equal(t, 0.0, got["us-1/max_series"])
+	require.Equal(t, 128.0, got["us-1/max_otlp_attributes"])
 }
