@@ -5,8 +5,10 @@ package fleet
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/common/model"
@@ -85,15 +87,17 @@ type Credentials struct {
 
 var clusterNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,62})$`)
 
-// Validate checks the config and names the first bad field.
+// Validate checks the config and names the first bad field by its path in
+// fleetgate's YAML (identity.on_conflict, clusters[1].role, ...; a cluster's
+// errors end with its name).
 func (c *Config) Validate() error {
 	switch c.OnConflict {
 	case "", ConflictReject, ConflictOverwrite:
 	default:
-		return fmt.Errorf("fleet.on_conflict: %q is not one of reject, overwrite", c.OnConflict)
+		return fmt.Errorf("identity.on_conflict: %q is not one of reject, overwrite", c.OnConflict)
 	}
 	if c.DevDefaultCluster != "" && !clusterNameRE.MatchString(c.DevDefaultCluster) {
-		return fmt.Errorf("fleet.dev_default_cluster: %q is not a valid cluster name", c.DevDefaultCluster)
+		return fmt.Errorf("identity.dev_default_cluster: %q is not a valid cluster name", c.DevDefaultCluster)
 	}
 	defaults := c.defaults()
 	if err := defaults.Validate("limits"); err != nil {
@@ -101,55 +105,67 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	tlsSeen := map[string]string{}
-	for i, cl := range c.Clusters {
-		field := fmt.Sprintf("fleet.clusters[%d]", i)
-		if cl.Name == "" {
-			return fmt.Errorf("%s.name: must be set", field)
-		}
-		field = fmt.Sprintf("fleet.clusters[%d] (%s)", i, cl.Name)
-		if !clusterNameRE.MatchString(cl.Name) {
-			return fmt.Errorf("%s.name: %q must be 1-63 characters of letters, digits, '.', '_' or '-'", field, cl.Name)
-		}
-		if seen[cl.Name] {
-			return fmt.Errorf("%s.name: duplicate cluster name %q", field, cl.Name)
-		}
-		seen[cl.Name] = true
-		switch cl.Role {
-		case "", RolePrimary, RoleStandby:
-		default:
-			return fmt.Errorf("%s.role: %q is not one of primary, standby", field, cl.Role)
-		}
-		for k := range cl.Labels {
-			if !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__") {
-				return fmt.Errorf("%s.labels: %q is not a valid label name", field, k)
-			}
-			if k == ClusterLabel {
-				return fmt.Errorf("%s.labels: %q is set from the cluster name and cannot be overridden", field, k)
-			}
-		}
-		cr := cl.Credentials
-		if cr.BearerTokenFile != "" && cr.BearerTokenEnv != "" {
-			return fmt.Errorf("%s.credentials: set only one of bearer_token_file and bearer_token_env", field)
-		}
-		if cl.Query != nil {
-			if err := cl.Query.Validate(field + ".query"); err != nil {
+	for i := range c.Clusters {
+		cl := &c.Clusters[i]
+		if err := cl.validate(fmt.Sprintf("clusters[%d]", i), defaults, seen, tlsSeen); err != nil {
+			if cl.Name == "" {
 				return err
 			}
+			return fmt.Errorf("%w (cluster %s)", err, cl.Name)
 		}
-		if cr.BearerTokenFile == "" && cr.BearerTokenEnv == "" && len(cr.TLSNames) == 0 && cl.Query == nil {
-			return fmt.Errorf("%s.credentials: a cluster needs bearer_token_file, bearer_token_env or tls_names (or a query endpoint)", field)
+	}
+	return nil
+}
+
+// validate checks one cluster; field is its YAML path (clusters[i]). seen
+// and tlsSeen are the names and TLS names of the clusters before it.
+func (cl *ClusterConfig) validate(field string, defaults Limits, seen map[string]bool, tlsSeen map[string]string) error {
+	if cl.Name == "" {
+		return fmt.Errorf("%s.name: must be set", field)
+	}
+	if !clusterNameRE.MatchString(cl.Name) {
+		return fmt.Errorf("%s.name: %q must be 1-63 characters of letters, digits, '.', '_' or '-'", field, cl.Name)
+	}
+	if seen[cl.Name] {
+		return fmt.Errorf("%s.name: duplicate cluster name %q", field, cl.Name)
+	}
+	seen[cl.Name] = true
+	switch cl.Role {
+	case "", RolePrimary, RoleStandby:
+	default:
+		return fmt.Errorf("%s.role: %q is not one of primary, standby", field, cl.Role)
+	}
+	// In key order, so that the same file always names the same key.
+	for _, k := range slices.Sorted(maps.Keys(cl.Labels)) {
+		if !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__") {
+			return fmt.Errorf("%s.labels: %q is not a valid label name", field, k)
 		}
-		for _, n := range cr.TLSNames {
-			if other, ok := tlsSeen[n]; ok {
-				return fmt.Errorf("%s.credentials.tls_names: %q already proves cluster %q", field, n, other)
-			}
-			tlsSeen[n] = cl.Name
+		if k == ClusterLabel {
+			return fmt.Errorf("%s.labels: %q is set from the cluster name and cannot be overridden", field, k)
 		}
-		if cl.Limits != nil {
-			l := cl.Limits.Apply(defaults)
-			if err := l.Validate(fmt.Sprintf("clusters[%d].limits", i)); err != nil {
-				return fmt.Errorf("%w (cluster %s)", err, cl.Name)
-			}
+	}
+	cr := cl.Credentials
+	if cr.BearerTokenFile != "" && cr.BearerTokenEnv != "" {
+		return fmt.Errorf("%s.credentials: set only one of bearer_token_file and bearer_token_env", field)
+	}
+	if cl.Query != nil {
+		if err := cl.Query.Validate(field + ".query"); err != nil {
+			return err
+		}
+	}
+	if cr.BearerTokenFile == "" && cr.BearerTokenEnv == "" && len(cr.TLSNames) == 0 && cl.Query == nil {
+		return fmt.Errorf("%s.credentials: a cluster needs bearer_token_file, bearer_token_env or tls_names (or a query endpoint)", field)
+	}
+	for _, n := range cr.TLSNames {
+		if other, ok := tlsSeen[n]; ok {
+			return fmt.Errorf("%s.credentials.tls_names: %q already proves cluster %q", field, n, other)
+		}
+		tlsSeen[n] = cl.Name
+	}
+	if cl.Limits != nil {
+		l := cl.Limits.Apply(defaults)
+		if err := l.Validate(field + ".limits"); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -165,7 +181,7 @@ func (cr Credentials) loadToken() (string, error) {
 		}
 		t := strings.TrimSpace(string(b))
 		if t == "" {
-			return "", fmt.Errorf("bearer_token_file %s: file is empty", cr.BearerTokenFile)
+			return "", fmt.Errorf("bearer_token_file: %s is empty", cr.BearerTokenFile)
 		}
 		return t, nil
 	case cr.BearerTokenEnv != "":

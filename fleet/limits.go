@@ -49,12 +49,15 @@ func DefaultLimits() Limits {
 	}
 }
 
-// Validate names the first bad field; prefix is its YAML path ("limits").
-func (l *Limits) Validate(prefix string) error {
-	for _, f := range []struct {
-		name string
-		v    float64
-	}{
+// LimitValue is one limit: its YAML key and value.
+type LimitValue struct {
+	Key   string
+	Value float64
+}
+
+// Values are every limit, in field order (0: unlimited).
+func (l *Limits) Values() []LimitValue {
+	return []LimitValue{
 		{"max_series", float64(l.MaxSeries)},
 		{"ingestion_rate", l.IngestionRate},
 		{"ingestion_burst", float64(l.IngestionBurst)},
@@ -66,9 +69,14 @@ func (l *Limits) Validate(prefix string) error {
 		{"max_otlp_attributes", float64(l.MaxOTLPAttributes)},
 		{"logs_rate_bytes", float64(l.LogsRateBytes)},
 		{"logs_burst_bytes", float64(l.LogsBurstBytes)},
-	} {
-		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
-			return fmt.Errorf("%s.%s: must be 0 (unlimited) or positive, got %v", prefix, f.name, f.v)
+	}
+}
+
+// Validate names the first bad field; prefix is its YAML path ("limits").
+func (l *Limits) Validate(prefix string) error {
+	for _, f := range l.Values() {
+		if f.Value < 0 || math.IsNaN(f.Value) || math.IsInf(f.Value, 0) {
+			return fmt.Errorf("%s.%s: must be 0 (unlimited) or positive, got %v", prefix, f.Key, f.Value)
 		}
 	}
 	if l.IngestionRate == 0 && l.IngestionBurst > 0 {

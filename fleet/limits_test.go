@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,3 +94,25 @@ func TestClusterBucketsAndStatus(t *testing.T) {
 type fixedSeries int64
 
 func (f fixedSeries) ActiveSeries(string) (int64, bool) { return int64(f), true }
+
+// Values, which validation and the fleetgate_cluster_limit metric read,
+// has every limits: key, in field order, with the field's value.
+func TestLimitValuesAreEveryKey(t *testing.T) {
+	var l Limits
+	lv := reflect.ValueOf(&l).Elem()
+	var keys []string
+	for i := range lv.NumField() {
+		keys = append(keys, strings.Split(lv.Type().Field(i).Tag.Get("yaml"), ",")[0])
+		if f := lv.Field(i); f.CanInt() {
+			f.SetInt(int64(i + 1))
+		} else {
+			f.SetFloat(float64(i + 1))
+		}
+	}
+	var got []string
+	for i, v := range l.Values() {
+		got = append(got, v.Key)
+		require.Equal(t, float64(i+1), v.Value, v.Key)
+	}
+	require.Equal(t, keys, got)
+}

@@ -121,13 +121,13 @@ func NewRegistry(cfg Config) (*Registry, error) {
 		c := newCluster(cc.Name, cc.Region, cc.Zone, cc.Role, cc.Labels, true, cc.Limits.Apply(r.limits))
 		tok, err := cc.Credentials.loadToken()
 		if err != nil {
-			return nil, fmt.Errorf("fleet.clusters[%d] (%s).credentials: %w", i, cc.Name, err)
+			return nil, fmt.Errorf("clusters[%d].credentials.%w (cluster %s)", i, err, cc.Name)
 		}
 		if tok != "" {
 			sum := sha256.Sum256([]byte(tok))
 			for _, t := range r.tokens {
 				if t.sum == sum {
-					return nil, fmt.Errorf("fleet.clusters[%d] (%s).credentials: same bearer token as cluster %q", i, cc.Name, t.cluster.Name)
+					return nil, fmt.Errorf("clusters[%d].credentials: same bearer token as cluster %q (cluster %s)", i, t.cluster.Name, cc.Name)
 				}
 			}
 			r.tokens = append(r.tokens, tokenEntry{sum: sum, cluster: c})

@@ -19,15 +19,17 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no name", Config{Clusters: []ClusterConfig{{Credentials: tok}}}, "fleet.clusters[0].name: must be set"},
-		{"bad name", Config{Clusters: []ClusterConfig{{Name: "eu 1", Credentials: tok}}}, "fleet.clusters[0] (eu 1).name"},
+		{"no name", Config{Clusters: []ClusterConfig{{Credentials: tok}}}, "clusters[0].name: must be set"},
+		{"bad name", Config{Clusters: []ClusterConfig{{Name: "eu 1", Credentials: tok}}}, "clusters[0].name: \"eu 1\" must be"},
 		{"duplicate", Config{Clusters: []ClusterConfig{{Name: "a", Credentials: tok}, {Name: "a", Credentials: tok}}}, "duplicate cluster name"},
-		{"role", Config{Clusters: []ClusterConfig{{Name: "a", Role: "boss", Credentials: tok}}}, "fleet.clusters[0] (a).role"},
-		{"no credentials", Config{Clusters: []ClusterConfig{{Name: "a"}}}, "fleet.clusters[0] (a).credentials"},
+		{"role", Config{Clusters: []ClusterConfig{{Name: "a", Role: "boss", Credentials: tok}}}, "clusters[0].role: \"boss\" is not one of primary, standby (cluster a)"},
+		{"no credentials", Config{Clusters: []ClusterConfig{{Name: "a"}}}, "clusters[0].credentials: a cluster needs"},
 		{"two token sources", Config{Clusters: []ClusterConfig{{Name: "a", Credentials: Credentials{BearerTokenEnv: "X", BearerTokenFile: "/f"}}}}, "set only one"},
 		{"cluster label", Config{Clusters: []ClusterConfig{{Name: "a", Labels: map[string]string{"cluster": "b"}, Credentials: tok}}}, `"cluster" is set from the cluster name`},
 		{"bad label", Config{Clusters: []ClusterConfig{{Name: "a", Labels: map[string]string{"1x": "b"}, Credentials: tok}}}, "not a valid label name"},
-		{"policy", Config{OnConflict: "ignore"}, "fleet.on_conflict"},
+		// Of several bad labels, always the first by name (not map order).
+		{"bad labels", Config{Clusters: []ClusterConfig{{Name: "a", Labels: map[string]string{"z-": "b", "1x": "b", "y-": "c", "__x": "d"}, Credentials: tok}}}, `clusters[0].labels: "1x" is not a valid label name (cluster a)`},
+		{"policy", Config{OnConflict: "ignore"}, "identity.on_conflict: \"ignore\""},
 		{"shared tls name", Config{Clusters: []ClusterConfig{{Name: "a", Credentials: Credentials{TLSNames: []string{"x"}}}, {Name: "b", Credentials: Credentials{TLSNames: []string{"x"}}}}}, `"x" already proves cluster "a"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -77,7 +79,7 @@ func TestIdentify(t *testing.T) {
 
 func TestMissingSecretIsAnError(t *testing.T) {
 	_, err := NewRegistry(Config{Clusters: []ClusterConfig{{Name: "a", Credentials: Credentials{BearerTokenEnv: "FLEET_UNSET_VAR"}}}})
-	require.ErrorContains(t, err, "fleet.clusters[0] (a).credentials: bearer_token_env: environment variable FLEET_UNSET_VAR is empty or unset")
+	require.ErrorContains(t, err, "clusters[0].credentials.bearer_token_env: environment variable FLEET_UNSET_VAR is empty or unset (cluster a)")
 	t.Setenv("T1", "same")
 	t.Setenv("T2", "same")
 	_, err = NewRegistry(Config{Clusters: []ClusterConfig{{Name: "a", Credentials: Credentials{BearerTokenEnv: "T1"}}, {Name: "b", Credentials: Credentials{BearerTokenEnv: "T2"}}}})

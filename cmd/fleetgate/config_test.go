@@ -3,11 +3,15 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/signals"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -26,8 +30,8 @@ func TestLoadConfig(t *testing.T) {
 		{"unknown field", "clustrs: []\n", "field clustrs not found"},
 		{"bad duration", "storage: {retention: forever}\n", "forever"},
 		{"negative limit", "ingest: {max_series_per_request: -1}\n", "ingest.max_series_per_request"},
-		{"bad cluster", "clusters:\n  - name: eu-1\n", "fleet.clusters[0] (eu-1).credentials"},
-		{"bad policy", "identity: {on_conflict: maybe}\n", "fleet.on_conflict"},
+		{"bad cluster", "clusters:\n  - name: eu-1\n", "clusters[0].credentials: a cluster needs bearer_token_file, bearer_token_env or tls_names (or a query endpoint) (cluster eu-1)"},
+		{"bad policy", "identity: {on_conflict: maybe}\n", "identity.on_conflict"},
 		{"negative limit", "limits: {max_series: -1}\n", "limits.max_series: must be 0 (unlimited) or positive, got -1"},
 		{"unknown limit", "limits: {max_serie: 1}\n", "field max_serie not found"},
 		{"burst without rate", "limits: {ingestion_burst: 10}\n", "limits.ingestion_burst: set without ingestion_rate"},
@@ -116,4 +120,101 @@ func TestExampleConfigIsValid(t *testing.T) {
 	require.Equal(t, 1, checkCommand([]string{"config", "../../deploy/examples/fleetgate.yml"}), "a reader token equal to a cluster's is refused")
 	t.Setenv("FLEETGATE_EU_TEAM_TOKEN", "e")
 	require.Equal(t, 0, checkCommand([]string{"config", "../../deploy/examples/fleetgate.yml"}))
+}
+
+// yamlKeys are the YAML keys of struct type t, in field order.
+func yamlKeys(t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		if k, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); k != "" && k != "-" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// TestConfigErrorsNameTheYAMLPath loads a bad value for every key of the
+// limits:, clusters[i].limits, ingest: and logs_traces: sections (the keys
+// are read from the structs' yaml tags, so a new key needs a case here) and
+// checks the error names the key by its exact path in the file.
+func TestConfigErrorsNameTheYAMLPath(t *testing.T) {
+	tok := writeFile(t, "tok", "secret")
+	tok2 := writeFile(t, "tok2", "secret2")
+	clusters := func(limits string) string {
+		return "clusters:\n  - name: eu-1\n    credentials: {bearer_token_file: " + tok + "}\n  - name: us-1\n    credentials: {bearer_token_file: " + tok2 + "}\n    limits: {" + limits + "}\n"
+	}
+	type bad struct{ value, want string }
+	// A negative value, except where a key's other check is shown.
+	limitCases := map[string]bad{
+		"ingestion_burst":  {"5", "ingestion_burst: set without ingestion_rate"},
+		"logs_burst_bytes": {"5", "logs_burst_bytes: set without logs_rate_bytes"},
+	}
+	// Duration keys are left out: yaml.v3 reports the error of a type's own
+	// UnmarshalYAML (model.Duration's "not a valid duration string") with
+	// neither key nor line, and a negative duration does not parse.
+	sections := []struct {
+		section string
+		typ     reflect.Type
+		cases   map[string]bad
+	}{
+		{"ingest", reflect.TypeFor[pipeline.Config](), map[string]bad{
+			"max_series_per_request": {"-1", "ingest.max_series_per_request: must not be negative, got -1"},
+			"max_future":             {},
+			"series_cache_bytes":     {"-1", "ingest.series_cache_bytes: must not be negative, got -1"},
+			"max_labels_per_series":  {"30", "ingest.max_labels_per_series: moved to limits.max_labels_per_series"},
+			"max_label_name_length":  {"30", "ingest.max_label_name_length: moved to limits.max_label_name_length"},
+			"max_label_value_length": {"30", "ingest.max_label_value_length: moved to limits.max_label_value_length"},
+		}},
+		{"logs_traces", reflect.TypeFor[signals.Config](), map[string]bad{
+			"max_line_bytes":           {"-1", "logs_traces.max_line_bytes: must not be negative, got -1"},
+			"max_streams_per_request":  {"-1", "logs_traces.max_streams_per_request: must not be negative, got -1"},
+			"derived_metrics_interval": {},
+			"span_metrics_max_series":  {"-1", "logs_traces.span_metrics_max_series: must not be negative, got -1"},
+			"log_metrics_max_series":   {"-1", "logs_traces.log_metrics_max_series: must not be negative, got -1"},
+			"span_duration_buckets":    {"[1, 0.5]", "logs_traces.span_duration_buckets: must be strictly increasing"},
+			"logs_rate_bytes":          {"30", "logs_traces.logs_rate_bytes: moved to limits.logs_rate_bytes"},
+			"logs_burst_bytes":         {"30", "logs_traces.logs_burst_bytes: moved to limits.logs_burst_bytes"},
+		}},
+	}
+	check := func(t *testing.T, yml, want string) {
+		t.Helper()
+		_, err := loadConfig(writeFile(t, "fleetgate.yml", yml))
+		require.Error(t, err)
+		// The message starts with the path: "config <file>: <path>: ...".
+		_, msg, _ := strings.Cut(err.Error(), ".yml: ")
+		require.True(t, strings.HasPrefix(msg, want), "%q does not start with %q", msg, want)
+	}
+	for _, key := range yamlKeys(reflect.TypeFor[fleet.Limits]()) {
+		c, ok := limitCases[key]
+		if !ok {
+			c = bad{"-1", key + ": must be 0 (unlimited) or positive, got -1"}
+		}
+		t.Run("limits."+key, func(t *testing.T) {
+			check(t, "limits: {"+key+": "+c.value+"}\n", "limits."+c.want)
+		})
+		t.Run("clusters[1].limits."+key, func(t *testing.T) {
+			check(t, clusters(key+": "+c.value), "clusters[1].limits."+c.want)
+		})
+	}
+	for _, s := range sections {
+		for _, key := range yamlKeys(s.typ) {
+			c, ok := s.cases[key]
+			require.True(t, ok, "no case for %s.%s", s.section, key)
+			if c.want == "" {
+				continue // a duration, see above
+			}
+			t.Run(s.section+"."+key, func(t *testing.T) {
+				check(t, s.section+": {"+key+": "+c.value+"}\n", c.want)
+			})
+		}
+	}
+	// Of several bad keys, the first in field order, whatever the order in
+	// the file or of a map: the same file always gives the same message.
+	for range 20 {
+		check(t, "limits: {logs_rate_bytes: -1, max_otlp_attributes: -1, max_series: -1}\n", "limits.max_series:")
+		check(t, "ingest: {series_cache_bytes: -1, max_series_per_request: -1}\n", "ingest.max_series_per_request:")
+		check(t, "logs_traces: {logs_burst_bytes: 1, log_metrics_max_series: -1, max_line_bytes: -1}\n", "logs_traces.max_line_bytes:")
+	}
+	// A cluster's error ends with its name.
+	check(t, clusters("max_series: -1"), "clusters[1].limits.max_series: must be 0 (unlimited) or positive, got -1 (cluster us-1)")
 }

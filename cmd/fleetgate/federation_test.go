@@ -16,11 +16,11 @@ func TestFederationConfigErrors(t *testing.T) {
 		{"query type", `
 clusters:
   - name: eu-1
-    query: {type: graphite, url: http://x}`, "clusters[0] (eu-1).query.type"},
+    query: {type: graphite, url: http://x}`, "clusters[0].query.type"},
 		{"query url", `
 clusters:
   - name: eu-1
-    query: {url: "not a url"}`, "clusters[0] (eu-1).query.url"},
+    query: {url: "not a url"}`, "clusters[0].query.url"},
 		{"query timeout", `
 clusters:
   - name: eu-1
@@ -28,7 +28,7 @@ clusters:
 		{"query tls", `
 clusters:
   - name: eu-1
-    query: {url: http://x, tls: {cert_file: a}}`, "clusters[0] (eu-1).query.tls"},
+    query: {url: http://x, tls: {cert_file: a}}`, "clusters[0].query.tls"},
 		{"ha replica label", `
 ha: {enabled: true, replica_labels: [""]}`, "ha.replica_labels"},
 		{"ha timeout", `

@@ -46,10 +46,14 @@ func (c *logsTracesConfig) Validate() error {
 			return err
 		}
 	}
-	for field, list := range map[string][]queue.HTTPConfig{"forward_logs": c.ForwardLogs, "forward_traces": c.ForwardTraces} {
+	for _, fl := range []struct {
+		field string
+		list  []queue.HTTPConfig
+	}{{"forward_logs", c.ForwardLogs}, {"forward_traces", c.ForwardTraces}} {
 		seen := map[string]bool{}
+		list := fl.list
 		for i := range list {
-			f := fmt.Sprintf("%s[%d]", field, i)
+			f := fmt.Sprintf("%s[%d]", fl.field, i)
 			if err := list[i].Validate(f); err != nil {
 				return err
 			}

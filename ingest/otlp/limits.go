@@ -120,39 +120,31 @@ func (rc *Receiver) checkPoints(c *fleet.Cluster, lim *fleet.Limits, m pmetric.M
 	}
 	switch m.Type() {
 	case pmetric.MetricTypeGauge:
-		dps := m.Gauge().DataPoints()
-		for i := range dps.Len() {
-			if err := check(i, dps.At(i).Attributes()); err != nil {
-				return err
-			}
-		}
+		return eachPoint(m.Gauge().DataPoints(), check)
 	case pmetric.MetricTypeSum:
-		dps := m.Sum().DataPoints()
-		for i := range dps.Len() {
-			if err := check(i, dps.At(i).Attributes()); err != nil {
-				return err
-			}
-		}
+		return eachPoint(m.Sum().DataPoints(), check)
 	case pmetric.MetricTypeHistogram:
-		dps := m.Histogram().DataPoints()
-		for i := range dps.Len() {
-			if err := check(i, dps.At(i).Attributes()); err != nil {
-				return err
-			}
-		}
+		return eachPoint(m.Histogram().DataPoints(), check)
 	case pmetric.MetricTypeExponentialHistogram:
-		dps := m.ExponentialHistogram().DataPoints()
-		for i := range dps.Len() {
-			if err := check(i, dps.At(i).Attributes()); err != nil {
-				return err
-			}
-		}
+		return eachPoint(m.ExponentialHistogram().DataPoints(), check)
 	case pmetric.MetricTypeSummary:
-		dps := m.Summary().DataPoints()
-		for i := range dps.Len() {
-			if err := check(i, dps.At(i).Attributes()); err != nil {
-				return err
-			}
+		return eachPoint(m.Summary().DataPoints(), check)
+	}
+	return nil
+}
+
+// pointSlice is a pmetric data point slice (pmetric.NumberDataPointSlice, ...).
+type pointSlice[P interface{ Attributes() pcommon.Map }] interface {
+	Len() int
+	At(i int) P
+}
+
+// eachPoint calls check with the index and attributes of every data point
+// of dps, up to the first error.
+func eachPoint[P interface{ Attributes() pcommon.Map }, S pointSlice[P]](dps S, check func(int, pcommon.Map) error) error {
+	for i := range dps.Len() {
+		if err := check(i, dps.At(i).Attributes()); err != nil {
+			return err
 		}
 	}
 	return nil

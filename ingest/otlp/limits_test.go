@@ -329,3 +329,34 @@ func TestOTLPRateLimit(t *testing.T) {
 	resp, _ = post(t, e.srv.URL+"/v1/metrics", "tok-us-1", "application/x-protobuf", "", body)
 	require.Equal(t, 200, resp.StatusCode)
 }
+
+// Every metric type's data points are counted, and the message names the
+// point's index.
+func TestCheckPointsEveryMetricType(t *testing.T) {
+	lim := fleet.Limits{MaxOTLPAttributes: 2}
+	svc := func() string { return "checkout" }
+	for _, tc := range []struct {
+		typ  pmetric.MetricType
+		add  func(m pmetric.Metric) pcommon.Map // appends a point, returns its attributes
+		make func(m pmetric.Metric)
+	}{
+		{pmetric.MetricTypeGauge, func(m pmetric.Metric) pcommon.Map { return m.Gauge().DataPoints().AppendEmpty().Attributes() }, func(m pmetric.Metric) { m.SetEmptyGauge() }},
+		{pmetric.MetricTypeSum, func(m pmetric.Metric) pcommon.Map { return m.Sum().DataPoints().AppendEmpty().Attributes() }, func(m pmetric.Metric) { m.SetEmptySum() }},
+		{pmetric.MetricTypeHistogram, func(m pmetric.Metric) pcommon.Map { return m.Histogram().DataPoints().AppendEmpty().Attributes() }, func(m pmetric.Metric) { m.SetEmptyHistogram() }},
+		{pmetric.MetricTypeExponentialHistogram, func(m pmetric.Metric) pcommon.Map {
+			return m.ExponentialHistogram().DataPoints().AppendEmpty().Attributes()
+		}, func(m pmetric.Metric) { m.SetEmptyExponentialHistogram() }},
+		{pmetric.MetricTypeSummary, func(m pmetric.Metric) pcommon.Map { return m.Summary().DataPoints().AppendEmpty().Attributes() }, func(m pmetric.Metric) { m.SetEmptySummary() }},
+	} {
+		t.Run(tc.typ.String(), func(t *testing.T) {
+			m := pmetric.NewMetric()
+			m.SetName("m")
+			tc.make(m)
+			fill(tc.add(m), 2)
+			require.NoError(t, (&Receiver{}).checkPoints(nil, &lim, m, svc))
+			fill(tc.add(m), 3)
+			require.EqualError(t, (&Receiver{}).checkPoints(nil, &lim, m, svc),
+				`data point 1 of metric "m" (service "checkout") has 3 attributes, more than limits.max_otlp_attributes (2)`)
+		})
+	}
+}

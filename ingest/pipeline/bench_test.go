@@ -95,3 +95,47 @@ func BenchmarkRefCacheGet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDropFuture checks a series of 100 samples and 10 histograms
+// against ingest.max_future: none ahead (every request's cost), or the last
+// sample and histogram ahead.
+func BenchmarkDropFuture(b *testing.B) {
+	b.Setenv("TOKEN_A", "a-token")
+	p, _, reg := newTestPipeline(b, fleet.ClusterConfig{Name: "a", Region: "eu", Credentials: fleet.Credentials{BearerTokenEnv: "TOKEN_A"}})
+	c := reg.Get("a")
+	batch := p.Begin(context.Background(), c)
+	defer batch.Abort()
+	ls := benchSeries(1)[0]
+	for _, future := range []bool{false, true} {
+		b.Run(fmt.Sprintf("future=%v", future), func(b *testing.B) {
+			s := &Series{Labels: ls, Samples: make([]Sample, 100), Histograms: make([]HistogramSample, 10)}
+			fill := func() {
+				s.Samples, s.Histograms = s.Samples[:100], s.Histograms[:10]
+				for i := range s.Samples {
+					s.Samples[i].T = batch.maxT - int64(len(s.Samples)-i)
+				}
+				for i := range s.Histograms {
+					s.Histograms[i].T = batch.maxT - int64(len(s.Histograms)-i)
+				}
+				if future {
+					s.Samples[99].T = batch.maxT + 1
+					s.Histograms[9].T = batch.maxT + 1
+				}
+			}
+			fill()
+			want := 0
+			if future {
+				want = 2
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if future {
+					fill()
+				}
+				if n := batch.dropFuture(c, s, ls); n != want {
+					b.Fatalf("dropped %d, want %d", n, want)
+				}
+			}
+		})
+	}
+}

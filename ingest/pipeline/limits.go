@@ -156,24 +156,8 @@ func (limitsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- limitDesc }
 
 func (lc limitsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range lc.reg.Clusters() {
-		l := c.Limits()
-		for _, kv := range []struct {
-			name string
-			v    float64
-		}{
-			{"max_series", float64(l.MaxSeries)},
-			{"ingestion_rate", l.IngestionRate},
-			{"ingestion_burst", float64(l.IngestionBurst)},
-			{"max_inflight_requests", float64(l.MaxInflightRequests)},
-			{"max_labels_per_series", float64(l.MaxLabelsPerSeries)},
-			{"max_label_name_length", float64(l.MaxLabelNameLength)},
-			{"max_label_value_length", float64(l.MaxLabelValueLength)},
-			{"max_otlp_resource_attributes", float64(l.MaxOTLPResourceAttributes)},
-			{"max_otlp_attributes", float64(l.MaxOTLPAttributes)},
-			{"logs_rate_bytes", float64(l.LogsRateBytes)},
-			{"logs_burst_bytes", float64(l.LogsBurstBytes)},
-		} {
-			ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, kv.v, c.Name, kv.name)
+		for _, kv := range c.Limits().Values() {
+			ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, kv.Value, c.Name, kv.Key)
 		}
 	}
 }

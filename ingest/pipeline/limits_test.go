@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -64,6 +66,10 @@ func TestMaxFuture(t *testing.T) {
 		{"a year ahead", Series{Samples: []Sample{{T: ms(365 * 24 * time.Hour), V: 1}}}, "ahead of now", 0},
 		{"MaxInt64", Series{Samples: []Sample{{T: math.MaxInt64, V: 1}}}, "9223372036854775807 ms since the epoch", 0},
 		{"one of two", Series{Samples: []Sample{{T: ms(-time.Second), V: 1}, {T: ms(time.Hour), V: 2}}}, "1 samples from", 1},
+		// Both kinds dropped, the rest kept in order; the message names the earliest.
+		{"mixed", Series{Samples: []Sample{{T: ms(2 * time.Hour), V: 1}, {T: ms(-time.Second), V: 2}, {T: ms(time.Hour), V: 3}, {T: ms(0), V: 4}},
+			Histograms: []HistogramSample{{T: ms(30 * time.Minute), H: &histogram.Histogram{Count: 1, Sum: 1, ZeroCount: 1}}}},
+			"3 samples from " + formatMillis(ms(30*time.Minute)) + " on", 2},
 		{"histogram", Series{Histograms: []HistogramSample{{T: ms(time.Hour), H: &histogram.Histogram{Count: 1, Sum: 1, ZeroCount: 1}}}}, "1 samples from", 0},
 		{"exemplar", Series{Samples: []Sample{{T: ms(0), V: 1}}, Exemplars: []exemplar.Exemplar{{Labels: labels.FromStrings("trace_id", "x"), Ts: ms(time.Hour), HasTs: true, Value: 1}}},
 			"", 1},
@@ -393,4 +399,25 @@ func TestSeriesLimitConcurrent(t *testing.T) {
 	require.GreaterOrEqual(t, n, int64(100))
 	require.LessOrEqual(t, n, int64(100+workers))
 	require.EqualValues(t, n, db.Head().NumSeries(), "the count is the head's")
+}
+
+// fleetgate_cluster_limit has every limit of every cluster, by its limits: key.
+func TestLimitsCollector(t *testing.T) {
+	five := 5
+	_, _, reg, _ := twoClusters(t, fleet.DefaultLimits(), &fleet.LimitOverrides{MaxSeries: &five})
+	lc := limitsCollector{reg}
+	dl := reg.DefaultLimits()
+	require.Equal(t, 2*len(dl.Values()), testutil.CollectAndCount(lc, "fleetgate_cluster_limit"))
+	pr := prometheus.NewPedanticRegistry()
+	pr.MustRegister(lc)
+	mfs, err := pr.Gather()
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, m := range mfs[0].GetMetric() {
+		got[m.GetLabel()[0].GetValue()+"/"+m.GetLabel()[1].GetValue()] = m.GetGauge().GetValue()
+	}
+	require.Equal(t, 5.0, got["eu-1/max_series"])
+	require.Equal(t, 4096.0, got["eu-1/max_label_value_length"])
+	require.Equal(t, 0.0, got["us-1/max_series"])
+	require.Equal(t, 128.0, got["us-1/max_otlp_attributes"])
 }

@@ -53,26 +53,32 @@ var DefaultConfig = Config{
 	SeriesCacheBytes:    256 << 20,
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field, in the order of the struct's fields.
 func (c *Config) Validate() error {
-	for name, v := range map[string]int{
-		"ingest.max_series_per_request": c.MaxSeriesPerRequest,
-		"ingest.series_cache_bytes":     c.SeriesCacheBytes,
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"ingest.max_series_per_request", c.MaxSeriesPerRequest},
+		{"ingest.series_cache_bytes", c.SeriesCacheBytes},
 	} {
-		if v < 0 {
-			return fmt.Errorf("%s: must not be negative, got %d", name, v)
+		if f.v < 0 {
+			return fmt.Errorf("%s: must not be negative, got %d", f.name, f.v)
 		}
 	}
 	if c.MaxFuture < 0 {
 		return fmt.Errorf("ingest.max_future: must not be negative, got %s", c.MaxFuture)
 	}
-	for name, v := range map[string]*int{
-		"max_labels_per_series":  c.MovedMaxLabelsPerSeries,
-		"max_label_name_length":  c.MovedMaxLabelNameLength,
-		"max_label_value_length": c.MovedMaxLabelValueLength,
+	for _, f := range []struct {
+		name string
+		v    *int
+	}{
+		{"max_labels_per_series", c.MovedMaxLabelsPerSeries},
+		{"max_label_name_length", c.MovedMaxLabelNameLength},
+		{"max_label_value_length", c.MovedMaxLabelValueLength},
 	} {
-		if v != nil {
-			return fmt.Errorf("ingest.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", name, name)
+		if f.v != nil {
+			return fmt.Errorf("ingest.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
 		}
 	}
 	return nil
@@ -597,6 +603,8 @@ func (b *Batch) Add(s *Series) error {
 // comparison per sample. ls are the stamped labels, empty for a cached series
 // (then the message names the series as sent).
 func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
+	// The check every series pays, in plain loops: the generic removal's
+	// time function is an indirect call per element (3× slower here).
 	bad := 0
 	for i := range s.Samples {
 		if s.Samples[i].T > b.maxT {
@@ -612,24 +620,8 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 		return 0
 	}
 	first := int64(math.MaxInt64)
-	keep := s.Samples[:0]
-	for _, sm := range s.Samples {
-		if sm.T > b.maxT {
-			first = min(first, sm.T)
-			continue
-		}
-		keep = append(keep, sm)
-	}
-	s.Samples = keep
-	keepH := s.Histograms[:0]
-	for _, h := range s.Histograms {
-		if h.T > b.maxT {
-			first = min(first, h.T)
-			continue
-		}
-		keepH = append(keepH, h)
-	}
-	s.Histograms = keepH
+	s.Samples = dropAfter(s.Samples, b.maxT, &first, func(sm *Sample) int64 { return sm.T })
+	s.Histograms = dropAfter(s.Histograms, b.maxT, &first, func(h *HistogramSample) int64 { return h.T })
 	if ls.IsEmpty() {
 		ls = s.labels()
 	}
@@ -637,6 +629,20 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 		Msg: fmt.Sprintf("series %s: %d samples from %s on are more than ingest.max_future (%s) ahead of now", Abbrev(ls), bad,
 			formatMillis(first), b.p.cfg.MaxFuture)})
 	return bad
+}
+
+// dropAfter removes, in place, the elements of xs whose time t is after
+// maxT, lowers first to the earliest of them, and returns what is left.
+func dropAfter[T any](xs []T, maxT int64, first *int64, t func(*T) int64) []T {
+	keep := xs[:0]
+	for i := range xs {
+		if ti := t(&xs[i]); ti > maxT {
+			*first = min(*first, ti)
+			continue
+		}
+		keep = append(keep, xs[i])
+	}
+	return keep
 }
 
 // formatMillis formats a millisecond timestamp, also one out of time.Time's range.

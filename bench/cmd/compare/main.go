@@ -10,13 +10,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -190,20 +188,16 @@ func runSystem(sys system, dir, addr string, cfg load.RWConfig, queryAt time.Tim
 		return row{}, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(sys.bin, sys.args(dir, addr)...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	srv, err := load.StartServer(sys.bin, sys.args(dir, addr), logf)
+	if err != nil {
 		return row{}, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer stop(cmd, exited)
+	defer srv.Stop()
 	base := "http://" + addr
-	if err := waitReady(ctx, base+sys.ready, exited); err != nil {
+	if err := srv.WaitReady(ctx, base+sys.ready); err != nil {
 		return row{}, fmt.Errorf("%w (log: %s)", err, filepath.Join(dir, "log"))
 	}
-	pid := cmd.Process.Pid
+	pid := srv.Pid()
 	r := row{system: sys.name}
 	r.baseRSS, _ = load.ProcRSS(pid)
 	cpuStart, err := load.ProcCPU(pid)
@@ -246,36 +240,6 @@ func runSystem(sys system, dir, addr string, cfg load.RWConfig, queryAt time.Tim
 		r.qP50, r.qP99, r.qN, r.qErr, r.qEmpty = q.Quantile(0.5), q.Quantile(0.99), len(q.All), q.Errors, q.Empty
 	}
 	return r, nil
-}
-
-func waitReady(ctx context.Context, u string, exited <-chan error) error {
-	for {
-		resp, err := http.Get(u)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("exited before it was ready: %v", err)
-		case <-ctx.Done():
-			return fmt.Errorf("not ready at %s: %w", u, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// stop ends the process we started: SIGTERM, then SIGKILL after a minute.
-func stop(cmd *exec.Cmd, exited <-chan error) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(time.Minute):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
 }
 
 func writeFleetgateConfig(dir string, clusters int, tokenPrefix string) error {

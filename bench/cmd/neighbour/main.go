@@ -171,19 +171,17 @@ func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version, nicen
 		return result{}, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "fleetgate.yml"), "--storage.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--otlp.grpc-listen-address=", "--otlp.http-listen-address=", "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	srv, err := load.StartServer(bin, []string{"--config.file=" + filepath.Join(dir, "fleetgate.yml"), "--storage.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + addr, "--otlp.grpc-listen-address=", "--otlp.http-listen-address=", "--log.level=warn"}, logf)
+	if err != nil {
 		return result{}, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer stop(cmd, exited)
+	defer srv.Stop()
 	base := "http://" + addr
-	if err := waitReady(base+"/-/ready", exited); err != nil {
-		return result{}, err
+	readyCtx, readyCancel := context.WithTimeout(context.Background(), time.Minute)
+	defer readyCancel()
+	if err := srv.WaitReady(readyCtx, base+"/-/ready"); err != nil {
+		return result{}, fmt.Errorf("fleetgate: %w", err)
 	}
 	us.URL, us.Version, us.TokenPrefix, us.SamplesPerSeries, us.Timeout = base+"/api/v1/write", version, "bench-token-", 1, time.Minute
 	// Warm up: us-1 creates its series.
@@ -191,7 +189,7 @@ func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version, nicen
 	if _, err := load.RunRW(context.Background(), us); err != nil {
 		return result{}, fmt.Errorf("us-1 warm-up: %w", err)
 	}
-	pid := cmd.Process.Pid
+	pid := srv.Pid()
 	cpu0, err := load.ProcCPU(pid)
 	if err != nil {
 		return result{}, err
@@ -360,37 +358,6 @@ func activeSeries(base, cluster string) (string, error) {
 		}
 	}
 	return "", errors.New("not found")
-}
-
-func waitReady(u string, exited <-chan error) error {
-	deadline := time.After(time.Minute)
-	for {
-		resp, err := http.Get(u)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("fleetgate exited before it was ready: %v", err)
-		case <-deadline:
-			return fmt.Errorf("fleetgate not ready at %s", u)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// stop ends the fleetgate we started: SIGTERM, then SIGKILL after a minute.
-func stop(cmd *exec.Cmd, exited <-chan error) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(time.Minute):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
 }
 
 // cleanup removes the temporary work dir, also when fatal exits.
