@@ -390,12 +390,11 @@ func drillCommand(args []string) int {
 	}
 	token := strings.TrimSpace(os.Getenv("FLEETGATE_TOKEN"))
 	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
+		var err error
+		if token, err = fleet.LoadBearerToken(*tokenFile, ""); err != nil {
 			fmt.Fprintln(os.Stderr, "fleetgate drill: --token-file:", err)
 			return 2
 		}
-		token = strings.TrimSpace(string(b))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
