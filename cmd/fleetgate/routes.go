@@ -54,7 +54,7 @@ func newRoutes(auth *access.Authenticator, ingestLimit int64) *routes {
 			"cross-origin request refused: a web page of another origin may not change fleetgate's state")
 	}))
 	return &routes{mux: http.NewServeMux(), auth: auth, bodyBase: 10 * time.Second, csrf: csrf, limits: map[routeClass]int64{
-		classPublic: maxAdminBody, classAdmin: maxAdminBody, classHealthCheck: maxAdminBody,
+		classPublic: access.MaxAdminBody, classAdmin: access.MaxAdminBody, classHealthCheck: access.MaxAdminBody,
 		classRead:   10 << 20, // net/http's own bound on a parsed form body
 		classIngest: ingestLimit,
 	}}
