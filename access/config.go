@@ -2,8 +2,6 @@ package access
 
 import (
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/fleetgate/fleetgate/fleet"
 )
@@ -132,23 +130,5 @@ func (c *Config) Validate(clusters []fleet.ClusterConfig) error {
 // loadToken reads a principal's bearer token from its file or environment
 // variable ("" when it has none).
 func (p PrincipalConfig) loadToken() (string, error) {
-	switch {
-	case p.BearerTokenFile != "":
-		b, err := os.ReadFile(p.BearerTokenFile)
-		if err != nil {
-			return "", fmt.Errorf("bearer_token_file: %w", err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("bearer_token_file %s: file is empty", p.BearerTokenFile)
-		}
-		return t, nil
-	case p.BearerTokenEnv != "":
-		t := strings.TrimSpace(os.Getenv(p.BearerTokenEnv))
-		if t == "" {
-			return "", fmt.Errorf("bearer_token_env: environment variable %s is empty or unset", p.BearerTokenEnv)
-		}
-		return t, nil
-	}
-	return "", nil
+	return fleet.LoadBearerToken(p.BearerTokenFile, p.BearerTokenEnv)
 }

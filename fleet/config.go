@@ -173,21 +173,30 @@ func (cl *ClusterConfig) validate(field string, defaults Limits, seen map[string
 
 // loadToken reads the bearer token of a cluster from its file or environment variable.
 func (cr Credentials) loadToken() (string, error) {
+	return LoadBearerToken(cr.BearerTokenFile, cr.BearerTokenEnv)
+}
+
+// LoadBearerToken reads a bearer token from file (its trimmed content) or,
+// when file is "", from the environment variable env; both "" gives "".
+// An empty token is an error naming the YAML key (bearer_token_file or
+// bearer_token_env) it came from. Cluster credentials, query sources and
+// auth principals all load their tokens with it.
+func LoadBearerToken(file, env string) (string, error) {
 	switch {
-	case cr.BearerTokenFile != "":
-		b, err := os.ReadFile(cr.BearerTokenFile)
+	case file != "":
+		b, err := os.ReadFile(file)
 		if err != nil {
 			return "", fmt.Errorf("bearer_token_file: %w", err)
 		}
 		t := strings.TrimSpace(string(b))
 		if t == "" {
-			return "", fmt.Errorf("bearer_token_file: %s is empty", cr.BearerTokenFile)
+			return "", fmt.Errorf("bearer_token_file: %s is empty", file)
 		}
 		return t, nil
-	case cr.BearerTokenEnv != "":
-		t := strings.TrimSpace(os.Getenv(cr.BearerTokenEnv))
+	case env != "":
+		t := strings.TrimSpace(os.Getenv(env))
 		if t == "" {
-			return "", fmt.Errorf("bearer_token_env: environment variable %s is empty or unset", cr.BearerTokenEnv)
+			return "", fmt.Errorf("bearer_token_env: environment variable %s is empty or unset", env)
 		}
 		return t, nil
 	}

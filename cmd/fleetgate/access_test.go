@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -247,6 +248,49 @@ func TestCrossSiteOverride(t *testing.T) {
 	require.Equal(t, before, groups(), "nothing changed")
 	w = a.do(t, "GET", "/api/v1/failover/events", adminToken, "", nil)
 	require.JSONEq(t, `{"status":"success","data":[]}`, body(w))
+}
+
+// TestCrossSiteEmptyBody: a cross-site page can make a browser POST with
+// no body (an empty text/plain form, fetch in no-cors mode) and the
+// credentials the browser holds (a client certificate, basic auth); the
+// JSON type check never sees such a request, so admin routes refuse every
+// cross-origin browser request (the bearer token here stands in for the
+// ambient credential). Non-browser clients send no such headers.
+func TestCrossSiteEmptyBody(t *testing.T) {
+	a := newTestApp(t, "")
+	post := func(contentType string, hdr ...string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodPost, "http://fleetgate.test/api/v1/failover/groups/web/freeze", http.NoBody)
+		r.Header.Set("Authorization", "Bearer "+adminToken)
+		if contentType != "" {
+			r.Header.Set("Content-Type", contentType)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		w := httptest.NewRecorder()
+		a.routes.ServeHTTP(w, r)
+		return w
+	}
+	for _, tc := range []struct {
+		name, contentType string
+		hdr               []string
+	}{
+		{"empty text/plain form", "text/plain", []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}},
+		{"no-cors fetch", "", []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}},
+		{"older browser: Origin only", "text/plain", []string{"Origin", "https://evil.example"}},
+		{"same site, other origin", "", []string{"Sec-Fetch-Site", "same-site", "Origin", "https://grafana.fleetgate.test"}},
+	} {
+		w := post(tc.contentType, tc.hdr...)
+		require.Equal(t, http.StatusForbidden, w.Code, "%s: %s", tc.name, body(w))
+		require.Contains(t, body(w), "cross-origin", tc.name)
+	}
+	w := a.do(t, "GET", "/api/v1/failover/events", adminToken, "", nil)
+	require.JSONEq(t, `{"status":"success","data":[]}`, body(w), "nothing changed")
+	// The same origin (a UI served by fleetgate) and non-browser clients pass.
+	w = post("", "Sec-Fetch-Site", "same-origin", "Origin", "http://fleetgate.test")
+	require.Equal(t, 200, w.Code, body(w))
+	w = post("")
+	require.Equal(t, 200, w.Code, body(w))
 }
 
 // TestAdminBodies: the limits of admin request bodies.

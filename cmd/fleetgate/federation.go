@@ -129,7 +129,7 @@ type pinRequest struct {
 // {"replica": "r1", "group": "", "force": false} or {"unpin": true}.
 func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
 	var req pinRequest
-	if !decodeAdminBody(w, r, &req) || !checkReason(w, "replica", req.Replica) || !checkReason(w, "group", req.Group) {
+	if !access.DecodeAdminBody(w, r, &req) || !checkReason(w, "replica", req.Replica) || !checkReason(w, "group", req.Group) {
 		return
 	}
 	cluster := r.PathValue("cluster")

@@ -268,7 +268,7 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 	}
 	decode := func(w http.ResponseWriter, r *http.Request) (opRequest, time.Time, bool) {
 		var req opRequest
-		if !decodeAdminBody(w, r, &req) || !checkReason(w, "reason", req.Reason) || !checkClusters(w, fleetReg, "clusters", req.Clusters) {
+		if !access.DecodeAdminBody(w, r, &req) || !checkReason(w, "reason", req.Reason) || !checkClusters(w, fleetReg, "clusters", req.Clusters) {
 			return req, time.Time{}, false
 		}
 		var until time.Time
@@ -285,7 +285,7 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 	// noBody refuses a body on an action that takes none (DELETE).
 	noBody := func(w http.ResponseWriter, r *http.Request) bool {
 		var none struct{}
-		return decodeAdminBody(w, r, &none)
+		return access.DecodeAdminBody(w, r, &none)
 	}
 	respond := func(w http.ResponseWriter, ev failover.Event, err error) {
 		switch {
@@ -358,7 +358,7 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 		var req struct {
 			Cluster string `json:"cluster"`
 		}
-		if !decodeAdminBody(w, r, &req) {
+		if !access.DecodeAdminBody(w, r, &req) {
 			return
 		}
 		name := r.URL.Query().Get("cluster")
@@ -390,12 +390,11 @@ func drillCommand(args []string) int {
 	}
 	token := strings.TrimSpace(os.Getenv("FLEETGATE_TOKEN"))
 	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
+		var err error
+		if token, err = fleet.LoadBearerToken(*tokenFile, ""); err != nil {
 			fmt.Fprintln(os.Stderr, "fleetgate drill: --token-file:", err)
 			return 2
 		}
-		token = strings.TrimSpace(string(b))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -68,4 +70,24 @@ func TestHealthFailoverRoutes(t *testing.T) {
 		require.Equal(t, tc.code, w.Code, "%s %s: %s", tc.method, tc.path, body(w))
 		require.Contains(t, body(w), tc.want, "%s %s", tc.method, tc.path)
 	}
+}
+
+// TestDrillCommandTokenFile: `fleetgate drill --token-file` reads the token
+// as every other token is read (trimmed), and an empty file is an error
+// before any request, not a drill sent without a credential.
+func TestDrillCommandTokenFile(t *testing.T) {
+	var auth []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth = append(auth, r.Header.Get("Authorization"))
+		_, _ = w.Write([]byte(`{"status":"success","data":{"cluster":"eu-1"}}`))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	empty, good := filepath.Join(dir, "empty"), filepath.Join(dir, "good")
+	require.NoError(t, os.WriteFile(empty, []byte(" \n"), 0o600))
+	require.NoError(t, os.WriteFile(good, []byte("admin-secret\n"), 0o600))
+	require.Equal(t, 2, drillCommand([]string{"--cluster", "eu-1", "--url", srv.URL, "--token-file", empty}))
+	require.Empty(t, auth, "no request without the token")
+	require.Equal(t, 0, drillCommand([]string{"--cluster", "eu-1", "--url", srv.URL, "--token-file", good, "--json"}))
+	require.Equal(t, []string{"Bearer admin-secret"}, auth)
 }

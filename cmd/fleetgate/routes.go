@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/access"
+	"github.com/fleetgate/fleetgate/query"
 )
 
 // routeClass says who may call a route.
@@ -41,12 +42,19 @@ type routes struct {
 	limits map[routeClass]int64
 	// bodyBase is the time any body may take besides its size (10 s).
 	bodyBase time.Duration
-	list     []route
+	// csrf refuses cross-origin browser requests on admin routes.
+	csrf *http.CrossOriginProtection
+	list []route
 }
 
 func newRoutes(auth *access.Authenticator, ingestLimit int64) *routes {
-	return &routes{mux: http.NewServeMux(), auth: auth, bodyBase: 10 * time.Second, limits: map[routeClass]int64{
-		classPublic: maxAdminBody, classAdmin: maxAdminBody, classHealthCheck: maxAdminBody,
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		query.WriteError(w, http.StatusForbidden, "forbidden",
+			"cross-origin request refused: a web page of another origin may not change fleetgate's state")
+	}))
+	return &routes{mux: http.NewServeMux(), auth: auth, bodyBase: 10 * time.Second, csrf: csrf, limits: map[routeClass]int64{
+		classPublic: access.MaxAdminBody, classAdmin: access.MaxAdminBody, classHealthCheck: access.MaxAdminBody,
 		classRead:   10 << 20, // net/http's own bound on a parsed form body
 		classIngest: ingestLimit,
 	}}
@@ -68,7 +76,12 @@ func (g registrar) Handle(pattern string, h http.Handler) {
 	rt.list = append(rt.list, route{pattern: pattern, class: g.class})
 	switch g.class {
 	case classAdmin:
-		h = rt.auth.Admin(h)
+		// A browser sends the credentials it holds (client certificate,
+		// basic auth) on a cross-site request too, and an empty body (an
+		// empty form, a no-cors fetch) never meets the JSON type check:
+		// net/http's CSRF check refuses cross-origin browser requests
+		// (Sec-Fetch-Site, else Origin vs Host); other clients pass.
+		h = rt.csrf.Handler(rt.auth.Admin(h))
 	case classRead:
 		h = rt.auth.Read(h)
 	case classHealthCheck:
