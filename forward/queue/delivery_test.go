@@ -242,3 +242,35 @@ func TestFullQueueDropsOldest(t *testing.T) {
 
 func mdur(d time.Duration) model.Duration { return model.Duration(d) }
 
+// TestDropsBeforeRunAreCounted: segments dropped because the queue filled
+// up before the delivery loop started are counted too (they were not: Run
+// took the count at its start as its baseline).
+func TestDropsBeforeRunAreCounted(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var got []string
+	send := func(_ context.Context, rec []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, string(rec[:8]))
+		return nil
+	}
+	q, err := Open("early", t.TempDir(), Options{MaxBytes: 16 << 10}, send, m, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	pad := make([]byte, 490)
+	for i := range 200 {
+		require.NoError(t, q.Enqueue(append([]byte(fmt.Sprintf("%08d", i)), pad...)))
+	}
+	dropped := q.q.DroppedSegments()
+	require.Positive(t, dropped)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 && got[len(got)-1] == "00000199" },
+		5*time.Second, time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.NoError(t, q.Close())
+	require.Equal(t, float64(dropped), testutil.ToFloat64(m.dropped.WithLabelValues("early", "queue_full")))
+}

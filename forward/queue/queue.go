@@ -77,6 +77,8 @@ type Queue struct {
 	opts   Options
 	m      *Metrics
 	logger *slog.Logger
+	// reported is how many dropped segments the metric counts so far.
+	reported int
 }
 
 // Open opens (or creates) the queue of destination name in dir.
@@ -118,7 +120,6 @@ func (fq *Queue) Pending() int64 { return fq.q.Pending() }
 
 // Run delivers records until ctx ends.
 func (fq *Queue) Run(ctx context.Context) error {
-	dropped := fq.q.DroppedSegments()
 	for {
 		rec, pos, err := fq.q.Next(ctx)
 		if err != nil {
@@ -127,10 +128,12 @@ func (fq *Queue) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("forward queue %s: reading: %w", fq.name, err)
 		}
-		if d := fq.q.DroppedSegments(); d > dropped {
-			fq.m.dropped.WithLabelValues(fq.name, "queue_full").Add(float64(d - dropped))
-			fq.logger.Warn("forward queue full: oldest undelivered data dropped", "destination", fq.name, "segments", d-dropped)
-			dropped = d
+		// Counted from Open, not from Run: segments dropped while nothing
+		// delivered yet (records enqueued before Run started) count too.
+		if d := fq.q.DroppedSegments(); d > fq.reported {
+			fq.m.dropped.WithLabelValues(fq.name, "queue_full").Add(float64(d - fq.reported))
+			fq.logger.Warn("forward queue full: oldest undelivered data dropped", "destination", fq.name, "segments", d-fq.reported)
+			fq.reported = d
 		}
 		backoff := fq.opts.MinBackoff
 		for attempt := 0; ; attempt++ {
