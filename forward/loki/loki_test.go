@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/grafana/loki/pkg/push"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
@@ -21,10 +22,11 @@ import (
 
 // lokiServer decodes pushes with the Loki push types.
 type lokiServer struct {
-	mu     sync.Mutex
-	got    []push.Stream
-	srv    *http.Server
-	refuse bool
+	mu      sync.Mutex
+	got     []push.Stream
+	srv     *http.Server
+	refuse  bool
+	refused int // requests answered 503
 }
 
 func (s *lokiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -42,6 +44,7 @@ func (s *lokiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.refuse {
+		s.refused++
 		http.Error(w, "overloaded", 503)
 		return
 	}
@@ -51,14 +54,12 @@ func (s *lokiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *lokiServer) start(t *testing.T, addr string) string {
 	var ln net.Listener
-	var err error
-	for range 50 {
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	require.NoError(t, err)
+	// The address of a server just closed may take a moment to be free.
+	require.Eventually(t, func() bool {
+		l, err := net.Listen("tcp", addr)
+		ln = l
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "listening on %s", addr)
 	s.srv = &http.Server{Handler: s}
 	go func() { _ = s.srv.Serve(ln) }()
 	return ln.Addr().String()
@@ -83,7 +84,8 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 	cfg := Config{Name: "loki-a", URL: "http://" + addr + "/loki/api/v1/push", MinBackoff: model.Duration(10 * time.Millisecond), MaxBackoff: model.Duration(50 * time.Millisecond)}
 	require.NoError(t, cfg.Validate("forward_logs[0]"))
 	dir := t.TempDir()
-	m, err := queue.NewMetrics(nil)
+	reg := prometheus.NewRegistry()
+	m, err := queue.NewMetrics(reg)
 	require.NoError(t, err)
 
 	fw, err := New(cfg, dir, m, logger)
@@ -104,7 +106,8 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 		require.NoError(t, fw.PushLogs(context.Background(), batch(i)))
 		sent = append(sent, batch(i)...)
 	}
-	time.Sleep(100 * time.Millisecond)
+	require.Eventually(t, func() bool { return counter(reg, "fleetgate_forward_failed_total") > 0 }, 5*time.Second, 5*time.Millisecond,
+		"delivery tried and failed while the destination is down")
 	// fleetgate restarts while the destination is down.
 	cancel()
 	require.NoError(t, <-done)
@@ -118,7 +121,8 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 	// Destination overloaded (503), then healthy again on the same address.
 	dest.refuse = true
 	dest.start(t, addr)
-	time.Sleep(100 * time.Millisecond)
+	require.Eventually(t, func() bool { dest.mu.Lock(); defer dest.mu.Unlock(); return dest.refused > 0 }, 5*time.Second, 5*time.Millisecond,
+		"a 503 is answered")
 	dest.mu.Lock()
 	dest.refuse = false
 	dest.mu.Unlock()
@@ -174,4 +178,23 @@ func TestRefusedIsDropped(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, 1, calls) // not retried
 	mu.Unlock()
+}
+
+// counter is the sum of the counter name's series in g.
+// It runs inside require.Eventually's goroutine: a gathering error makes
+// it -1 (never the value waited for) instead of failing from there.
+func counter(g prometheus.Gatherer, name string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return -1
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
 }

@@ -10,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+
+	"github.com/fleetgate/fleetgate/forward/queue"
 )
 
 func traces(i byte) ptrace.Traces {
@@ -52,7 +55,10 @@ func TestForwardTracesAcrossDestinationRestart(t *testing.T) {
 	srv := &http.Server{Handler: handler}
 	go func() { _ = srv.Serve(ln) }()
 
-	fw, err := New(Config{Name: "tempo", URL: "http://" + addr + "/v1/traces", MinBackoff: model.Duration(10 * time.Millisecond), MaxBackoff: model.Duration(50 * time.Millisecond)}, t.TempDir(), nil, logger)
+	reg := prometheus.NewRegistry()
+	m, err := queue.NewMetrics(reg)
+	require.NoError(t, err)
+	fw, err := New(Config{Name: "tempo", URL: "http://" + addr + "/v1/traces", MinBackoff: model.Duration(10 * time.Millisecond), MaxBackoff: model.Duration(50 * time.Millisecond)}, t.TempDir(), m, logger)
 	require.NoError(t, err)
 	defer fw.Close()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -67,10 +73,14 @@ func TestForwardTracesAcrossDestinationRestart(t *testing.T) {
 	srv.Close()
 	require.NoError(t, fw.PushTraces(ctx, traces(2)))
 	require.NoError(t, fw.PushTraces(ctx, traces(3)))
-	time.Sleep(100 * time.Millisecond)
-	for ln, err = net.Listen("tcp", addr); err != nil; ln, err = net.Listen("tcp", addr) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return counter(reg, "fleetgate_forward_failed_total") > 0 }, 5*time.Second, 5*time.Millisecond,
+		"delivery tried and failed while the destination is down")
+	// The address of a server just closed may take a moment to be free.
+	require.Eventually(t, func() bool {
+		l, err := net.Listen("tcp", addr)
+		ln = l
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "listening on %s", addr)
 	srv = &http.Server{Handler: handler}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
@@ -88,4 +98,23 @@ func TestForwardTracesAcrossDestinationRestart(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return len(uniq()) == 3 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, []pcommon.TraceID{{1}, {2}, {3}}, uniq(), "in order, nothing lost")
+}
+
+// counter is the sum of the counter name's series in g.
+// It runs inside require.Eventually's goroutine: a gathering error makes
+// it -1 (never the value waited for) instead of failing from there.
+func counter(g prometheus.Gatherer, name string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return -1
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -56,6 +57,26 @@ func count(t *testing.T, db *tsdb.DB, name string) int {
 	return n
 }
 
+// recordsRead is prometheus_wal_watcher_records_read_total by consumer.
+func recordsRead(t require.TestingT, g prometheus.Gatherer) map[string]float64 {
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "prometheus_wal_watcher_records_read_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "consumer" {
+					out[lp.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
 func TestForwardThroughWAL(t *testing.T) {
 	good, goodDB, _ := receiver(t)
 	flaky, flakyDB, flakyDown := receiver(t)
@@ -73,6 +94,7 @@ func TestForwardThroughWAL(t *testing.T) {
 	flakyDown.Store(true)
 
 	dir := t.TempDir()
+	reg := prometheus.NewRegistry()
 	src, err := tsdb.Open(dir, quiet, nil, tsdb.DefaultOptions(), nil)
 	require.NoError(t, err)
 	fast := QueueConfig{BatchSendDeadline: model.Duration(100 * time.Millisecond), MinBackoff: model.Duration(50 * time.Millisecond), MaxBackoff: model.Duration(200 * time.Millisecond)}
@@ -80,7 +102,7 @@ func TestForwardThroughWAL(t *testing.T) {
 		{Name: "good", URL: good.URL, Queue: fast},
 		{Name: "flaky", URL: flaky.URL, Queue: fast, Protocol: "2.0"},
 		{Name: "stuck", URL: stuck.URL, Queue: fast, Timeout: model.Duration(5 * time.Second)},
-	}, FlushDeadline: model.Duration(time.Second)}, dir, prometheus.NewRegistry(), quiet)
+	}, FlushDeadline: model.Duration(time.Second)}, dir, reg, quiet)
 	require.NoError(t, err)
 	src.SetWriteNotified(fw.WriteNotified())
 	t.Cleanup(func() {
@@ -88,9 +110,20 @@ func TestForwardThroughWAL(t *testing.T) {
 		require.NoError(t, src.Close())
 	})
 
-	// Give the watchers a moment to open the WAL, then write.
-	time.Sleep(500 * time.Millisecond)
-	now := time.Now().UnixMilli()
+	// A WAL watcher sends only samples newer than its start, and starts in
+	// a goroutine: write probe samples until every watcher has read one (it
+	// notes its start time before reading), then write newer samples.
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		app := src.AppenderV2(context.Background())
+		_, err := app.Append(0, labels.FromStrings("__name__", "fwd_probe", "cluster", "eu-1"), 0, time.Now().UnixMilli(), 1, nil, nil, storage.AOptions{})
+		require.NoError(c, err)
+		require.NoError(c, app.Commit())
+		read := recordsRead(c, reg)
+		for _, d := range []string{"good", "flaky", "stuck"} {
+			assert.Positive(c, read[d], "records read by the watcher of %s", d)
+		}
+	}, 10*time.Second, 10*time.Millisecond, "every WAL watcher is tailing")
+	now := time.Now().UnixMilli() + 1
 	const n = 200
 	app := src.AppenderV2(context.Background())
 	for i := range n {

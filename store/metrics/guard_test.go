@@ -288,12 +288,14 @@ func TestMinFreeBytesCheckedAtCommit(t *testing.T) {
 	ts := time.Now().UnixMilli()
 	require.NoError(t, batch(s, 1, 10, ts))
 	free.Store(10 << 20)
+	// About time passing: a commit reads free space again only once its
+	// last reading is spaceRecheck (1ms) old; the watcher ticks hourly here.
 	time.Sleep(2 * spaceRecheck)
 	var ue *UnavailableError
 	require.ErrorAs(t, batch(s, 2, 10, ts+1), &ue)
 	require.Equal(t, "low_disk", ue.Reason)
 	free.Store(1 << 30)
-	time.Sleep(2 * spaceRecheck)
+	time.Sleep(2 * spaceRecheck) // as above
 	require.NoError(t, batch(s, 3, 10, ts+2), "the next commit sees the space back, without waiting for the watcher")
 	require.Equal(t, map[float64]int{1: 10, 3: 10}, rounds(t, s))
 }

@@ -107,7 +107,12 @@ func TestQueueResumesAfterRestart(t *testing.T) {
 		d, _, _ := q.Next(ctx)
 		done <- string(d)
 	}()
-	time.Sleep(20 * time.Millisecond)
+	// About time passing: with nothing to read, Next does not return.
+	select {
+	case d := <-done:
+		t.Fatalf("Next returned %q before anything was appended", d)
+	case <-time.After(20 * time.Millisecond):
+	}
 	require.NoError(t, q.Append(Record{Data: []byte("late")}))
 	require.Equal(t, "late", <-done)
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
