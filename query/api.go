@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -88,6 +89,11 @@ type Options struct {
 	Gatherer   prometheus.Gatherer
 	Logger     *slog.Logger
 	Ready      func() bool
+	// Reported by status/runtimeinfo: when the process started and loaded
+	// its configuration (zero: when New ran), and the storage retention as
+	// Prometheus writes it ("15d or 10GiB"; empty without an embedded TSDB).
+	StartTime, ConfigTime time.Time
+	StorageRetention      string
 }
 
 // API is the Prometheus-compatible HTTP API.
@@ -101,6 +107,10 @@ type API struct {
 	logger *slog.Logger
 	start  time.Time
 	noTSDB bool
+	// runtimeinfo
+	configTime time.Time
+	retention  string
+	gatherer   prometheus.Gatherer
 }
 
 // NewEngine builds the PromQL engine with fleetgate's settings; health, SLO
@@ -129,7 +139,14 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		return nil, err
 	}
 	cfg := o.Config.withDefaults()
-	a := &API{engine: engine, parser: parser.NewParser(parser.Options{}), meta: o.Metadata, logger: o.Logger, start: time.Now()}
+	a := &API{engine: engine, parser: parser.NewParser(parser.Options{}), meta: o.Metadata, logger: o.Logger,
+		start: o.StartTime, configTime: o.ConfigTime, retention: o.StorageRetention}
+	if a.start.IsZero() {
+		a.start = time.Now()
+	}
+	if a.configTime.IsZero() {
+		a.configTime = a.start
+	}
 	ready := func(f http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if o.Ready != nil && !o.Ready() {
@@ -152,6 +169,7 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 	if gatherer == nil {
 		gatherer = prometheus.NewRegistry()
 	}
+	a.gatherer = gatherer
 	reg := o.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -161,7 +179,7 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		exemplars = noExemplars{}
 	}
 	bi := &v1.PrometheusVersion{
-		Version: version.Version, Revision: version.Revision, Branch: version.Branch,
+		Version: version.Version, Revision: version.GetRevision(), Branch: version.Branch,
 		BuildUser: version.BuildUser, BuildDate: version.BuildDate, GoVersion: runtime.Version(),
 	}
 	if bi.Version == "" {
@@ -248,16 +266,37 @@ func (a *API) Register(mux Mux) {
 	mux.HandleFunc("POST /api/v1/metadata", a.metadata)
 }
 
+// runtimeInfo answers status/runtimeinfo as Prometheus's web.Handler does.
+// fleetgate reads its configuration once and has no reload: the one load
+// succeeded (or fleetgate would not be serving) at ConfigTime.
 func (a *API) runtimeInfo() (v1.RuntimeInfo, error) {
-	cwd, _ := os.Getwd()
-	host, _ := os.Hostname()
-	return v1.RuntimeInfo{
-		StartTime: a.start, CWD: cwd, Hostname: host, ServerTime: time.Now().UTC(),
-		ReloadConfigSuccess: true, LastConfigTime: a.start,
+	cwd, err := os.Getwd()
+	if err != nil {
+		cwd = "<error retrieving current working directory>" // Prometheus's text
+	}
+	info := v1.RuntimeInfo{
+		StartTime: a.start, CWD: cwd, ServerTime: time.Now().UTC(),
+		ReloadConfigSuccess: true, LastConfigTime: a.configTime,
 		GoroutineCount: runtime.NumGoroutine(), GOMAXPROCS: runtime.GOMAXPROCS(0),
-		GOGC: os.Getenv("GOGC"), GODEBUG: os.Getenv("GODEBUG"),
-		StorageRetention: "see --storage.retention",
-	}, nil
+		GOMEMLIMIT: debug.SetMemoryLimit(-1),
+		GOGC:       os.Getenv("GOGC"), GODEBUG: os.Getenv("GODEBUG"),
+		StorageRetention: a.retention,
+	}
+	if info.Hostname, err = os.Hostname(); err != nil {
+		return info, fmt.Errorf("error getting hostname: %w", err)
+	}
+	mfs, err := a.gatherer.Gather()
+	if err != nil {
+		return info, fmt.Errorf("error gathering runtime status: %w", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "prometheus_tsdb_wal_corruptions_total" {
+			for _, m := range mf.GetMetric() {
+				info.CorruptionCount += int64(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return info, nil
 }
 
 // metadata serves /api/v1/metadata from what senders reported.

@@ -232,6 +232,7 @@ func serve(f *flags) error {
 	if err != nil {
 		return err
 	}
+	configLoaded = time.Now()
 	if err := applyFlags(cfg, f); err != nil {
 		return err
 	}
@@ -418,6 +419,7 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	api, err := query.New(engine, query.Options{
 		Config: cfg.Query, Queryable: access.NewQueryable(fed.queryable()), Exemplars: exemplars, TSDB: st.tsdb, TSDBDir: cfg.Storage.Path,
 		Metadata: st.meta, Flags: f.set, Registerer: reg, Gatherer: reg, Logger: logger,
+		StartTime: processStart, ConfigTime: configLoaded, StorageRetention: storageRetention(cfg.Storage, st.tsdb != nil),
 	})
 	if err != nil {
 		return nil, err
