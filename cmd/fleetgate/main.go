@@ -430,16 +430,7 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	ingest.Handle("POST /api/v1/push", rw)
 	api.Register(read)
 	fed.register(rt)
-	read.HandleFunc("GET /api/v1/clusters", func(w http.ResponseWriter, r *http.Request) {
-		scope, _ := access.ScopeFrom(r.Context())
-		out := []fleet.Status{}
-		for _, s := range fleetReg.Statuses() {
-			if scope.Allows(s.Name) {
-				out = append(out, s)
-			}
-		}
-		query.WriteSuccess(w, out)
-	})
+	rt.mountClusters(fleetReg)
 	read.Handle("GET /metrics", access.RequireAllClusters(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
 	public.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Healthy.") })
 	ready := &readiness{}
