@@ -373,6 +373,18 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 		return nil, err
 	}
 	a.closers = append(a.closers, func() { st.close(logger) })
+	// The store's watcher: free space, the reopen after a WAL failure,
+	// metadata saves.
+	{
+		var run func(context.Context) error
+		if st.store != nil {
+			run = st.store.Run
+		} else {
+			run = st.agent.Run
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		a.group.Add(func() error { return run(ctx) }, func(error) { cancel() })
+	}
 	var seriesTracker *pipeline.SeriesTracker
 	if st.store != nil {
 		seriesLimit.Enforce() // after WAL replay: series already written are never refused
