@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 )
 
 // Role is what a principal may do.
@@ -47,6 +47,13 @@ func withPrincipal(ctx context.Context, p Principal) context.Context {
 func PrincipalFrom(ctx context.Context) (Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(Principal)
 	return p, ok
+}
+
+// Actor is the name of the principal of r (an admin request's actor in
+// event logs), "" when there is none.
+func Actor(r *http.Request) string {
+	p, _ := PrincipalFrom(r.Context())
+	return p.Name
 }
 
 // Options tune an Authenticator.
@@ -264,13 +271,7 @@ func unauthorized(w http.ResponseWriter, msg string) {
 
 // writeError writes Prometheus's JSON error shape.
 func writeError(w http.ResponseWriter, status int, errType, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Status    string `json:"status"`
-		ErrorType string `json:"errorType"`
-		Error     string `json:"error"`
-	}{"error", errType, msg})
+	httpapi.WriteError(w, status, errType, msg)
 }
 
 // ClusterTokenOf adapts a cluster registry to Options.ClusterToken.

@@ -14,6 +14,20 @@ import (
 // MaxAdminBody is the largest admin request body (bytes).
 const MaxAdminBody = 64 << 10
 
+// MaxAdminText is the largest free-text field (a reason, a replica name) of
+// an admin request body, in bytes.
+const MaxAdminText = 1 << 10
+
+// CheckAdminText refuses (400, and writes the error) a free-text field of
+// an admin request longer than MaxAdminText.
+func CheckAdminText(w http.ResponseWriter, field, s string) bool {
+	if len(s) > MaxAdminText {
+		writeError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("%s: %d bytes, at most %d", field, len(s), MaxAdminText))
+		return false
+	}
+	return true
+}
+
 // DecodeAdminBody decodes the JSON body of an admin request into v and
 // writes the error itself when it returns false: a body must be
 // application/json (415), at most MaxAdminBody bytes (413), one JSON object

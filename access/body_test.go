@@ -71,3 +71,32 @@ func FuzzAdminBody(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckAdminText: a free-text field of MaxAdminText bytes passes, one
+// byte more is a 400 naming the field.
+func TestCheckAdminText(t *testing.T) {
+	w := httptest.NewRecorder()
+	if !CheckAdminText(w, "reason", strings.Repeat("x", MaxAdminText)) || w.Code != http.StatusOK {
+		t.Fatalf("%d bytes refused: %d %s", MaxAdminText, w.Code, w.Body)
+	}
+	w = httptest.NewRecorder()
+	if CheckAdminText(w, "replica", strings.Repeat("x", MaxAdminText+1)) {
+		t.Fatal("too long, accepted")
+	}
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `"error":"replica: 1025 bytes, at most 1024"`) {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+}
+
+// TestVisibleAndActor: without a scope nothing is visible (fail closed);
+// without a principal there is no actor.
+func TestVisibleAndActor(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	if Visible(r, "eu-1") || Actor(r) != "" {
+		t.Fatal("a request without scope or principal sees a cluster or has an actor")
+	}
+	r = r.WithContext(withPrincipal(WithScope(r.Context(), Clusters("eu-1")), Principal{Name: "oncall"}))
+	if !Visible(r, "eu-1") || Visible(r, "us-1") || Actor(r) != "oncall" {
+		t.Fatalf("scope eu-1, actor oncall: visible eu-1=%v us-1=%v actor=%q", Visible(r, "eu-1"), Visible(r, "us-1"), Actor(r))
+	}
+}

@@ -7,6 +7,7 @@ package access
 
 import (
 	"context"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -98,4 +99,11 @@ func WithScope(ctx context.Context, s Scope) context.Context {
 func ScopeFrom(ctx context.Context) (Scope, bool) {
 	s, ok := ctx.Value(scopeKey{}).(Scope)
 	return s, ok
+}
+
+// Visible reports whether the caller of r may see cluster: false without a
+// scope (fail closed). Handlers that list or show clusters filter with it.
+func Visible(r *http.Request, cluster string) bool {
+	s, _ := ScopeFrom(r.Context())
+	return s.Allows(cluster)
 }

@@ -1,40 +1,18 @@
 package main
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/fleetgate/fleetgate/access"
-	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/query"
 )
 
-// maxReason is the largest free-text field (a reason, a replica name) of
-// an admin request body, in bytes.
-const maxReason = 1 << 10
+// The HA pin handler's admin body helpers (federation.go); they go with it
+// when HA tracking moves to its own package.
 
-// checkReason refuses a free-text field longer than maxReason.
+// checkReason refuses a free-text field longer than access.MaxAdminText.
 func checkReason(w http.ResponseWriter, field, s string) bool {
-	if len(s) > maxReason {
-		query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("%s: %d bytes, at most %d", field, len(s), maxReason))
-		return false
-	}
-	return true
-}
-
-// checkClusters refuses cluster names the registry does not know.
-func checkClusters(w http.ResponseWriter, reg *fleet.Registry, field string, names []string) bool {
-	for i, n := range names {
-		if reg.Get(n) == nil {
-			query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("%s[%d]: unknown cluster %q", field, i, n))
-			return false
-		}
-	}
-	return true
+	return access.CheckAdminText(w, field, s)
 }
 
 // actor is the name of the principal of an admin request.
-func actor(r *http.Request) string {
-	p, _ := access.PrincipalFrom(r.Context())
-	return p.Name
-}
+func actor(r *http.Request) string { return access.Actor(r) }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,24 +11,20 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/model"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
-	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/health"
-	"github.com/fleetgate/fleetgate/query"
 )
 
 // validateHealthFailover checks the health:, failover: and signals: sections.
@@ -167,210 +162,9 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 			return ctrl.Run(ctx)
 		}, func(error) { cancel() })
 	}
-	registerHealthFailoverRoutes(rt, fleetReg, eval, ctrl, q)
+	rt.mountHealth(health.NewAPI(eval, fleetReg))
+	rt.mountFailover(failover.NewAPI(ctrl, fleetReg, eval, q))
 	return nil
-}
-
-// registerHealthFailoverRoutes mounts health (read, scoped: a cluster
-// outside the caller's scope is not known to it), failover state (read, but
-// only for callers who see every cluster: groups and events span clusters),
-// drills (a GET simulation is a read like failover state; POST is admin) and
-// the operator actions (admin).
-func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *health.Evaluator, ctrl *failover.Controller, q health.Querier) {
-	read, admin, check := rt.on(classRead), rt.on(classAdmin), rt.on(classHealthCheck)
-	result := func(r *http.Request, name string) (health.Result, bool) {
-		if scope, _ := access.ScopeFrom(r.Context()); !scope.Allows(name) || fleetReg.Get(name) == nil {
-			return health.Result{}, false
-		}
-		res, ok := eval.Result(name)
-		if !ok {
-			res = health.Result{Cluster: name, State: health.Unknown, Reason: "not evaluated yet", Signals: []health.SignalResult{}}
-		}
-		return res, true
-	}
-	read.HandleFunc("GET /api/v1/clusters/{name}/health", func(w http.ResponseWriter, r *http.Request) {
-		res, ok := result(r, r.PathValue("name"))
-		if !ok {
-			query.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not known", r.PathValue("name")))
-			return
-		}
-		query.WriteSuccess(w, res)
-	})
-	read.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) {
-		scope, _ := access.ScopeFrom(r.Context())
-		out := []health.Result{}
-		for _, res := range eval.Results() {
-			if scope.Allows(res.Cluster) {
-				out = append(out, res)
-			}
-		}
-		query.WriteSuccess(w, out)
-	})
-	// For cloud DNS health checks (Route 53, Cloudflare, GCLB): 200 while the
-	// cluster is healthy or degraded, 503 when it is down or unknown.
-	check.HandleFunc("GET /health/clusters/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, ok := result(r, r.PathValue("name"))
-		if !ok {
-			http.Error(w, fmt.Sprintf("cluster %q is not known", r.PathValue("name")), http.StatusNotFound)
-			return
-		}
-		code := http.StatusOK
-		if res.State == health.Down || res.State == health.Unknown {
-			code = http.StatusServiceUnavailable
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(map[string]any{"cluster": res.Cluster, "state": res.State, "score": res.Score, "reason": res.Reason})
-	})
-	check.HandleFunc("HEAD /health/clusters/{name}", func(w http.ResponseWriter, r *http.Request) {
-		res, ok := result(r, r.PathValue("name"))
-		switch {
-		case !ok:
-			w.WriteHeader(http.StatusNotFound)
-		case res.State == health.Down || res.State == health.Unknown:
-			w.WriteHeader(http.StatusServiceUnavailable)
-		default:
-			w.WriteHeader(http.StatusOK)
-		}
-	})
-
-	read.Handle("GET /api/v1/failover/events", access.RequireAllClusters(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var after uint64
-		limit := 1000
-		qs := r.URL.Query()
-		if s := qs.Get("after"); s != "" {
-			v, err := strconv.ParseUint(s, 10, 64)
-			if err != nil {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("after: %q is not an event id", s))
-				return
-			}
-			after = v
-		}
-		if s := qs.Get("limit"); s != "" {
-			v, err := strconv.Atoi(s)
-			if err != nil || v < 1 || v > 10000 {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("limit: %q is not a number in [1, 10000]", s))
-				return
-			}
-			limit = v
-		}
-		query.WriteSuccess(w, ctrl.Events(after, qs.Get("group"), limit))
-	})))
-	read.Handle("GET /api/v1/failover/groups", access.RequireAllClusters(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		query.WriteSuccess(w, ctrl.Status())
-	})))
-
-	type opRequest struct {
-		Reason   string   `json:"reason"`
-		Clusters []string `json:"clusters"`
-		Duration string   `json:"duration"`
-	}
-	decode := func(w http.ResponseWriter, r *http.Request) (opRequest, time.Time, bool) {
-		var req opRequest
-		if !access.DecodeAdminBody(w, r, &req) || !checkReason(w, "reason", req.Reason) || !checkClusters(w, fleetReg, "clusters", req.Clusters) {
-			return req, time.Time{}, false
-		}
-		var until time.Time
-		if req.Duration != "" {
-			d, err := model.ParseDuration(req.Duration)
-			if err != nil || d <= 0 {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("duration: %q is not a positive duration", req.Duration))
-				return req, time.Time{}, false
-			}
-			until = time.Now().Add(time.Duration(d))
-		}
-		return req, until, true
-	}
-	// noBody refuses a body on an action that takes none (DELETE).
-	noBody := func(w http.ResponseWriter, r *http.Request) bool {
-		var none struct{}
-		return access.DecodeAdminBody(w, r, &none)
-	}
-	respond := func(w http.ResponseWriter, ev failover.Event, err error) {
-		switch {
-		case errors.Is(err, failover.ErrNotFound):
-			query.WriteError(w, http.StatusNotFound, "not_found", err.Error())
-		case errors.Is(err, failover.ErrBadRequest):
-			query.WriteError(w, http.StatusBadRequest, "bad_data", err.Error())
-		case err != nil:
-			query.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-		default:
-			query.WriteSuccess(w, ev)
-		}
-	}
-	admin.HandleFunc("POST /api/v1/failover/groups/{name}/freeze", func(w http.ResponseWriter, r *http.Request) {
-		req, until, ok := decode(w, r)
-		if !ok {
-			return
-		}
-		ev, err := ctrl.Freeze(r.PathValue("name"), actor(r), req.Reason, until)
-		respond(w, ev, err)
-	})
-	admin.HandleFunc("DELETE /api/v1/failover/groups/{name}/freeze", func(w http.ResponseWriter, r *http.Request) {
-		if !noBody(w, r) {
-			return
-		}
-		ev, err := ctrl.Unfreeze(r.PathValue("name"), actor(r))
-		respond(w, ev, err)
-	})
-	admin.HandleFunc("POST /api/v1/failover/groups/{name}/override", func(w http.ResponseWriter, r *http.Request) {
-		req, until, ok := decode(w, r)
-		if !ok {
-			return
-		}
-		ev, err := ctrl.Override(r.PathValue("name"), actor(r), req.Clusters, req.Reason, until)
-		respond(w, ev, err)
-	})
-	admin.HandleFunc("DELETE /api/v1/failover/groups/{name}/override", func(w http.ResponseWriter, r *http.Request) {
-		if !noBody(w, r) {
-			return
-		}
-		ev, err := ctrl.ClearOverride(r.PathValue("name"), actor(r))
-		respond(w, ev, err)
-	})
-	drill := func(w http.ResponseWriter, r *http.Request, name string) {
-		if name == "" {
-			query.WriteError(w, http.StatusBadRequest, "bad_data", "cluster: missing (the cluster to take dark)")
-			return
-		}
-		if fleetReg.Get(name) == nil {
-			query.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not known", name))
-			return
-		}
-		rep, err := ctrl.Drill(r.Context(), eval, q, name)
-		if errors.Is(err, failover.ErrNotFound) {
-			query.WriteError(w, http.StatusNotFound, "not_found", err.Error())
-			return
-		}
-		if err != nil {
-			query.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-			return
-		}
-		query.WriteSuccess(w, rep)
-	}
-	// A GET drill only simulates (no signal is sent), but its report spans
-	// every cluster of the groups.
-	read.Handle("GET /api/v1/failover/drill", access.RequireAllClusters(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		drill(w, r, r.URL.Query().Get("cluster"))
-	})))
-	admin.HandleFunc("POST /api/v1/failover/drill", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Cluster string `json:"cluster"`
-		}
-		if !access.DecodeAdminBody(w, r, &req) {
-			return
-		}
-		name := r.URL.Query().Get("cluster")
-		if req.Cluster != "" {
-			if name != "" && name != req.Cluster {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("cluster: %q in the URL and %q in the body", name, req.Cluster))
-				return
-			}
-			name = req.Cluster
-		}
-		drill(w, r, name)
-	})
 }
 
 // drillCommand implements `fleetgate drill --cluster X`: it asks a running

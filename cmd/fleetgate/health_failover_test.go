@@ -34,44 +34,6 @@ func TestHealthFailoverConfigErrorsNameTheField(t *testing.T) {
 	}
 }
 
-func TestHealthFailoverRoutes(t *testing.T) {
-	a := newTestApp(t, "")
-	for _, tc := range []struct {
-		method, path, body string
-		code               int
-		want               string
-	}{
-		{"GET", "/api/v1/clusters/eu-1/health", "", 200, `"state":"unknown"`},
-		{"GET", "/api/v1/clusters/mars/health", "", 404, `cluster \"mars\" is not known`},
-		{"GET", "/health/clusters/eu-1", "", 503, `"state":"unknown"`},
-		{"GET", "/health/clusters/mars", "", 404, "mars"},
-		{"GET", "/api/v1/failover/events?after=x", "", 400, "after"},
-		{"GET", "/api/v1/failover/events?limit=0", "", 400, "limit"},
-		{"GET", "/api/v1/failover/events", "", 200, `"data":[]`},
-		{"GET", "/api/v1/failover/groups", "", 200, `"serving":["eu-1"]`},
-		{"POST", "/api/v1/failover/groups/web/freeze", "{not json", 400, "request body"},
-		{"POST", "/api/v1/failover/groups/web/freeze", `{"duration":"-5m"}`, 400, "duration"},
-		{"DELETE", "/api/v1/failover/groups/web/freeze", "", 400, "not frozen"},
-		{"POST", "/api/v1/failover/groups/nope/freeze", "", 404, "nope"},
-		{"POST", "/api/v1/failover/groups/web/override", `{"clusters":[]}`, 400, "at least one cluster"},
-		{"POST", "/api/v1/failover/groups/web/override", `{"clusters":["mars"]}`, 400, `clusters[0]: unknown cluster \"mars\"`},
-		{"POST", "/api/v1/failover/groups/web/freeze", `{"reason":"maintenance","duration":"10m"}`, 200, `"actor":"oncall"`},
-		{"GET", "/api/v1/failover/drill", "", 400, "cluster: missing"},
-		{"GET", "/api/v1/failover/drill?cluster=mars", "", 404, "mars"},
-		{"POST", "/api/v1/failover/drill?cluster=eu-1", "", 200, `"cluster":"eu-1"`},
-		{"POST", "/api/v1/failover/drill", `{"cluster":"eu-1"}`, 200, `"cluster":"eu-1"`},
-		{"GET", "/api/v1/failover/events", "", 200, `"actor":"oncall"`},
-	} {
-		var b []byte
-		if tc.body != "" {
-			b = []byte(tc.body)
-		}
-		w := a.do(t, tc.method, tc.path, adminToken, "application/json", b)
-		require.Equal(t, tc.code, w.Code, "%s %s: %s", tc.method, tc.path, body(w))
-		require.Contains(t, body(w), tc.want, "%s %s", tc.method, tc.path)
-	}
-}
-
 // TestDrillCommandTokenFile: `fleetgate drill --token-file` reads the token
 // as every other token is read (trimmed), and an empty file is an error
 // before any request, not a drill sent without a credential.

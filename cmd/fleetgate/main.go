@@ -374,6 +374,18 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 		return nil, err
 	}
 	a.closers = append(a.closers, func() { st.close(logger) })
+	// The store's watcher: free space, the reopen after a WAL failure,
+	// metadata saves.
+	{
+		var run func(context.Context) error
+		if st.store != nil {
+			run = st.store.Run
+		} else {
+			run = st.agent.Run
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		a.group.Add(func() error { return run(ctx) }, func(error) { cancel() })
+	}
 	var seriesTracker *pipeline.SeriesTracker
 	if st.store != nil {
 		seriesLimit.Enforce() // after WAL replay: series already written are never refused
@@ -432,16 +444,7 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	ingest.Handle("POST /api/v1/push", rw)
 	api.Register(read)
 	fed.register(rt)
-	read.HandleFunc("GET /api/v1/clusters", func(w http.ResponseWriter, r *http.Request) {
-		scope, _ := access.ScopeFrom(r.Context())
-		out := []fleet.Status{}
-		for _, s := range fleetReg.Statuses() {
-			if scope.Allows(s.Name) {
-				out = append(out, s)
-			}
-		}
-		query.WriteSuccess(w, out)
-	})
+	rt.mountClusters(fleetReg)
 	read.Handle("GET /metrics", access.RequireAllClusters(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true})))
 	public.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "fleetgate is Healthy.") })
 	ready := &readiness{}

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/access"
+	"github.com/fleetgate/fleetgate/failover"
+	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/query"
 )
 
@@ -58,6 +61,39 @@ func newRoutes(auth *access.Authenticator, ingestLimit int64) *routes {
 		classRead:   10 << 20, // net/http's own bound on a parsed form body
 		classIngest: ingestLimit,
 	}}
+}
+
+// mountClusters mounts the cluster registry: read, only the caller's clusters.
+func (rt *routes) mountClusters(reg *fleet.Registry) {
+	rt.on(classRead).Handle("GET /api/v1/clusters", reg.StatusHandler(access.Visible))
+}
+
+// mountHealth mounts health: read, scoped (a cluster outside the caller's
+// scope is not known to it); the DNS health check is a read, or public with
+// auth.public_health_checks.
+func (rt *routes) mountHealth(h *health.API) {
+	read, check := rt.on(classRead), rt.on(classHealthCheck)
+	read.HandleFunc("GET /api/v1/clusters/{name}/health", h.Cluster)
+	read.HandleFunc("GET /api/v1/health", h.All)
+	check.HandleFunc("GET /health/clusters/{name}", h.Check)
+	check.HandleFunc("HEAD /health/clusters/{name}", h.CheckHead)
+}
+
+// mountFailover mounts failover state (read, but only for callers who see
+// every cluster: groups, events and drill reports span clusters), drills
+// (a GET simulation is a read like failover state; POST is admin) and the
+// operator actions (admin).
+func (rt *routes) mountFailover(f *failover.API) {
+	read, admin := rt.on(classRead), rt.on(classAdmin)
+	allClusters := func(h http.HandlerFunc) http.Handler { return access.RequireAllClusters(h) }
+	read.Handle("GET /api/v1/failover/events", allClusters(f.Events))
+	read.Handle("GET /api/v1/failover/groups", allClusters(f.Groups))
+	read.Handle("GET /api/v1/failover/drill", allClusters(f.SimulateDrill))
+	admin.HandleFunc("POST /api/v1/failover/drill", f.Drill)
+	admin.HandleFunc("POST /api/v1/failover/groups/{name}/freeze", f.Freeze)
+	admin.HandleFunc("DELETE /api/v1/failover/groups/{name}/freeze", f.Unfreeze)
+	admin.HandleFunc("POST /api/v1/failover/groups/{name}/override", f.Override)
+	admin.HandleFunc("DELETE /api/v1/failover/groups/{name}/override", f.ClearOverride)
 }
 
 // on returns the registrar of a class (query.Mux).

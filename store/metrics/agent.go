@@ -59,5 +59,10 @@ func (a *Agent) SetWriteNotified(wn wlog.WriteNotified) { a.g.setWriteNotified(w
 // Ready is nil when the WAL takes writes, else why not.
 func (a *Agent) Ready() error { return a.g.ready() }
 
-// Close closes the WAL.
+// Run is the WAL's actor in main's run group, until ctx is done or Close:
+// it checks free space and reopens the WAL after a failure once it can be
+// written again (without Run it does not recover by itself).
+func (a *Agent) Run(ctx context.Context) error { return a.g.run(ctx, nil) }
+
+// Close ends Run and closes the WAL.
 func (a *Agent) Close() error { return a.g.shutdown() }

@@ -23,6 +23,7 @@ func TestAgentWALFailureLatchesAndReopens(t *testing.T) {
 	a, err := OpenAgent(dir, 0, rs, nil, logger,
 		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
 	require.NoError(t, err)
+	running(t, a)
 	defer a.Close()
 	require.NotEmpty(t, a.g.inst.Load().failures, "the WAL write-failure counter is found")
 	ts := time.Now().UnixMilli()

@@ -323,8 +323,11 @@ type guard struct {
 	poisoned   *UnavailableError
 	lowDisk    *UnavailableError
 	closed     bool
-	stop       chan struct{}
-	done       chan struct{}
+	// The watcher (run) is an actor of main's run group: running says it
+	// started, stopped that stopRun ended it (or it may no longer start).
+	running, stopped bool
+	stop             chan struct{} // closed by stopRun
+	done             chan struct{} // closed when run returns
 
 	failedGauge prometheus.Gauge
 	failures    prometheus.Counter
@@ -370,7 +373,8 @@ func newGuard(what, dir string, r prometheus.Registerer, logger *slog.Logger, op
 	return g, nil
 }
 
-// start opens the backend for the first time and starts the watcher.
+// start opens the backend for the first time (the watcher is run, started
+// by the owner's Run).
 func (g *guard) start(open func(reg prometheus.Registerer) (*instance, error)) error {
 	g.open = open
 	inst, err := g.openInstance()
@@ -381,7 +385,6 @@ func (g *guard) start(open func(reg prometheus.Registerer) (*instance, error)) e
 	g.installLocked(inst)
 	g.mu.Unlock()
 	g.checkSpace()
-	go g.run()
 	return nil
 }
 
@@ -721,15 +724,44 @@ func (g *guard) checkSpace() (uint64, error) {
 	return free, nil
 }
 
-// run watches free space and reopens the backend after a WAL failure.
-func (g *guard) run() {
+// run is the watcher, the store's actor (Store.Run, Agent.Run): every
+// CheckInterval it checks free space and reopens the backend after a WAL
+// failure once there is room; also (may be nil) runs beside it with the
+// same lifetime. It returns when ctx is done or at stopRun (Close).
+func (g *guard) run(ctx context.Context, also func(context.Context)) error {
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return nil
+	}
+	if g.running {
+		g.mu.Unlock()
+		return fmt.Errorf("store %s: Run called twice", g.what)
+	}
+	g.running = true
+	g.mu.Unlock()
 	defer close(g.done)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if also != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			also(ctx)
+		}()
+	}
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	t := time.NewTicker(g.opts.CheckInterval)
 	defer t.Stop()
 	for {
 		select {
+		case <-ctx.Done():
+			return nil
 		case <-g.stop:
-			return
+			return nil
 		case <-t.C:
 		}
 		free, err := g.checkSpace()
@@ -747,6 +779,23 @@ func (g *guard) run() {
 			continue
 		}
 		g.reopen()
+	}
+}
+
+// stopRun ends run (and what runs beside it) and waits for it; afterwards
+// run returns at once. Close calls it before closing anything.
+func (g *guard) stopRun() {
+	g.mu.Lock()
+	if g.stopped {
+		g.mu.Unlock()
+		return
+	}
+	g.stopped = true
+	running := g.running
+	g.mu.Unlock()
+	close(g.stop)
+	if running {
+		<-g.done
 	}
 }
 
@@ -805,6 +854,7 @@ func (g *guard) reopen() {
 
 // shutdown stops the watcher, waits for users and closes the backend.
 func (g *guard) shutdown() error {
+	g.stopRun()
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -812,10 +862,6 @@ func (g *guard) shutdown() error {
 	}
 	g.closed = true
 	g.recomputeLocked()
-	g.mu.Unlock()
-	close(g.stop)
-	<-g.done
-	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.drain(10 * time.Second) {
 		g.logger.Warn("closing the store with readers or writers still in flight", "store", g.what, "in_flight", g.users.Load())

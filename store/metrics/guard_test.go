@@ -136,7 +136,20 @@ func openTestStore(t *testing.T, dir string, free *atomic.Uint64, reg prometheus
 	s, err := Open(Config{Path: dir}, reg, slog.New(slog.NewTextHandler(io.Discard, nil)),
 		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
 	require.NoError(t, err)
+	running(t, s)
 	return s
+}
+
+// running runs the actor of a store (its Run: the watcher that reopens it
+// after a WAL failure) for the rest of the test, as main's run group does.
+func running(t testing.TB, a interface{ Run(context.Context) error }) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
 }
 
 // TestWALFailureLatchesAndReopens: after a failed WAL write nothing is
@@ -260,6 +273,7 @@ func TestMinFreeBytesRefusesWrites(t *testing.T) {
 	s, err := Open(Config{Path: t.TempDir(), MinFreeBytes: 100 << 20}, nil, slog.New(slog.DiscardHandler),
 		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
 	require.NoError(t, err)
+	running(t, s)
 	defer s.Close()
 	require.NoError(t, batch(s, 1, 10, time.Now().UnixMilli()))
 	free.Store(10 << 20)
@@ -394,6 +408,7 @@ func TestReopenKeepsSeriesCounts(t *testing.T) {
 	s, err := Open(Config{Path: t.TempDir()}, nil, slog.New(slog.DiscardHandler), WithSeriesLifecycle(lc),
 		WithFreeSpace(func(string) (uint64, error) { return free.Load(), nil }, 10*time.Millisecond))
 	require.NoError(t, err)
+	running(t, s)
 	defer s.Close()
 	require.NoError(t, batch(s, 1, 50, time.Now().UnixMilli()))
 	require.EqualValues(t, 50, lc.n.Load())
@@ -432,4 +447,38 @@ func TestCommitNotAcknowledgedWithoutWALMark(t *testing.T) {
 	inst.ackMu.Lock()
 	require.True(t, acked.less(inst.acked), "acknowledged again once the mark can be read")
 	inst.ackMu.Unlock()
+}
+
+// TestRunLifecycle: Run is an actor of main's run group: it ends when its
+// context is cancelled or at Close (which waits for it), a second Run at
+// once is an error, and a Run after Close returns at once.
+func TestRunLifecycle(t *testing.T) {
+	s, err := Open(Config{Path: t.TempDir()}, nil, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		s.g.mu.Lock()
+		defer s.g.mu.Unlock()
+		return s.g.running
+	}, 10*time.Second, time.Millisecond)
+	require.ErrorContains(t, s.Run(ctx), "Run called twice")
+	require.NoError(t, s.Close())
+	select {
+	case err := <-done:
+		require.NoError(t, err, "Close ends Run")
+	default:
+		t.Fatal("Close returned before Run")
+	}
+	require.NoError(t, s.Run(context.Background()), "a Run after Close returns at once")
+
+	a, err := Open(Config{Path: t.TempDir()}, nil, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer a.Close()
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { done <- a.Run(ctx2) }()
+	cancel2()
+	require.NoError(t, <-done, "cancelling its context ends Run")
 }

@@ -18,6 +18,7 @@ func TestMetadataSurvivesACrash(t *testing.T) {
 	cfg := Config{Path: dir}
 	s, err := Open(cfg, nil, quietLogger, WithMetadataSaveInterval(10*time.Millisecond))
 	require.NoError(t, err)
+	running(t, s)
 	md := metadata.Metadata{Type: model.MetricTypeCounter, Help: "Requests.", Unit: "requests"}
 	s.Metadata().SetMetadata("eu-1", "http_requests_total", md)
 	require.Eventually(t, func() bool {

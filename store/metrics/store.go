@@ -163,9 +163,8 @@ type Store struct {
 	maxFuture time.Duration
 	now       func() time.Time
 	lifecycle tsdb.SeriesLifecycleCallback
-
-	stopMeta chan struct{} // ends saveMetadataLoop
-	metaDone chan struct{}
+	// metaInterval is how often Run saves changed metadata.
+	metaInterval time.Duration
 }
 
 // metadataSaveInterval is how often changed metric metadata is written to
@@ -188,7 +187,7 @@ func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger, options ...O
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{g: g, dir: cfg.Path, logger: logger, meta: NewMetadata(), maxFuture: o.maxFuture, now: o.now, lifecycle: o.lifecycle,
+	s := &Store{g: g, dir: cfg.Path, logger: logger, meta: NewMetadata(), maxFuture: o.maxFuture, now: o.now, lifecycle: o.lifecycle, metaInterval: o.metaInterval,
 		poisoned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "fleetgate_storage_poisoned",
 			Help: "1 when the TSDB holds samples further ahead than ingest.max_future: writes are refused (503) until `fleetgate storage drop-future` repairs it."}),
 	}
@@ -206,19 +205,26 @@ func Open(cfg Config, r prometheus.Registerer, logger *slog.Logger, options ...O
 	if err := s.meta.load(filepath.Join(cfg.Path, metadataFile)); err != nil {
 		logger.Warn("metric metadata not restored", "err", err)
 	}
-	s.stopMeta, s.metaDone = make(chan struct{}), make(chan struct{})
-	go s.saveMetadataLoop(o.metaInterval)
 	return s, nil
 }
 
-// saveMetadataLoop writes changed metadata every interval until Close.
-func (s *Store) saveMetadataLoop(interval time.Duration) {
-	defer close(s.metaDone)
-	t := time.NewTicker(interval)
+// Run is the store's actor in main's run group, until ctx is done or
+// Close: it checks free space, reopens the TSDB after a WAL failure once the
+// WAL can be written again, and saves changed metric metadata every
+// metadata save interval. Without Run the store serves reads and writes but
+// does not recover from a WAL failure by itself, and saves metadata only on
+// Close.
+func (s *Store) Run(ctx context.Context) error {
+	return s.g.run(ctx, s.saveMetadataLoop)
+}
+
+// saveMetadataLoop writes changed metadata every metaInterval until ctx is done.
+func (s *Store) saveMetadataLoop(ctx context.Context) {
+	t := time.NewTicker(s.metaInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stopMeta:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -444,13 +450,9 @@ func (s *Store) SetWriteNotified(wn wlog.WriteNotified) { s.g.setWriteNotified(w
 // Metadata is the metric metadata reported by senders.
 func (s *Store) Metadata() *Metadata { return s.meta }
 
-// Close flushes metadata and closes the TSDB cleanly.
+// Close ends Run, flushes metadata and closes the TSDB cleanly.
 func (s *Store) Close() error {
-	if s.stopMeta != nil {
-		close(s.stopMeta)
-		<-s.metaDone
-		s.stopMeta = nil
-	}
+	s.g.stopRun()
 	merr := s.meta.save(filepath.Join(s.dir, metadataFile))
 	return errors.Join(merr, s.g.shutdown())
 }
