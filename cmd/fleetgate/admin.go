@@ -6,7 +6,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 )
 
 // maxReason is the largest free-text field (a reason, a replica name) of
@@ -16,7 +16,7 @@ const maxReason = 1 << 10
 // checkReason refuses a free-text field longer than maxReason.
 func checkReason(w http.ResponseWriter, field, s string) bool {
 	if len(s) > maxReason {
-		query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("%s: %d bytes, at most %d", field, len(s), maxReason))
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("%s: %d bytes, at most %d", field, len(s), maxReason))
 		return false
 	}
 	return true
@@ -26,7 +26,7 @@ func checkReason(w http.ResponseWriter, field, s string) bool {
 func checkClusters(w http.ResponseWriter, reg *fleet.Registry, field string, names []string) bool {
 	for i, n := range names {
 		if reg.Get(n) == nil {
-			query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("%s[%d]: unknown cluster %q", field, i, n))
+			httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("%s[%d]: unknown cluster %q", field, i, n))
 			return false
 		}
 	}

@@ -29,7 +29,7 @@ import (
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/health"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 )
 
 // validateHealthFailover checks the health:, failover: and signals: sections.
@@ -191,10 +191,10 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 	read.HandleFunc("GET /api/v1/clusters/{name}/health", func(w http.ResponseWriter, r *http.Request) {
 		res, ok := result(r, r.PathValue("name"))
 		if !ok {
-			query.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not known", r.PathValue("name")))
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not known", r.PathValue("name")))
 			return
 		}
-		query.WriteSuccess(w, res)
+		httpapi.WriteSuccess(w, res)
 	})
 	read.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) {
 		scope, _ := access.ScopeFrom(r.Context())
@@ -204,7 +204,7 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 				out = append(out, res)
 			}
 		}
-		query.WriteSuccess(w, out)
+		httpapi.WriteSuccess(w, out)
 	})
 	// For cloud DNS health checks (Route 53, Cloudflare, GCLB): 200 while the
 	// cluster is healthy or degraded, 503 when it is down or unknown.
@@ -242,7 +242,7 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 		if s := qs.Get("after"); s != "" {
 			v, err := strconv.ParseUint(s, 10, 64)
 			if err != nil {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("after: %q is not an event id", s))
+				httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("after: %q is not an event id", s))
 				return
 			}
 			after = v
@@ -250,15 +250,15 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 		if s := qs.Get("limit"); s != "" {
 			v, err := strconv.Atoi(s)
 			if err != nil || v < 1 || v > 10000 {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("limit: %q is not a number in [1, 10000]", s))
+				httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("limit: %q is not a number in [1, 10000]", s))
 				return
 			}
 			limit = v
 		}
-		query.WriteSuccess(w, ctrl.Events(after, qs.Get("group"), limit))
+		httpapi.WriteSuccess(w, ctrl.Events(after, qs.Get("group"), limit))
 	})))
 	read.Handle("GET /api/v1/failover/groups", access.RequireAllClusters(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		query.WriteSuccess(w, ctrl.Status())
+		httpapi.WriteSuccess(w, ctrl.Status())
 	})))
 
 	type opRequest struct {
@@ -275,7 +275,7 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 		if req.Duration != "" {
 			d, err := model.ParseDuration(req.Duration)
 			if err != nil || d <= 0 {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("duration: %q is not a positive duration", req.Duration))
+				httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("duration: %q is not a positive duration", req.Duration))
 				return req, time.Time{}, false
 			}
 			until = time.Now().Add(time.Duration(d))
@@ -290,13 +290,13 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 	respond := func(w http.ResponseWriter, ev failover.Event, err error) {
 		switch {
 		case errors.Is(err, failover.ErrNotFound):
-			query.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 		case errors.Is(err, failover.ErrBadRequest):
-			query.WriteError(w, http.StatusBadRequest, "bad_data", err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "bad_data", err.Error())
 		case err != nil:
-			query.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 		default:
-			query.WriteSuccess(w, ev)
+			httpapi.WriteSuccess(w, ev)
 		}
 	}
 	admin.HandleFunc("POST /api/v1/failover/groups/{name}/freeze", func(w http.ResponseWriter, r *http.Request) {
@@ -331,23 +331,23 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 	})
 	drill := func(w http.ResponseWriter, r *http.Request, name string) {
 		if name == "" {
-			query.WriteError(w, http.StatusBadRequest, "bad_data", "cluster: missing (the cluster to take dark)")
+			httpapi.WriteError(w, http.StatusBadRequest, "bad_data", "cluster: missing (the cluster to take dark)")
 			return
 		}
 		if fleetReg.Get(name) == nil {
-			query.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not known", name))
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not known", name))
 			return
 		}
 		rep, err := ctrl.Drill(r.Context(), eval, q, name)
 		if errors.Is(err, failover.ErrNotFound) {
-			query.WriteError(w, http.StatusNotFound, "not_found", err.Error())
+			httpapi.WriteError(w, http.StatusNotFound, "not_found", err.Error())
 			return
 		}
 		if err != nil {
-			query.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			httpapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 			return
 		}
-		query.WriteSuccess(w, rep)
+		httpapi.WriteSuccess(w, rep)
 	}
 	// A GET drill only simulates (no signal is sent), but its report spans
 	// every cluster of the groups.
@@ -364,7 +364,7 @@ func registerHealthFailoverRoutes(rt *routes, fleetReg *fleet.Registry, eval *he
 		name := r.URL.Query().Get("cluster")
 		if req.Cluster != "" {
 			if name != "" && name != req.Cluster {
-				query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("cluster: %q in the URL and %q in the body", name, req.Cluster))
+				httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("cluster: %q in the URL and %q in the body", name, req.Cluster))
 				return
 			}
 			name = req.Cluster

@@ -1,4 +1,9 @@
-package query
+// Package federation is fleetgate's federated storage.Queryable: the
+// embedded TSDB merged with every cluster's remote query source (remote-read
+// or a Prometheus-compatible HTTP API), with health probes, pruning by the
+// clusters' identity labels, partial responses and HA replica dedup
+// (dedup.go). It is storage: it reads, never serves HTTP.
+package federation
 
 import (
 	"context"
@@ -71,7 +76,7 @@ type Source struct {
 	replicaLabels []string
 	f             fetcher
 	logger        *slog.Logger
-	m             *sourceMetrics
+	m             *SourceMetrics
 
 	mu        sync.Mutex
 	down      bool
@@ -88,18 +93,16 @@ type SourceStatus struct {
 	Required  bool      `json:"required"`
 }
 
-type sourceMetrics struct {
+// SourceMetrics are shared by every source; register once.
+type SourceMetrics struct {
 	up       *prometheus.GaugeVec
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 }
 
-// SourceMetrics are shared by every source; register once.
-type SourceMetrics = sourceMetrics
-
 // NewSourceMetrics builds (and registers on r, when not nil) the query source metrics.
 func NewSourceMetrics(r prometheus.Registerer) (*SourceMetrics, error) {
-	m := &sourceMetrics{
+	m := &SourceMetrics{
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fleetgate_query_source_up",
 			Help: "1 when the remote query source of a cluster answers its health probe.",
@@ -270,23 +273,23 @@ func (s *Source) replicaLabelsFor(o RequestOptions) []string {
 	return s.replicaLabels
 }
 
-// Federation is the federated storage.SampleAndChunkQueryable: the embedded
+// Queryable is the federated storage.SampleAndChunkQueryable: the embedded
 // TSDB (may be nil) merged with every remote source.
-type Federation struct {
+type Queryable struct {
 	local   storage.SampleAndChunkQueryable
 	sources []*Source
 }
 
-// NewFederation merges local with sources.
-func NewFederation(local storage.SampleAndChunkQueryable, sources []*Source) *Federation {
-	return &Federation{local: local, sources: sources}
+// New merges local with sources.
+func New(local storage.SampleAndChunkQueryable, sources []*Source) *Queryable {
+	return &Queryable{local: local, sources: sources}
 }
 
 // Sources are the remote sources.
-func (f *Federation) Sources() []*Source { return f.sources }
+func (f *Queryable) Sources() []*Source { return f.sources }
 
 // Run probes every source until ctx ends; it returns when all probes stopped.
-func (f *Federation) Run(ctx context.Context) {
+func (f *Queryable) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, s := range f.sources {
 		wg.Go(func() { s.Run(ctx) })
@@ -295,7 +298,7 @@ func (f *Federation) Run(ctx context.Context) {
 }
 
 // Querier implements storage.Queryable with Prometheus's merge querier.
-func (f *Federation) Querier(mint, maxt int64) (storage.Querier, error) {
+func (f *Queryable) Querier(mint, maxt int64) (storage.Querier, error) {
 	qs := make([]storage.Querier, 0, len(f.sources)+1)
 	if f.local != nil {
 		lq, err := f.local.Querier(mint, maxt)
@@ -311,7 +314,7 @@ func (f *Federation) Querier(mint, maxt int64) (storage.Querier, error) {
 }
 
 // ChunkQuerier implements storage.ChunkQueryable (fleetgate's own remote-read endpoint).
-func (f *Federation) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+func (f *Queryable) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
 	if len(f.sources) == 0 && f.local != nil {
 		return f.local.ChunkQuerier(mint, maxt)
 	}

@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"bytes"
@@ -156,7 +156,6 @@ type rangePlan struct {
 	start, end, step int64 // ms
 	timeout          time.Duration
 	opts             string // request options that change the answer
-	reqOpts          RequestOptions
 }
 
 // plan decides whether r can be answered from the cache: only plain,
@@ -223,9 +222,12 @@ func (c *resultsCache) plan(r *http.Request) (rangePlan, bool) {
 	if !ok {
 		return p, false
 	}
-	p.reqOpts = requestOptions(r.Context())
-	p.opts = fmt.Sprintf("pr=%s dedup=%s rl=%s scope=%q", boolStr(p.reqOpts.PartialResponse), boolStr(p.reqOpts.Dedup),
-		strings.Join(p.reqOpts.ReplicaLabels, ","), scope.String())
+	o, err := parseRequestOptions(r) // valid: withRequestOptions checked them
+	if err != nil {
+		return p, false
+	}
+	p.opts = fmt.Sprintf("pr=%s dedup=%s rl=%s scope=%q", boolStr(o.PartialResponse), boolStr(o.Dedup),
+		strings.Join(o.ReplicaLabels, ","), scope.String())
 	return p, true
 }
 

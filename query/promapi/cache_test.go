@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/query/federation"
 )
 
 // TestResultsCacheByteEquality: a cached range query answer equals the
@@ -84,10 +85,14 @@ func TestResultsCacheByteEquality(t *testing.T) {
 // TestResultsCacheNeverCachesPartialAnswers: an answer with a missing
 // cluster is served (with its warning) but not cached.
 func TestResultsCacheNeverCachesPartialAnswers(t *testing.T) {
-	f := newFixture(t, fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: deadURL(t)})
-	srv, _ := serveAPI(t, f.fed, Config{})
+	now := time.Now().Truncate(time.Minute).UnixMilli()
+	local := openStore(t)
+	fill(t, local, now-3*3600_000, now, 15_000, func(int64) float64 { return 1 }, labels.FromStrings("__name__", "up", "cluster", "local"))
+	dead, err := federation.NewSource("dead", labels.FromStrings("cluster", "dead"), fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: deadURL(t)}, nil, quiet)
+	require.NoError(t, err)
+	srv, _ := serveAPI(t, federation.New(local, []*federation.Source{dead}), Config{})
 	step := int64(60_000)
-	end := (f.now - 3600_000) / step * step
+	end := (now - 3600_000) / step * step
 	p := url.Values{"query": {"sum(up)"}, "start": {model.Time(end - 3600_000).String()}, "end": {model.Time(end).String()}, "step": {"60"}}
 	for range 2 {
 		code, e, h, _ := get(t, srv.URL, "/api/v1/query_range", p)
