@@ -163,9 +163,6 @@ func NewSource(name string, stamp labels.Labels, ep fleet.QueryEndpoint, m *Sour
 	return s, nil
 }
 
-// Name is the cluster the source reads.
-func (s *Source) Name() string { return s.name }
-
 // Status reports the source's health.
 func (s *Source) Status() SourceStatus {
 	s.mu.Lock()
@@ -211,8 +208,8 @@ func (s *Source) Probe(ctx context.Context) {
 	}
 }
 
-// Run probes the source every probe interval until ctx ends.
-func (s *Source) Run(ctx context.Context) {
+// run probes the source every probe interval until ctx ends.
+func (s *Source) run(ctx context.Context) {
 	t := time.NewTicker(s.probeInterval)
 	defer t.Stop()
 	s.Probe(ctx)
@@ -292,7 +289,7 @@ func (f *Queryable) Sources() []*Source { return f.sources }
 func (f *Queryable) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, s := range f.sources {
-		wg.Go(func() { s.Run(ctx) })
+		wg.Go(func() { s.run(ctx) })
 	}
 	wg.Wait()
 }

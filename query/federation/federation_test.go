@@ -294,7 +294,7 @@ func TestFederationPartialResponse(t *testing.T) {
 		f := newFixture(t, fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: slow.URL, Timeout: model.Duration(500 * time.Millisecond)})
 		var src *federation.Source
 		for _, s := range f.fed.Sources() {
-			if s.Name() == "dead" {
+			if s.Status().Cluster == "dead" {
 				src = s
 			}
 		}

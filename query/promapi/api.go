@@ -100,7 +100,6 @@ type Options struct {
 
 // API is the Prometheus-compatible HTTP API.
 type API struct {
-	engine *promql.Engine
 	parser parser.Parser
 	inner  *v1.API
 	router *route.Router
@@ -137,7 +136,7 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		return nil, err
 	}
 	cfg := o.Config.withDefaults()
-	a := &API{engine: engine, parser: parser.NewParser(parser.Options{}), meta: o.Metadata, logger: o.Logger, start: time.Now()}
+	a := &API{parser: parser.NewParser(parser.Options{}), meta: o.Metadata, logger: o.Logger, start: time.Now()}
 	ready := func(f http.HandlerFunc) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if o.Ready != nil && !o.Ready() {
@@ -216,9 +215,6 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 	a.inner.Register(a.router.WithPrefix("/api/v1"))
 	return a, nil
 }
-
-// Engine is the PromQL engine behind the API.
-func (a *API) Engine() *promql.Engine { return a.engine }
 
 // Register mounts the API on mux. Every route reads the reader's scope
 // from the request context (access.WithScope); the TSDB status and the

@@ -54,10 +54,10 @@ func (c *CacheConfig) Validate() error {
 	return nil
 }
 
-// CacheHeader says whether a query_range answer came from the results cache:
+// cacheHeader says whether a query_range answer came from the results cache:
 // hit (every day from the cache), miss (at least one day computed) or bypass
 // (the request cannot be cached).
-const CacheHeader = "X-Fleetgate-Cache"
+const cacheHeader = "X-Fleetgate-Cache"
 
 const dayMs = 24 * 60 * 60 * 1000
 
@@ -111,9 +111,6 @@ func newResultsCache(cfg CacheConfig, engine promql.QueryEngine, q storage.Query
 	return c, nil
 }
 
-// Reset empties the cache.
-func (c *resultsCache) Reset() { c.c.Reset() }
-
 var cacheableParams = map[string]bool{
 	"query": true, "start": true, "end": true, "step": true, "timeout": true,
 	"partial_response": true, "dedup": true, "replicaLabels[]": true, "replicaLabels": true,
@@ -126,14 +123,14 @@ func (c *resultsCache) handler(next http.Handler) http.Handler {
 		plan, ok := c.plan(r)
 		if !ok {
 			c.requests.WithLabelValues("bypass").Inc()
-			w.Header().Set(CacheHeader, "bypass")
+			w.Header().Set(cacheHeader, "bypass")
 			next.ServeHTTP(w, r)
 			return
 		}
 		body, hit, ok := c.answer(r.Context(), plan)
 		if !ok {
 			c.requests.WithLabelValues("bypass").Inc()
-			w.Header().Set(CacheHeader, "bypass")
+			w.Header().Set(cacheHeader, "bypass")
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -142,7 +139,7 @@ func (c *resultsCache) handler(next http.Handler) http.Handler {
 			result = "hit"
 		}
 		c.requests.WithLabelValues(result).Inc()
-		w.Header().Set(CacheHeader, result)
+		w.Header().Set(cacheHeader, result)
 		w.Header().Set("Content-Type", v1.JSONCodec{}.ContentType().String())
 		w.WriteHeader(http.StatusOK)
 		if _, err := w.Write(body); err != nil {

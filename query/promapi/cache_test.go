@@ -64,8 +64,8 @@ func TestResultsCacheByteEquality(t *testing.T) {
 			for i, wantHeader := range []string{tc.first, tc.second} {
 				code, _, h, got := get(t, cached.URL, "/api/v1/query_range", p)
 				require.Equal(t, 200, code)
-				require.Equal(t, wantHeader, h.Get(CacheHeader), "request %d", i)
-				require.Equal(t, string(want), string(got), "request %d (%s)", i, h.Get(CacheHeader))
+				require.Equal(t, wantHeader, h.Get(cacheHeader), "request %d", i)
+				require.Equal(t, string(want), string(got), "request %d (%s)", i, h.Get(cacheHeader))
 			}
 		})
 	}
@@ -97,7 +97,7 @@ func TestResultsCacheNeverCachesPartialAnswers(t *testing.T) {
 	for range 2 {
 		code, e, h, _ := get(t, srv.URL, "/api/v1/query_range", p)
 		require.Equal(t, 200, code)
-		require.Equal(t, "bypass", h.Get(CacheHeader))
+		require.Equal(t, "bypass", h.Get(cacheHeader))
 		require.Len(t, e.Warnings, 1)
 		require.Contains(t, e.Warnings[0], `cluster "dead"`)
 	}

@@ -246,25 +246,25 @@ func TestScopedReaderCache(t *testing.T) {
 	}
 	code, e, h := f.get(t, "*", "/api/v1/query_range", p)
 	require.Equal(t, 200, code, e.Error)
-	require.Equal(t, "miss", h.Get(CacheHeader))
+	require.Equal(t, "miss", h.Get(cacheHeader))
 	require.Equal(t, []string{"eu-1", "us-1", "us-2"}, clusters(e))
 	code, _, h = f.get(t, "*", "/api/v1/query_range", p)
 	require.Equal(t, 200, code)
-	require.Equal(t, "hit", h.Get(CacheHeader))
+	require.Equal(t, "hit", h.Get(cacheHeader))
 
 	code, e, h = f.get(t, "eu-1", "/api/v1/query_range", p)
 	require.Equal(t, 200, code, e.Error)
-	require.Equal(t, "miss", h.Get(CacheHeader), "the admin's entry is not the reader's")
+	require.Equal(t, "miss", h.Get(cacheHeader), "the admin's entry is not the reader's")
 	require.Equal(t, []string{"eu-1"}, clusters(e))
 	code, e, h = f.get(t, "eu-1", "/api/v1/query_range", p)
 	require.Equal(t, 200, code)
-	require.Equal(t, "hit", h.Get(CacheHeader))
+	require.Equal(t, "hit", h.Get(cacheHeader))
 	require.Equal(t, []string{"eu-1"}, clusters(e))
 
 	// Without a scope the cache steps aside and the API fails closed.
 	code, _, h = f.get(t, "", "/api/v1/query_range", p)
 	require.GreaterOrEqual(t, code, 400)
-	require.Equal(t, "bypass", h.Get(CacheHeader))
+	require.Equal(t, "bypass", h.Get(cacheHeader))
 }
 
 // TestScopedReaderRemoteRead: remote-read (sampled and streamed chunks)
