@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 )
 
 // ClusterLabel is the label that carries cluster identity on every signal
@@ -85,6 +86,19 @@ func (s Scope) Matcher() *labels.Matcher {
 		m = labels.MustNewMatcher(labels.MatchRegexp, ClusterLabel, nothing)
 	}
 	return m
+}
+
+// ResourceFilter is the scope as a filter of OTLP resources (logs, traces)
+// by their `cluster` attribute: a resource without one belongs to no
+// cluster and is not visible. It is nil for All.
+func (s Scope) ResourceFilter() func(pcommon.Map) bool {
+	if s.all {
+		return nil
+	}
+	return func(res pcommon.Map) bool {
+		v, ok := res.Get(ClusterLabel)
+		return ok && s.Allows(v.AsString())
+	}
 }
 
 type scopeKey struct{}

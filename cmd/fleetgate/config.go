@@ -16,7 +16,7 @@ import (
 	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/query/promapi"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
@@ -29,7 +29,7 @@ type Config struct {
 	Ingest      pipeline.Config        `yaml:"ingest"`
 	RemoteWrite promrw.Config          `yaml:"remote_write"`
 	Storage     metrics.Config         `yaml:"storage"`
-	Query       query.Config           `yaml:"query"`
+	Query       promapi.Config         `yaml:"query"`
 	Health      health.Config          `yaml:"health"`
 	Failover    failover.Config        `yaml:"failover"`
 	Signals     failover.SignalsConfig `yaml:"signals"`

@@ -18,7 +18,8 @@ import (
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
+	queryfed "github.com/fleetgate/fleetgate/query/federation"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
@@ -30,7 +31,7 @@ const (
 // federation is the scale-out part of fleetgate: remote clusters as query
 // sources, the HA tracker, and forwarding to remote-write backends.
 type federation struct {
-	fed     *query.Federation
+	fed     *queryfed.Queryable
 	ha      *pipeline.HATracker
 	reg     *fleet.Registry
 	dataDir string
@@ -42,11 +43,11 @@ type federation struct {
 // mode, where forward.query is the only query source).
 func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndChunkQueryable, dataDir string, r prometheus.Registerer, logger *slog.Logger) (*federation, error) {
 	f := &federation{reg: reg, dataDir: dataDir, logger: logger}
-	m, err := query.NewSourceMetrics(r)
+	m, err := queryfed.NewSourceMetrics(r)
 	if err != nil {
 		return nil, err
 	}
-	var sources []*query.Source
+	var sources []*queryfed.Source
 	for _, cc := range cfg.Clusters {
 		if cc.Query == nil {
 			continue
@@ -56,7 +57,7 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 		for _, kv := range c.StampLabels() {
 			b.Add(kv[0], kv[1])
 		}
-		s, err := query.NewSource(cc.Name, b.Labels(), *cc.Query, m, logger)
+		s, err := queryfed.NewSource(cc.Name, b.Labels(), *cc.Query, m, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -64,13 +65,13 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 	}
 	if cfg.Forward.Query != nil {
 		// The backend holds every cluster's series, already stamped.
-		s, err := query.NewSource("forward-backend", labels.EmptyLabels(), *cfg.Forward.Query, m, logger)
+		s, err := queryfed.NewSource("forward-backend", labels.EmptyLabels(), *cfg.Forward.Query, m, logger)
 		if err != nil {
 			return nil, err
 		}
 		sources = append(sources, s)
 	}
-	f.fed = query.NewFederation(local, sources)
+	f.fed = queryfed.New(local, sources)
 
 	if f.ha, err = pipeline.NewHATracker(cfg.HA, r); err != nil {
 		return nil, err
@@ -100,18 +101,18 @@ func (f *federation) register(rt *routes) {
 				groups = append(groups, g)
 			}
 		}
-		query.WriteSuccess(w, map[string]any{"enabled": f.ha != nil, "groups": groups})
+		httpapi.WriteSuccess(w, map[string]any{"enabled": f.ha != nil, "groups": groups})
 	})
 	rt.on(classAdmin).HandleFunc("POST /api/v1/ha/{cluster}/pin", f.pin)
 	read.HandleFunc("GET /api/v1/sources", func(w http.ResponseWriter, r *http.Request) {
 		scope, _ := access.ScopeFrom(r.Context())
-		out := []query.SourceStatus{}
+		out := []queryfed.SourceStatus{}
 		for _, s := range f.fed.Sources() {
 			if st := s.Status(); scope.Allows(st.Cluster) {
 				out = append(out, st)
 			}
 		}
-		query.WriteSuccess(w, out)
+		httpapi.WriteSuccess(w, out)
 	})
 }
 
@@ -134,18 +135,18 @@ func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
 	}
 	cluster := r.PathValue("cluster")
 	if f.reg.Get(cluster) == nil {
-		query.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not configured", cluster))
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not configured", cluster))
 		return
 	}
 	switch {
 	case req.Unpin && req.Replica != "":
-		query.WriteError(w, http.StatusBadRequest, "bad_data", "set either replica (to pin) or unpin: true, not both")
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", "set either replica (to pin) or unpin: true, not both")
 		return
 	case !req.Unpin && req.Replica == "":
-		query.WriteError(w, http.StatusBadRequest, "bad_data", "replica: must be set (or unpin: true to unpin)")
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", "replica: must be set (or unpin: true to unpin)")
 		return
 	case !req.Unpin && !req.Force && !f.seen(cluster, req.Group, req.Replica):
-		query.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf(
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf(
 			"replica: %q was never seen for cluster %q (group %q); pinning it would drop every sample of the cluster until it sends — set \"force\": true to pin it anyway",
 			req.Replica, cluster, req.Group))
 		return
@@ -158,11 +159,11 @@ func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, pipeline.ErrPinNotSaved):
 			status = http.StatusServiceUnavailable // not applied: retry
 		}
-		query.WriteError(w, status, "bad_data", err.Error())
+		httpapi.WriteError(w, status, "bad_data", err.Error())
 		return
 	}
 	f.logger.Info("HA replica pinned", "cluster", cluster, "group", req.Group, "replica", req.Replica, "unpin", req.Unpin, "force", req.Force, "actor", actor(r))
-	query.WriteSuccess(w, f.ha.Status())
+	httpapi.WriteSuccess(w, f.ha.Status())
 }
 
 // seen reports whether the HA tracker has seen replica for cluster and group.

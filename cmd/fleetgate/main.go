@@ -29,7 +29,7 @@ import (
 	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/query/promapi"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
@@ -266,7 +266,7 @@ func serve(f *flags) error {
 	// HTTP server.
 	queryTimeout := time.Duration(cfg.Query.Timeout)
 	if queryTimeout == 0 {
-		queryTimeout = time.Duration(query.DefaultConfig.Timeout)
+		queryTimeout = time.Duration(promapi.DefaultConfig.Timeout)
 	}
 	l, err := listen(f, f.listenAddress, a.routes, queryTimeout+writeMargin, logger)
 	if err != nil {
@@ -423,12 +423,12 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	// Query: PromQL over the stores, Prometheus HTTP API. The API reads
 	// through the reader's scope (fail-closed); health and drills read the
 	// unscoped federation.
-	engine := query.NewEngine(cfg.Query, reg, logger)
+	engine := promapi.NewEngine(cfg.Query, reg, logger)
 	var exemplars storage.ExemplarQueryable
 	if st.exemplars != nil {
 		exemplars = access.NewExemplarQueryable(st.exemplars)
 	}
-	api, err := query.New(engine, query.Options{
+	api, err := promapi.New(engine, promapi.Options{
 		Config: cfg.Query, Queryable: access.NewQueryable(fed.queryable()), Exemplars: exemplars, TSDB: st.tsdb, TSDBDir: cfg.Storage.Path,
 		Metadata: st.meta, Flags: f.set, Registerer: reg, Gatherer: reg, Logger: logger,
 		StartTime: processStart, ConfigTime: configLoaded, StorageRetention: storageRetention(cfg.Storage, st.tsdb != nil),

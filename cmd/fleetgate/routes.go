@@ -9,7 +9,7 @@ import (
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/health"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 )
 
 // routeClass says who may call a route.
@@ -53,7 +53,7 @@ type routes struct {
 func newRoutes(auth *access.Authenticator, ingestLimit int64) *routes {
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		query.WriteError(w, http.StatusForbidden, "forbidden",
+		httpapi.WriteError(w, http.StatusForbidden, "forbidden",
 			"cross-origin request refused: a web page of another origin may not change fleetgate's state")
 	}))
 	return &routes{mux: http.NewServeMux(), auth: auth, bodyBase: 10 * time.Second, csrf: csrf, limits: map[routeClass]int64{
@@ -96,7 +96,7 @@ func (rt *routes) mountFailover(f *failover.API) {
 	admin.HandleFunc("DELETE /api/v1/failover/groups/{name}/override", f.ClearOverride)
 }
 
-// on returns the registrar of a class (query.Mux).
+// on returns the registrar of a class (httpapi.Mux).
 func (rt *routes) on(c routeClass) registrar { return registrar{rt: rt, class: c} }
 
 // ServeHTTP serves the main listener.

@@ -22,7 +22,8 @@ import (
 	"github.com/fleetgate/fleetgate/ingest/otlp"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/signals"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/query/lokiapi"
+	"github.com/fleetgate/fleetgate/query/tempoapi"
 	"github.com/fleetgate/fleetgate/store/logs"
 	"github.com/fleetgate/fleetgate/store/traces"
 )
@@ -96,7 +97,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		ready.add(st.Err)
 		logSinks = append(logSinks, st)
 		addRun(st.Run)
-		query.NewLokiAPI(st).Register(rt.on(classRead))
+		lokiapi.New(st).Register(rt.on(classRead))
 	}
 	if !cfg.TracesStorage.Disabled {
 		st, err := traces.Open(f.storagePath, cfg.TracesStorage, reg, logger)
@@ -107,7 +108,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		ready.add(st.Err)
 		traceSinks = append(traceSinks, st)
 		addRun(st.Run)
-		query.NewTempoAPI(st).Register(rt.on(classRead))
+		tempoapi.New(st).Register(rt.on(classRead))
 	}
 
 	// Forwarders, each with a durable queue under <storage.path>/forward/.

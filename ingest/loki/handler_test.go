@@ -23,7 +23,7 @@ import (
 	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/ingest/signals"
-	"github.com/fleetgate/fleetgate/query"
+	"github.com/fleetgate/fleetgate/query/lokiapi"
 	"github.com/fleetgate/fleetgate/store/logs"
 )
 
@@ -62,7 +62,7 @@ func newEnvWith(t testing.TB, sigCfg signals.Config, fleetCfg func(*fleet.Config
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle("POST /loki/api/v1/push", h)
-	query.NewLokiAPI(st).Register(mux)
+	lokiapi.New(st).Register(mux)
 	return &env{h: h, store: st, mux: mux}
 }
 

@@ -1,5 +1,6 @@
 // Package httpapi writes the answers of fleetgate's own JSON API
-// (/api/v1/clusters, /api/v1/health, /api/v1/failover/…) in Prometheus's
+// (/api/v1/clusters, /api/v1/health, /api/v1/failover/…, and the query
+// APIs) in Prometheus's
 // envelope, so a client of Prometheus's HTTP API reads them the same way:
 // {"status":"success","data":…} or {"status":"error","errorType":…,"error":…}.
 // It imports nothing of fleetgate, so every package that serves HTTP may use it.
@@ -9,6 +10,13 @@ import (
 	"encoding/json"
 	"net/http"
 )
+
+// Mux is where routes are mounted (an *http.ServeMux, or a wrapper that
+// adds authentication).
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+	HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request))
+}
 
 // Error types of the error envelope (Prometheus's names where it has one).
 const (

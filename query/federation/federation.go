@@ -1,4 +1,9 @@
-package query
+// Package federation is fleetgate's federated storage.Queryable: the
+// embedded TSDB merged with every cluster's remote query source (remote-read
+// or a Prometheus-compatible HTTP API), with health probes, pruning by the
+// clusters' identity labels, partial responses and HA replica dedup
+// (dedup.go). It is storage: it reads, never serves HTTP.
+package federation
 
 import (
 	"context"
@@ -71,7 +76,7 @@ type Source struct {
 	replicaLabels []string
 	f             fetcher
 	logger        *slog.Logger
-	m             *sourceMetrics
+	m             *SourceMetrics
 
 	mu        sync.Mutex
 	down      bool
@@ -88,18 +93,16 @@ type SourceStatus struct {
 	Required  bool      `json:"required"`
 }
 
-type sourceMetrics struct {
+// SourceMetrics are shared by every source; register once.
+type SourceMetrics struct {
 	up       *prometheus.GaugeVec
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 }
 
-// SourceMetrics are shared by every source; register once.
-type SourceMetrics = sourceMetrics
-
 // NewSourceMetrics builds (and registers on r, when not nil) the query source metrics.
 func NewSourceMetrics(r prometheus.Registerer) (*SourceMetrics, error) {
-	m := &sourceMetrics{
+	m := &SourceMetrics{
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fleetgate_query_source_up",
 			Help: "1 when the remote query source of a cluster answers its health probe.",
@@ -160,9 +163,6 @@ func NewSource(name string, stamp labels.Labels, ep fleet.QueryEndpoint, m *Sour
 	return s, nil
 }
 
-// Name is the cluster the source reads.
-func (s *Source) Name() string { return s.name }
-
 // Status reports the source's health.
 func (s *Source) Status() SourceStatus {
 	s.mu.Lock()
@@ -208,8 +208,8 @@ func (s *Source) Probe(ctx context.Context) {
 	}
 }
 
-// Run probes the source every probe interval until ctx ends.
-func (s *Source) Run(ctx context.Context) {
+// run probes the source every probe interval until ctx ends.
+func (s *Source) run(ctx context.Context) {
 	t := time.NewTicker(s.probeInterval)
 	defer t.Stop()
 	s.Probe(ctx)
@@ -270,32 +270,32 @@ func (s *Source) replicaLabelsFor(o RequestOptions) []string {
 	return s.replicaLabels
 }
 
-// Federation is the federated storage.SampleAndChunkQueryable: the embedded
+// Queryable is the federated storage.SampleAndChunkQueryable: the embedded
 // TSDB (may be nil) merged with every remote source.
-type Federation struct {
+type Queryable struct {
 	local   storage.SampleAndChunkQueryable
 	sources []*Source
 }
 
-// NewFederation merges local with sources.
-func NewFederation(local storage.SampleAndChunkQueryable, sources []*Source) *Federation {
-	return &Federation{local: local, sources: sources}
+// New merges local with sources.
+func New(local storage.SampleAndChunkQueryable, sources []*Source) *Queryable {
+	return &Queryable{local: local, sources: sources}
 }
 
 // Sources are the remote sources.
-func (f *Federation) Sources() []*Source { return f.sources }
+func (f *Queryable) Sources() []*Source { return f.sources }
 
 // Run probes every source until ctx ends; it returns when all probes stopped.
-func (f *Federation) Run(ctx context.Context) {
+func (f *Queryable) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, s := range f.sources {
-		wg.Go(func() { s.Run(ctx) })
+		wg.Go(func() { s.run(ctx) })
 	}
 	wg.Wait()
 }
 
 // Querier implements storage.Queryable with Prometheus's merge querier.
-func (f *Federation) Querier(mint, maxt int64) (storage.Querier, error) {
+func (f *Queryable) Querier(mint, maxt int64) (storage.Querier, error) {
 	qs := make([]storage.Querier, 0, len(f.sources)+1)
 	if f.local != nil {
 		lq, err := f.local.Querier(mint, maxt)
@@ -311,7 +311,7 @@ func (f *Federation) Querier(mint, maxt int64) (storage.Querier, error) {
 }
 
 // ChunkQuerier implements storage.ChunkQueryable (fleetgate's own remote-read endpoint).
-func (f *Federation) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+func (f *Queryable) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
 	if len(f.sources) == 0 && f.local != nil {
 		return f.local.ChunkQuerier(mint, maxt)
 	}
@@ -506,104 +506,6 @@ func (s *Source) finish(series []fetched, replicaLabels []string) ([]fetched, er
 		out = append(out, f)
 	}
 	return out, nil
-}
-
-// dedupReplicas drops the replica labels and merges the series that become
-// equal, switching between replicas only across gaps (Thanos's penalty
-// algorithm, so the merged series keeps the sampling rate of one replica).
-func dedupReplicas(series []fetched, replicaLabels []string) []fetched {
-	b := labels.NewBuilder(labels.EmptyLabels())
-	groups := map[string]int{}
-	out := make([]fetched, 0, len(series))
-	for _, f := range series {
-		b.Reset(f.lset)
-		b.Del(replicaLabels...)
-		ls := b.Labels()
-		key := ls.String()
-		if i, ok := groups[key]; ok {
-			out[i].samples = dedupPair(out[i].samples, f.samples)
-			continue
-		}
-		groups[key] = len(out)
-		out = append(out, fetched{lset: ls, samples: f.samples})
-	}
-	return out
-}
-
-// dedupPair merges two replicas of one series: it follows one replica and
-// only takes a sample of the other when the followed one has nothing within
-// a penalty of twice its last interval, so replicas scraping at shifted
-// times do not double the sample rate and a gap in one is filled by the other.
-func dedupPair(a, b []chunks.Sample) []chunks.Sample {
-	if len(a) == 0 {
-		return b
-	}
-	if len(b) == 0 {
-		return a
-	}
-	out := make([]chunks.Sample, 0, max(len(a), len(b)))
-	var (
-		i, j       int
-		penA, penB int64
-		lastT      int64
-		started    bool
-	)
-	seek := func(s []chunks.Sample, k int, t int64) int {
-		for k < len(s) && s[k].T() < t {
-			k++
-		}
-		return k
-	}
-	for {
-		if started {
-			i = seek(a, i, lastT+1+penA)
-			j = seek(b, j, lastT+1+penB)
-		}
-		switch {
-		case i >= len(a) && j >= len(b):
-			return out
-		case i >= len(a):
-			out = append(out, b[j])
-			lastT, penB = b[j].T(), 0
-			j++
-		case j >= len(b):
-			out = append(out, a[i])
-			lastT, penA = a[i].T(), 0
-			i++
-		default:
-			ta, tb := a[i].T(), b[j].T()
-			if ta <= tb {
-				if started {
-					penB = 2 * (ta - lastT)
-				} else {
-					penB = firstPenalty(a, i)
-				}
-				penA, lastT = 0, ta
-				out = append(out, a[i])
-				i++
-			} else {
-				if started {
-					penA = 2 * (tb - lastT)
-				} else {
-					penA = firstPenalty(b, j)
-				}
-				penB, lastT = 0, tb
-				out = append(out, b[j])
-				j++
-			}
-		}
-		started = true
-	}
-}
-
-// firstPenalty is the penalty against the other replica after the first
-// pick: twice the picked replica's first interval (Thanos uses a fixed 5s,
-// which makes replicas shifted by more than 5s switch once at the start).
-func firstPenalty(s []chunks.Sample, i int) int64 {
-	if i+1 < len(s) {
-		return 2 * (s[i+1].T() - s[i].T())
-	}
-	return 5000 // ms: scrape intervals are seconds long
 }
 
 // asyncSeriesSet waits for a source's answer on first use.

@@ -1,12 +1,17 @@
-package query
+// Package tempoapi serves the part of Tempo's HTTP API Grafana's Tempo
+// datasource calls over the embedded trace store; a reader only ever reads
+// the spans of its clusters.
+package tempoapi
 
 import (
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +19,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/fleetgate/fleetgate/access"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 	"github.com/fleetgate/fleetgate/store/traces"
 )
 
@@ -30,19 +37,19 @@ type TraceStore interface {
 	TagValues(tag string) []string
 }
 
-// TempoAPI serves the part of Tempo's HTTP API Grafana's Tempo datasource
+// API serves the part of Tempo's HTTP API Grafana's Tempo datasource
 // calls: trace by ID, search by tags (and TraceQL equality conditions joined
 // by &&), tag names and values. Tempo is the scale-out path.
-type TempoAPI struct {
+type API struct {
 	store TraceStore
 	now   func() time.Time
 }
 
-// NewTempoAPI builds the API over a trace store.
-func NewTempoAPI(st TraceStore) *TempoAPI { return &TempoAPI{store: st, now: time.Now} }
+// New builds the API over a trace store.
+func New(st TraceStore) *API { return &API{store: st, now: time.Now} }
 
 // Register mounts the endpoints on mux.
-func (a *TempoAPI) Register(mux Mux) {
+func (a *API) Register(mux httpapi.Mux) {
 	mux.HandleFunc("GET /api/traces/{id}", a.trace)
 	mux.HandleFunc("GET /api/v2/traces/{id}", a.traceV2)
 	mux.HandleFunc("GET /api/search", a.search)
@@ -51,6 +58,17 @@ func (a *TempoAPI) Register(mux Mux) {
 	mux.HandleFunc("GET /api/search/tag/{tag}/values", a.tagValues)
 	mux.HandleFunc("GET /api/v2/search/tag/{tag}/values", a.tagValuesV2)
 	mux.HandleFunc("GET /api/echo", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("echo")) })
+}
+
+// traceScope returns the resource filter of r's scope (nil: every cluster);
+// ok is false (and a 500 written) when r carries no scope.
+func traceScope(w http.ResponseWriter, r *http.Request) (func(pcommon.Map) bool, bool) {
+	scope, ok := access.ScopeFrom(r.Context())
+	if !ok {
+		http.Error(w, access.ErrNoScope.Error(), http.StatusInternalServerError)
+		return nil, false
+	}
+	return scope.ResourceFilter(), true
 }
 
 func parseTraceID(s string) (pcommon.TraceID, error) {
@@ -65,7 +83,7 @@ func parseTraceID(s string) (pcommon.TraceID, error) {
 	return id, nil
 }
 
-func (a *TempoAPI) lookup(w http.ResponseWriter, r *http.Request) (ptrace.Traces, bool) {
+func (a *API) lookup(w http.ResponseWriter, r *http.Request) (ptrace.Traces, bool) {
 	id, err := parseTraceID(r.PathValue("id"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -96,7 +114,7 @@ func (a *TempoAPI) lookup(w http.ResponseWriter, r *http.Request) (ptrace.Traces
 
 // trace answers like Tempo's v1 endpoint: protobuf tempopb.Trace (wire
 // compatible with OTLP TracesData) when asked, else JSON {"batches": [...]}.
-func (a *TempoAPI) trace(w http.ResponseWriter, r *http.Request) {
+func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 	td, ok := a.lookup(w, r)
 	if !ok {
 		return
@@ -126,7 +144,7 @@ func (a *TempoAPI) trace(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{"batches":[]}`))
 }
 
-func (a *TempoAPI) traceV2(w http.ResponseWriter, r *http.Request) {
+func (a *API) traceV2(w http.ResponseWriter, r *http.Request) {
 	td, ok := a.lookup(w, r)
 	if !ok {
 		return
@@ -212,7 +230,7 @@ var (
 	traceQLValue = regexp.MustCompile(`^("([^"\\]|\\.)*"|[A-Za-z0-9_.:/-]+)$`)
 )
 
-func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
+func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var conds []traces.Condition
 	var err error
@@ -246,7 +264,7 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 		tempoStoreError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"traces": res, "metrics": map[string]any{}})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"traces": res, "metrics": map[string]any{}})
 }
 
 // maxUnixSeconds bounds search times so that milliseconds do not overflow.
@@ -255,7 +273,7 @@ const maxUnixSeconds = 1 << 40
 // tagNames returns the scope-qualified tags the caller of r may see: from
 // the index for every cluster, else from the spans of its clusters in the
 // request's time range (start/end in Unix seconds, default the last hour).
-func (a *TempoAPI) tagNames(w http.ResponseWriter, r *http.Request) ([]string, bool) {
+func (a *API) tagNames(w http.ResponseWriter, r *http.Request) ([]string, bool) {
 	visible, ok := traceScope(w, r)
 	if !ok {
 		return nil, false
@@ -276,7 +294,7 @@ func (a *TempoAPI) tagNames(w http.ResponseWriter, r *http.Request) ([]string, b
 }
 
 // tagValueList is tagNames for the values of one tag.
-func (a *TempoAPI) tagValueList(w http.ResponseWriter, r *http.Request, tag string) ([]string, bool) {
+func (a *API) tagValueList(w http.ResponseWriter, r *http.Request, tag string) ([]string, bool) {
 	visible, ok := traceScope(w, r)
 	if !ok {
 		return nil, false
@@ -297,7 +315,7 @@ func (a *TempoAPI) tagValueList(w http.ResponseWriter, r *http.Request, tag stri
 }
 
 // tagRange reads start and end (Unix seconds; default the last hour) as ms.
-func (a *TempoAPI) tagRange(w http.ResponseWriter, r *http.Request) (int64, int64, bool) {
+func (a *API) tagRange(w http.ResponseWriter, r *http.Request) (int64, int64, bool) {
 	end := a.now()
 	start := end.Add(-time.Hour)
 	q := r.URL.Query()
@@ -326,7 +344,7 @@ func tempoStoreError(w http.ResponseWriter, err error) {
 	http.Error(w, err.Error(), status)
 }
 
-func (a *TempoAPI) tags(w http.ResponseWriter, r *http.Request) {
+func (a *API) tags(w http.ResponseWriter, r *http.Request) {
 	all, ok := a.tagNames(w, r)
 	if !ok {
 		return
@@ -339,10 +357,10 @@ func (a *TempoAPI) tags(w http.ResponseWriter, r *http.Request) {
 		}
 		seen[k] = struct{}{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tagNames": sortedSet(seen)})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"tagNames": slices.Sorted(maps.Keys(seen))})
 }
 
-func (a *TempoAPI) tagsV2(w http.ResponseWriter, r *http.Request) {
+func (a *API) tagsV2(w http.ResponseWriter, r *http.Request) {
 	all, ok := a.tagNames(w, r)
 	if !ok {
 		return
@@ -353,22 +371,22 @@ func (a *TempoAPI) tagsV2(w http.ResponseWriter, r *http.Request) {
 			scopes[s] = append(scopes[s], k)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"scopes": []map[string]any{
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"scopes": []map[string]any{
 		{"name": "resource", "tags": scopes["resource"]},
 		{"name": "span", "tags": scopes["span"]},
 		{"name": "intrinsic", "tags": []string{"name", "status"}},
 	}})
 }
 
-func (a *TempoAPI) tagValues(w http.ResponseWriter, r *http.Request) {
+func (a *API) tagValues(w http.ResponseWriter, r *http.Request) {
 	vals, ok := a.tagValueList(w, r, r.PathValue("tag"))
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tagValues": vals})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"tagValues": vals})
 }
 
-func (a *TempoAPI) tagValuesV2(w http.ResponseWriter, r *http.Request) {
+func (a *API) tagValuesV2(w http.ResponseWriter, r *http.Request) {
 	vals, ok := a.tagValueList(w, r, r.PathValue("tag"))
 	if !ok {
 		return
@@ -380,5 +398,5 @@ func (a *TempoAPI) tagValuesV2(w http.ResponseWriter, r *http.Request) {
 	for _, v := range vals {
 		out = append(out, map[string]string{"type": "string", "value": v})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tagValues": out})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"tagValues": out})
 }

@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"log/slog"

@@ -1,9 +1,13 @@
-// Package query answers PromQL through the Prometheus HTTP API, over the
-// embedded TSDB and (later) per-cluster remote sources.
-package query
+// Package promapi serves the Prometheus HTTP API (Prometheus's own
+// web/api/v1 handlers) over a storage.Queryable — in fleetgate the federated
+// one of query/federation behind the reader's scope — with a results cache
+// in front of range queries, and builds the PromQL engine health and the
+// API share.
+package promapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -19,16 +23,20 @@ import (
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/features"
 	"github.com/prometheus/prometheus/util/notifications"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/fleetgate/fleetgate/access"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
@@ -98,7 +106,6 @@ type Options struct {
 
 // API is the Prometheus-compatible HTTP API.
 type API struct {
-	engine *promql.Engine
 	parser parser.Parser
 	inner  *v1.API
 	router *route.Router
@@ -139,7 +146,7 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 		return nil, err
 	}
 	cfg := o.Config.withDefaults()
-	a := &API{engine: engine, parser: parser.NewParser(parser.Options{}), meta: o.Metadata, logger: o.Logger,
+	a := &API{parser: parser.NewParser(parser.Options{}), meta: o.Metadata, logger: o.Logger,
 		start: o.StartTime, configTime: o.ConfigTime, retention: o.StorageRetention}
 	if a.start.IsZero() {
 		a.start = time.Now()
@@ -227,26 +234,16 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 	return a, nil
 }
 
-// Engine is the PromQL engine behind the API.
-func (a *API) Engine() *promql.Engine { return a.engine }
-
-// Mux is where routes are mounted (an *http.ServeMux, or a wrapper that
-// adds authentication).
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-	HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request))
-}
-
 // Register mounts the API on mux. Every route reads the reader's scope
 // from the request context (access.WithScope); the TSDB status and the
 // self-metrics span every cluster and are refused to a scoped reader.
-func (a *API) Register(mux Mux) {
+func (a *API) Register(mux httpapi.Mux) {
 	a.registerQuery(mux)
 	var status http.Handler = withRequestOptions(a.router)
 	if a.noTSDB {
 		// Like Prometheus in agent mode: a clear 422, not an internal error.
 		status = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeError(w, http.StatusUnprocessableEntity, "execution", errNoTSDB.Error())
+			httpapi.WriteError(w, http.StatusUnprocessableEntity, "execution", errNoTSDB.Error())
 		})
 	}
 	mux.Handle("GET /api/v1/status/tsdb", access.RequireAllClusters(status))
@@ -255,12 +252,12 @@ func (a *API) Register(mux Mux) {
 	// Prometheus's search API needs a storage.Searcher, which neither the
 	// federation nor the reader scope provides: say so instead of a 500.
 	mux.HandleFunc("/api/v1/search/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's search API; use /api/v1/labels, /api/v1/label/<name>/values and /api/v1/series")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's search API; use /api/v1/labels, /api/v1/label/<name>/values and /api/v1/series")
 	})
 	// The TSDB admin APIs (delete series, snapshot) stay off; Prometheus
 	// answers that with a 500.
 	mux.HandleFunc("/api/v1/admin/", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's TSDB admin APIs")
+		httpapi.WriteError(w, http.StatusNotFound, "not_found", "fleetgate does not serve Prometheus's TSDB admin APIs")
 	})
 	mux.HandleFunc("GET /api/v1/metadata", a.metadata)
 	mux.HandleFunc("POST /api/v1/metadata", a.metadata)
@@ -302,22 +299,22 @@ func (a *API) runtimeInfo() (v1.RuntimeInfo, error) {
 // metadata serves /api/v1/metadata from what senders reported.
 func (a *API) metadata(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("parsing form: %v", err))
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("parsing form: %v", err))
 		return
 	}
 	limit, err := intParam(r, "limit", -1)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_data", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", err.Error())
 		return
 	}
 	perMetric, err := intParam(r, "limit_per_metric", -1)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_data", err.Error())
+		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", err.Error())
 		return
 	}
 	scope, ok := access.ScopeFrom(r.Context())
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "internal", access.ErrNoScope.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", access.ErrNoScope.Error())
 		return
 	}
 	data := map[string][]metrics.Entry{}
@@ -325,7 +322,7 @@ func (a *API) metadata(w http.ResponseWriter, r *http.Request) {
 		// Only families reported by the clusters the caller may see.
 		data = a.meta.ListFor(r.Form.Get("metric"), limit, perMetric, scope.Allows)
 	}
-	writeJSON(w, http.StatusOK, Success{Status: "success", Data: data})
+	httpapi.WriteSuccess(w, data)
 }
 
 func intParam(r *http.Request, name string, def int) (int, error) {
@@ -362,3 +359,26 @@ type noAlertmanagers struct{}
 
 func (noAlertmanagers) Alertmanagers() []*url.URL        { return nil }
 func (noAlertmanagers) DroppedAlertmanagers() []*url.URL { return nil }
+
+// noTSDB answers the TSDB status endpoints when there is no embedded TSDB.
+type noTSDB struct{}
+
+var errNoTSDB = errors.New("no embedded TSDB: fleetgate runs in forward-only mode")
+
+func (noTSDB) CleanTombstones() error { return errNoTSDB }
+func (noTSDB) Delete(context.Context, int64, int64, ...*labels.Matcher) error {
+	return errNoTSDB
+}
+func (noTSDB) Snapshot(string, bool) error                    { return errNoTSDB }
+func (noTSDB) Stats(string, int) (*tsdb.Stats, error)         { return nil, errNoTSDB }
+func (noTSDB) WALReplayStatus() (tsdb.WALReplayStatus, error) { return tsdb.WALReplayStatus{}, nil }
+func (noTSDB) BlockMetas() ([]tsdb.BlockMeta, error)          { return nil, errNoTSDB }
+
+type noExemplars struct{}
+
+func (noExemplars) ExemplarQuerier(context.Context) (storage.ExemplarQuerier, error) {
+	return noExemplars{}, nil
+}
+func (noExemplars) Select(int64, int64, ...[]*labels.Matcher) ([]exemplar.QueryResult, error) {
+	return []exemplar.QueryResult{}, nil
+}

@@ -1,4 +1,4 @@
-package query
+package federation_test
 
 import (
 	"context"
@@ -17,11 +17,12 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/query/federation"
+	"github.com/fleetgate/fleetgate/query/promapi"
 	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
@@ -46,16 +47,19 @@ func fill(t testing.TB, s storage.AppendableV2, from, to, step int64, f func(int
 	require.NoError(t, app.Commit())
 }
 
-// serveAPI serves fleetgate's Prometheus API over q.
-func serveAPI(t testing.TB, q storage.SampleAndChunkQueryable, cfg Config) (*httptest.Server, *API) {
-	engine := NewEngine(cfg, nil, quiet)
-	api, err := New(engine, Options{Config: cfg, Queryable: q, Logger: quiet, Registerer: prometheus.NewRegistry()})
+// serveAPI serves fleetgate's Prometheus API over q, to every cluster: the
+// remote clusters' APIs and the federated one under test.
+func serveAPI(t testing.TB, q storage.SampleAndChunkQueryable, cfg promapi.Config) *httptest.Server {
+	engine := promapi.NewEngine(cfg, nil, quiet)
+	api, err := promapi.New(engine, promapi.Options{Config: cfg, Queryable: q, Logger: quiet, Registerer: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	api.Register(mux)
-	srv := httptest.NewServer(withScope(mux, access.All()))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r.WithContext(access.WithScope(r.Context(), access.All())))
+	}))
 	t.Cleanup(srv.Close)
-	return srv, api
+	return srv
 }
 
 // countingProxy forwards to target and counts requests.
@@ -119,7 +123,7 @@ func vector(t testing.TB, e envelope) []vecSample {
 // "eu-1" (remote-read) and "us-1" (Prometheus HTTP API), each a real
 // fleetgate API over its own TSDB, plus a dead cluster "dead".
 type fixture struct {
-	fed              *Federation
+	fed              *federation.Queryable
 	srv              *httptest.Server
 	euCount, usCount *atomic.Int64
 	now              int64
@@ -135,27 +139,27 @@ func newFixture(t *testing.T, dead fleet.QueryEndpoint) *fixture {
 	fill(t, us, now-10*60_000, now, 15_000, one, labels.FromStrings("__name__", "up", "job", "a", "replica", "r1"))
 	fill(t, us, now-10*60_000+7_000, now, 15_000, one, labels.FromStrings("__name__", "up", "job", "a", "replica", "r2"))
 
-	euSrv, _ := serveAPI(t, eu, Config{})
-	usSrv, _ := serveAPI(t, us, Config{})
+	euSrv := serveAPI(t, eu, promapi.Config{})
+	usSrv := serveAPI(t, us, promapi.Config{})
 	euProxy, euCount := countingProxy(t, euSrv.URL)
 	usProxy, usCount := countingProxy(t, usSrv.URL)
 
-	m, err := NewSourceMetrics(nil)
+	m, err := federation.NewSourceMetrics(nil)
 	require.NoError(t, err)
-	mk := func(name string, ep fleet.QueryEndpoint) *Source {
-		s, err := NewSource(name, labels.FromStrings("cluster", name), ep, m, quiet)
+	mk := func(name string, ep fleet.QueryEndpoint) *federation.Source {
+		s, err := federation.NewSource(name, labels.FromStrings("cluster", name), ep, m, quiet)
 		require.NoError(t, err)
 		return s
 	}
-	sources := []*Source{
+	sources := []*federation.Source{
 		mk("eu-1", fleet.QueryEndpoint{URL: euProxy.URL + "/api/v1/read"}),
 		mk("us-1", fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: usProxy.URL, ReplicaLabels: []string{"replica"}}),
 	}
 	if dead.URL != "" {
 		sources = append(sources, mk("dead", dead))
 	}
-	fed := NewFederation(local, sources)
-	srv, _ := serveAPI(t, fed, Config{ResultsCache: CacheConfig{Disabled: true}})
+	fed := federation.New(local, sources)
+	srv := serveAPI(t, fed, promapi.Config{ResultsCache: promapi.CacheConfig{Disabled: true}})
 	return &fixture{fed: fed, srv: srv, euCount: euCount, usCount: usCount, now: now}
 }
 
@@ -288,9 +292,9 @@ func TestFederationPartialResponse(t *testing.T) {
 		}))
 		t.Cleanup(slow.Close)
 		f := newFixture(t, fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: slow.URL, Timeout: model.Duration(500 * time.Millisecond)})
-		var src *Source
+		var src *federation.Source
 		for _, s := range f.fed.Sources() {
-			if s.Name() == "dead" {
+			if s.Status().Cluster == "dead" {
 				src = s
 			}
 		}
@@ -302,35 +306,4 @@ func TestFederationPartialResponse(t *testing.T) {
 		require.Equal(t, 200, code)
 		require.Contains(t, strings.Join(e.Warnings, " "), "marked down")
 	})
-}
-
-func TestDedupPair(t *testing.T) {
-	mk := func(ts ...int64) []chunks.Sample {
-		out := make([]chunks.Sample, len(ts))
-		for i, t := range ts {
-			out[i] = sample{t: t, f: float64(t)}
-		}
-		return out
-	}
-	ts := func(s []chunks.Sample) []int64 {
-		out := make([]int64, len(s))
-		for i := range s {
-			out[i] = s[i].T()
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		name string
-		a, b []int64
-		want []int64
-	}{
-		{"identical", []int64{0, 15000, 30000}, []int64{0, 15000, 30000}, []int64{0, 15000, 30000}},
-		{"shifted replicas keep one rate", []int64{0, 15000, 30000, 45000}, []int64{7000, 22000, 37000, 52000}, []int64{0, 15000, 30000, 45000}},
-		{"gap in a is filled by b", []int64{0, 15000, 90000, 105000}, []int64{7000, 22000, 37000, 52000, 67000, 82000, 97000, 112000}, []int64{0, 15000, 52000, 67000, 82000, 97000, 112000}},
-		{"a empty", nil, []int64{1, 2}, []int64{1, 2}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.want, ts(dedupPair(mk(tc.a...), mk(tc.b...))))
-		})
-	}
 }

@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"fmt"
@@ -6,12 +6,15 @@ import (
 	"strconv"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/fleetgate/fleetgate/internal/httpapi"
+	"github.com/fleetgate/fleetgate/query/federation"
 )
 
 // parseRequestOptions reads the Thanos parameters partial_response, dedup
 // and replicaLabels[] of a request.
-func parseRequestOptions(r *http.Request) (RequestOptions, error) {
-	var o RequestOptions
+func parseRequestOptions(r *http.Request) (federation.RequestOptions, error) {
+	var o federation.RequestOptions
 	boolParam := func(name string) (*bool, error) {
 		s := r.Form.Get(name)
 		if s == "" {
@@ -46,21 +49,21 @@ func parseRequestOptions(r *http.Request) (RequestOptions, error) {
 func withRequestOptions(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("parsing form: %v", err))
+			httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf("parsing form: %v", err))
 			return
 		}
 		o, err := parseRequestOptions(r)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_data", err.Error())
+			httpapi.WriteError(w, http.StatusBadRequest, "bad_data", err.Error())
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(WithRequestOptions(r.Context(), o)))
+		next.ServeHTTP(w, r.WithContext(federation.WithRequestOptions(r.Context(), o)))
 	})
 }
 
 // registerQuery mounts the Prometheus API behind the Thanos parameter
 // middleware, with the results cache in front of query_range.
-func (a *API) registerQuery(mux Mux) {
+func (a *API) registerQuery(mux httpapi.Mux) {
 	mux.Handle("/api/v1/", withRequestOptions(a.router))
 	if a.cache != nil {
 		h := withRequestOptions(a.cache.handler(a.router))

@@ -1,13 +1,14 @@
-package query
+package federation
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"time"
 
 	promapi "github.com/prometheus/client_golang/api"
@@ -140,7 +141,7 @@ func (r *remoteReadFetcher) labelNames(ctx context.Context, mint, maxt int64, ms
 	for _, s := range series {
 		s.lset.Range(func(l labels.Label) { set[l.Name] = struct{}{} })
 	}
-	return sortedKeys(set), ws, nil
+	return slices.Sorted(maps.Keys(set)), ws, nil
 }
 
 func (r *remoteReadFetcher) labelValues(ctx context.Context, name string, mint, maxt int64, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
@@ -158,7 +159,7 @@ func (r *remoteReadFetcher) labelValues(ctx context.Context, name string, mint, 
 			set[v] = struct{}{}
 		}
 	}
-	return sortedKeys(set), ws, nil
+	return slices.Sorted(maps.Keys(set)), ws, nil
 }
 
 func (r *remoteReadFetcher) probe(ctx context.Context) error {
@@ -175,15 +176,6 @@ func (r *remoteReadFetcher) probe(ctx context.Context) error {
 	for ss.Next() {
 	}
 	return ss.Err()
-}
-
-func sortedKeys(m map[string]struct{}) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // promAPIFetcher reads raw samples from a Prometheus-compatible HTTP API

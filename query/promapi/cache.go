@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"bytes"
@@ -54,10 +54,10 @@ func (c *CacheConfig) Validate() error {
 	return nil
 }
 
-// CacheHeader says whether a query_range answer came from the results cache:
+// cacheHeader says whether a query_range answer came from the results cache:
 // hit (every day from the cache), miss (at least one day computed) or bypass
 // (the request cannot be cached).
-const CacheHeader = "X-Fleetgate-Cache"
+const cacheHeader = "X-Fleetgate-Cache"
 
 const dayMs = 24 * 60 * 60 * 1000
 
@@ -111,9 +111,6 @@ func newResultsCache(cfg CacheConfig, engine promql.QueryEngine, q storage.Query
 	return c, nil
 }
 
-// Reset empties the cache.
-func (c *resultsCache) Reset() { c.c.Reset() }
-
 var cacheableParams = map[string]bool{
 	"query": true, "start": true, "end": true, "step": true, "timeout": true,
 	"partial_response": true, "dedup": true, "replicaLabels[]": true, "replicaLabels": true,
@@ -126,14 +123,14 @@ func (c *resultsCache) handler(next http.Handler) http.Handler {
 		plan, ok := c.plan(r)
 		if !ok {
 			c.requests.WithLabelValues("bypass").Inc()
-			w.Header().Set(CacheHeader, "bypass")
+			w.Header().Set(cacheHeader, "bypass")
 			next.ServeHTTP(w, r)
 			return
 		}
 		body, hit, ok := c.answer(r.Context(), plan)
 		if !ok {
 			c.requests.WithLabelValues("bypass").Inc()
-			w.Header().Set(CacheHeader, "bypass")
+			w.Header().Set(cacheHeader, "bypass")
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -142,7 +139,7 @@ func (c *resultsCache) handler(next http.Handler) http.Handler {
 			result = "hit"
 		}
 		c.requests.WithLabelValues(result).Inc()
-		w.Header().Set(CacheHeader, result)
+		w.Header().Set(cacheHeader, result)
 		w.Header().Set("Content-Type", v1.JSONCodec{}.ContentType().String())
 		w.WriteHeader(http.StatusOK)
 		if _, err := w.Write(body); err != nil {
@@ -156,7 +153,6 @@ type rangePlan struct {
 	start, end, step int64 // ms
 	timeout          time.Duration
 	opts             string // request options that change the answer
-	reqOpts          RequestOptions
 }
 
 // plan decides whether r can be answered from the cache: only plain,
@@ -223,9 +219,12 @@ func (c *resultsCache) plan(r *http.Request) (rangePlan, bool) {
 	if !ok {
 		return p, false
 	}
-	p.reqOpts = requestOptions(r.Context())
-	p.opts = fmt.Sprintf("pr=%s dedup=%s rl=%s scope=%q", boolStr(p.reqOpts.PartialResponse), boolStr(p.reqOpts.Dedup),
-		strings.Join(p.reqOpts.ReplicaLabels, ","), scope.String())
+	o, err := parseRequestOptions(r) // valid: withRequestOptions checked them
+	if err != nil {
+		return p, false
+	}
+	p.opts = fmt.Sprintf("pr=%s dedup=%s rl=%s scope=%q", boolStr(o.PartialResponse), boolStr(o.Dedup),
+		strings.Join(o.ReplicaLabels, ","), scope.String())
 	return p, true
 }
 

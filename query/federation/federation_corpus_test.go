@@ -1,4 +1,4 @@
-package query
+package federation
 
 import (
 	"context"
@@ -39,7 +39,7 @@ func openCorpusStore(t testing.TB) *metrics.Store {
 type splitStorage struct {
 	a, b *metrics.Store
 	srv  *httptest.Server
-	fed  *Federation
+	fed  *Queryable
 }
 
 func newSplitStorage(t testing.TB) storage.Storage {
@@ -49,7 +49,7 @@ func newSplitStorage(t testing.TB) storage.Storage {
 	s.srv = httptest.NewServer(h)
 	src, err := NewSource("b", labels.EmptyLabels(), fleet.QueryEndpoint{URL: s.srv.URL + "/api/v1/read"}, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	s.fed = NewFederation(s.a, []*Source{src})
+	s.fed = New(s.a, []*Source{src})
 	return s
 }
 

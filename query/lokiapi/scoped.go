@@ -1,4 +1,4 @@
-package query
+package lokiapi
 
 import (
 	"context"
@@ -7,14 +7,13 @@ import (
 
 	"github.com/grafana/loki/pkg/push"
 	"github.com/prometheus/prometheus/model/labels"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 
 	"github.com/fleetgate/fleetgate/access"
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 )
 
-// A reader's scope reaches the Loki and Tempo read APIs the way it reaches
-// PromQL: the cluster matcher is injected into every stream selector, and
-// trace spans of other clusters are never read.
+// A reader's scope reaches the Loki read API the way it reaches PromQL: the
+// cluster matcher is injected into every stream selector.
 
 // scopedLogs injects the scope's cluster matcher into every selector.
 type scopedLogs struct {
@@ -39,37 +38,14 @@ func (s scopedLogs) Series(mint, maxt int64, sets [][]*labels.Matcher) []labels.
 
 // logStore is the log store as the caller of r may see it; ok is false
 // (and a 500 written) when r carries no scope.
-func (a *LokiAPI) logStore(w http.ResponseWriter, r *http.Request) (LogStore, bool) {
+func (a *API) logStore(w http.ResponseWriter, r *http.Request) (LogStore, bool) {
 	scope, ok := access.ScopeFrom(r.Context())
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "internal", access.ErrNoScope.Error())
+		httpapi.WriteError(w, http.StatusInternalServerError, "internal", access.ErrNoScope.Error())
 		return nil, false
 	}
 	if scope.IsAll() {
 		return a.store, true
 	}
 	return scopedLogs{st: a.store, m: scope.Matcher()}, true
-}
-
-// resourceVisible is the scope as a filter of OTLP resources by their
-// `cluster` attribute; nil for every cluster.
-func resourceVisible(scope access.Scope) func(pcommon.Map) bool {
-	if scope.IsAll() {
-		return nil
-	}
-	return func(res pcommon.Map) bool {
-		v, ok := res.Get(access.ClusterLabel)
-		return ok && scope.Allows(v.AsString())
-	}
-}
-
-// traceScope returns the resource filter of r's scope; ok is false (and a
-// 500 written) when r carries no scope.
-func traceScope(w http.ResponseWriter, r *http.Request) (func(pcommon.Map) bool, bool) {
-	scope, ok := access.ScopeFrom(r.Context())
-	if !ok {
-		http.Error(w, access.ErrNoScope.Error(), http.StatusInternalServerError)
-		return nil, false
-	}
-	return resourceVisible(scope), true
 }

@@ -1,8 +1,7 @@
-package query
+package promapi
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/gogo/protobuf/proto"
 	"github.com/golang/snappy"
-	"github.com/grafana/loki/pkg/push"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
@@ -26,13 +24,10 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/store/logs"
-	"github.com/fleetgate/fleetgate/store/traces"
+	"github.com/fleetgate/fleetgate/query/federation"
 )
 
 // withScope serves h with scope s in every request context (what
@@ -80,14 +75,14 @@ func newScopedFixture(t *testing.T) *scopedFixture {
 	euSrv, _ := serveAPI(t, euRemote, Config{})
 	usSrv, _ := serveAPI(t, usRemote, Config{})
 	usProxy, usCount := countingProxy(t, usSrv.URL)
-	m, err := NewSourceMetrics(nil)
+	m, err := federation.NewSourceMetrics(nil)
 	require.NoError(t, err)
-	mk := func(name string, ep fleet.QueryEndpoint) *Source {
-		s, err := NewSource(name, labels.FromStrings("cluster", name), ep, m, quiet)
+	mk := func(name string, ep fleet.QueryEndpoint) *federation.Source {
+		s, err := federation.NewSource(name, labels.FromStrings("cluster", name), ep, m, quiet)
 		require.NoError(t, err)
 		return s
 	}
-	fed := NewFederation(local, []*Source{
+	fed := federation.New(local, []*federation.Source{
 		mk("eu-1", fleet.QueryEndpoint{URL: euSrv.URL + "/api/v1/read"}),
 		mk("us-2", fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: usProxy.URL}),
 	})
@@ -251,25 +246,25 @@ func TestScopedReaderCache(t *testing.T) {
 	}
 	code, e, h := f.get(t, "*", "/api/v1/query_range", p)
 	require.Equal(t, 200, code, e.Error)
-	require.Equal(t, "miss", h.Get(CacheHeader))
+	require.Equal(t, "miss", h.Get(cacheHeader))
 	require.Equal(t, []string{"eu-1", "us-1", "us-2"}, clusters(e))
 	code, _, h = f.get(t, "*", "/api/v1/query_range", p)
 	require.Equal(t, 200, code)
-	require.Equal(t, "hit", h.Get(CacheHeader))
+	require.Equal(t, "hit", h.Get(cacheHeader))
 
 	code, e, h = f.get(t, "eu-1", "/api/v1/query_range", p)
 	require.Equal(t, 200, code, e.Error)
-	require.Equal(t, "miss", h.Get(CacheHeader), "the admin's entry is not the reader's")
+	require.Equal(t, "miss", h.Get(cacheHeader), "the admin's entry is not the reader's")
 	require.Equal(t, []string{"eu-1"}, clusters(e))
 	code, e, h = f.get(t, "eu-1", "/api/v1/query_range", p)
 	require.Equal(t, 200, code)
-	require.Equal(t, "hit", h.Get(CacheHeader))
+	require.Equal(t, "hit", h.Get(cacheHeader))
 	require.Equal(t, []string{"eu-1"}, clusters(e))
 
 	// Without a scope the cache steps aside and the API fails closed.
 	code, _, h = f.get(t, "", "/api/v1/query_range", p)
 	require.GreaterOrEqual(t, code, 400)
-	require.Equal(t, "bypass", h.Get(CacheHeader))
+	require.Equal(t, "bypass", h.Get(cacheHeader))
 }
 
 // TestScopedReaderRemoteRead: remote-read (sampled and streamed chunks)
@@ -332,97 +327,6 @@ func TestScopedReaderRemoteRead(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestScopedReaderLokiAndTempo: the scope is injected into Loki stream
-// selectors and Tempo searches; a trace shows only the reader's spans, and
-// a trace with none of them is a 404.
-func TestScopedReaderLokiAndTempo(t *testing.T) {
-	dir := t.TempDir()
-	ls, err := logs.Open(dir, logs.Config{}, nil, quiet)
-	require.NoError(t, err)
-	defer ls.Close()
-	now := time.Now().Add(-time.Minute)
-	var streams []push.Stream
-	for _, c := range []string{"eu-1", "us-1"} {
-		streams = append(streams, push.Stream{Labels: fmt.Sprintf(`{cluster=%q, app="web"}`, c), Entries: []push.Entry{{Timestamp: now, Line: "hello from " + c}}})
-	}
-	require.NoError(t, ls.PushLogs(context.Background(), streams))
-
-	ts, err := traces.Open(dir, traces.Config{}, nil, quiet)
-	require.NoError(t, err)
-	defer ts.Close()
-	td := ptrace.NewTraces()
-	for i, c := range []string{"eu-1", "us-1"} {
-		rs := td.ResourceSpans().AppendEmpty()
-		rs.Resource().Attributes().PutStr("service.name", "svc-"+c)
-		rs.Resource().Attributes().PutStr("cluster", c)
-		spans := rs.ScopeSpans().AppendEmpty().Spans()
-		// Trace 1 spans both clusters; trace 2 is us-1's alone.
-		for tr := 1; tr <= 2; tr++ {
-			if tr == 2 && c == "eu-1" {
-				continue
-			}
-			sp := spans.AppendEmpty()
-			sp.SetTraceID(pcommon.TraceID{byte(tr)})
-			sp.SetSpanID(pcommon.SpanID{byte(i + 1), byte(tr)})
-			sp.SetName("op-" + c)
-			sp.SetStartTimestamp(pcommon.NewTimestampFromTime(now))
-			sp.SetEndTimestamp(pcommon.NewTimestampFromTime(now.Add(time.Millisecond)))
-			sp.Attributes().PutStr("secret", "of-"+c)
-		}
-	}
-	require.NoError(t, ts.PushTraces(context.Background(), td))
-
-	mux := http.NewServeMux()
-	NewLokiAPI(ls).Register(mux)
-	NewTempoAPI(ts).Register(mux)
-	srv := httptest.NewServer(scopeByHeader(mux))
-	defer srv.Close()
-	get := func(scope, path string) (int, string) {
-		req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-		require.NoError(t, err)
-		if scope != "" {
-			req.Header.Set("X-Test-Scope", scope)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	sel := url.QueryEscape(`{app="web"}`)
-	for _, path := range []string{
-		"/loki/api/v1/query_range?query=" + sel,
-		"/loki/api/v1/query?query=" + url.QueryEscape(`sum by (cluster) (count_over_time({app="web"}[1h]))`),
-		"/loki/api/v1/series?match[]=" + sel,
-		"/loki/api/v1/label/cluster/values",
-		"/api/search?tags=" + url.QueryEscape("name=op-us-1"),
-		"/api/search/tag/secret/values",
-		"/api/v2/search/tag/cluster/values",
-		"/api/traces/01000000000000000000000000000000",
-	} {
-		code, all := get("*", path)
-		require.Equal(t, 200, code, "%s: %s", path, all)
-		require.Contains(t, all, "us-1", path)
-		code, body := get("eu-1", path)
-		require.Equal(t, 200, code, "%s: %s", path, body)
-		require.NotContains(t, body, "us-1", path)
-		if !strings.Contains(path, "op-us-1") {
-			require.Contains(t, body, "eu-1", path)
-		}
-		code, _ = get("", path)
-		require.Equal(t, 500, code, "no scope fails closed: %s", path)
-	}
-	code, _ := get("*", "/api/traces/02000000000000000000000000000000")
-	require.Equal(t, 200, code)
-	code, _ = get("eu-1", "/api/traces/02000000000000000000000000000000")
-	require.Equal(t, 404, code, "a trace with none of the reader's spans")
-	code, body := get("eu-1", "/api/search")
-	require.Equal(t, 200, code)
-	require.Contains(t, body, "01000000000000000000000000000000")
-	require.NotContains(t, body, "02000000000000000000000000000000")
-	require.NotContains(t, body, "svc-us-1", "the summary is built from visible spans only")
 }
 
 var _ storage.ExemplarQueryable = access.NewExemplarQueryable(nil)

@@ -1,12 +1,17 @@
-package query
+// Package lokiapi serves the read side of Loki's HTTP API (what Grafana's
+// Loki datasource calls) over the embedded log store, with the subset of
+// LogQL in logql.go. Every stream selector carries the reader's cluster
+// matcher (scoped.go).
+package lokiapi
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,20 +19,21 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/fleetgate/fleetgate/internal/httpapi"
 )
 
-// LokiAPI serves the read side of Loki's HTTP API (what Grafana's Loki
-// datasource calls) over the embedded log store. It is bounded and simple;
-// Loki is the scale-out path.
-type LokiAPI struct {
+// API serves the read side of Loki's HTTP API over the embedded log store.
+// It is bounded and simple; Loki is the scale-out path.
+type API struct {
 	store  LogStore
 	parser parser.Parser
 	now    func() time.Time
 }
 
-// NewLokiAPI builds the API over a log store.
-func NewLokiAPI(st LogStore) *LokiAPI {
-	return &LokiAPI{store: st, parser: parser.NewParser(parser.Options{}), now: time.Now}
+// New builds the API over a log store.
+func New(st LogStore) *API {
+	return &API{store: st, parser: parser.NewParser(parser.Options{}), now: time.Now}
 }
 
 // maxLokiPoints bounds the steps of a range metric query, like Prometheus's 11000.
@@ -37,7 +43,7 @@ const maxLokiPoints = 11000
 const maxLokiLimit = 10000
 
 // Register mounts the endpoints on mux (GET and POST).
-func (a *LokiAPI) Register(mux Mux) {
+func (a *API) Register(mux httpapi.Mux) {
 	for _, m := range []string{"GET", "POST"} {
 		mux.HandleFunc(m+" /loki/api/v1/query_range", a.queryRange)
 		mux.HandleFunc(m+" /loki/api/v1/query", a.query)
@@ -46,7 +52,7 @@ func (a *LokiAPI) Register(mux Mux) {
 		mux.HandleFunc(m+" /loki/api/v1/series", a.series)
 	}
 	mux.HandleFunc("GET /loki/api/v1/status/buildinfo", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"version": "fleetgate-embedded", "revision": "", "branch": ""})
+		httpapi.WriteJSON(w, http.StatusOK, map[string]string{"version": "fleetgate-embedded", "revision": "", "branch": ""})
 	})
 }
 
@@ -114,7 +120,7 @@ type lokiParams struct {
 	metric     metricExpr
 }
 
-func (a *LokiAPI) params(r *http.Request, instant bool) (*lokiParams, error) {
+func (a *API) params(r *http.Request, instant bool) (*lokiParams, error) {
 	if err := r.ParseForm(); err != nil {
 		return nil, fmt.Errorf("bad form: %w", err)
 	}
@@ -172,8 +178,8 @@ func (a *LokiAPI) params(r *http.Request, instant bool) (*lokiParams, error) {
 	return p, nil
 }
 
-func (a *LokiAPI) queryRange(w http.ResponseWriter, r *http.Request) { a.run(w, r, false) }
-func (a *LokiAPI) query(w http.ResponseWriter, r *http.Request)      { a.run(w, r, true) }
+func (a *API) queryRange(w http.ResponseWriter, r *http.Request) { a.run(w, r, false) }
+func (a *API) query(w http.ResponseWriter, r *http.Request)      { a.run(w, r, true) }
 
 type lokiStream struct {
 	Stream map[string]string `json:"stream"`
@@ -190,7 +196,7 @@ func promPoint(p point) [2]any {
 	return [2]any{float64(p.t) / 1e9, strconv.FormatFloat(p.v, 'f', -1, 64)}
 }
 
-func (a *LokiAPI) run(w http.ResponseWriter, r *http.Request, instant bool) {
+func (a *API) run(w http.ResponseWriter, r *http.Request, instant bool) {
 	p, err := a.params(r, instant)
 	if err != nil {
 		lokiError(w, http.StatusBadRequest, err)
@@ -272,10 +278,10 @@ func (a *LokiAPI) run(w http.ResponseWriter, r *http.Request, instant bool) {
 		}
 		data = map[string]any{"resultType": rt, "result": res, "stats": map[string]any{}}
 	}
-	WriteSuccess(w, data)
+	httpapi.WriteSuccess(w, data)
 }
 
-func (a *LokiAPI) fail(w http.ResponseWriter, err error) {
+func (a *API) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, errQueryTooLarge):
 		lokiError(w, http.StatusBadRequest, err)
@@ -286,17 +292,8 @@ func (a *LokiAPI) fail(w http.ResponseWriter, err error) {
 	}
 }
 
-func sortedSet(m map[string]struct{}) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // timeRange reads start/end for the metadata endpoints (default: last 6h, as Loki).
-func (a *LokiAPI) timeRange(r *http.Request) (int64, int64, error) {
+func (a *API) timeRange(r *http.Request) (int64, int64, error) {
 	if err := r.ParseForm(); err != nil {
 		return 0, 0, fmt.Errorf("bad form: %w", err)
 	}
@@ -314,7 +311,7 @@ func (a *LokiAPI) timeRange(r *http.Request) (int64, int64, error) {
 	return start.UnixNano(), end.UnixNano(), nil
 }
 
-func (a *LokiAPI) matcherSets(r *http.Request) ([][]*labels.Matcher, error) {
+func (a *API) matcherSets(r *http.Request) ([][]*labels.Matcher, error) {
 	var sets [][]*labels.Matcher
 	qs := append(r.Form["match[]"], r.Form["match"]...)
 	if q := r.Form.Get("query"); q != "" {
@@ -333,7 +330,7 @@ func (a *LokiAPI) matcherSets(r *http.Request) ([][]*labels.Matcher, error) {
 	return sets, nil
 }
 
-func (a *LokiAPI) labels(w http.ResponseWriter, r *http.Request) {
+func (a *API) labels(w http.ResponseWriter, r *http.Request) {
 	mint, maxt, err := a.timeRange(r)
 	if err != nil {
 		lokiError(w, http.StatusBadRequest, err)
@@ -352,10 +349,10 @@ func (a *LokiAPI) labels(w http.ResponseWriter, r *http.Request) {
 	for _, ls := range store.Series(mint, maxt, sets) {
 		ls.Range(func(l labels.Label) { seen[l.Name] = struct{}{} })
 	}
-	WriteSuccess(w, sortedSet(seen))
+	httpapi.WriteSuccess(w, slices.Sorted(maps.Keys(seen)))
 }
 
-func (a *LokiAPI) labelValues(w http.ResponseWriter, r *http.Request) {
+func (a *API) labelValues(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	mint, maxt, err := a.timeRange(r)
 	if err != nil {
@@ -377,10 +374,10 @@ func (a *LokiAPI) labelValues(w http.ResponseWriter, r *http.Request) {
 			seen[v] = struct{}{}
 		}
 	}
-	WriteSuccess(w, sortedSet(seen))
+	httpapi.WriteSuccess(w, slices.Sorted(maps.Keys(seen)))
 }
 
-func (a *LokiAPI) series(w http.ResponseWriter, r *http.Request) {
+func (a *API) series(w http.ResponseWriter, r *http.Request) {
 	mint, maxt, err := a.timeRange(r)
 	if err != nil {
 		lokiError(w, http.StatusBadRequest, err)
@@ -403,5 +400,5 @@ func (a *LokiAPI) series(w http.ResponseWriter, r *http.Request) {
 	for _, ls := range store.Series(mint, maxt, sets) {
 		out = append(out, ls.Map())
 	}
-	WriteSuccess(w, out)
+	httpapi.WriteSuccess(w, out)
 }

@@ -1,4 +1,4 @@
-package query
+package promapi
 
 import (
 	"fmt"
@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/query/federation"
 )
 
 // TestResultsCacheByteEquality: a cached range query answer equals the
@@ -63,8 +64,8 @@ func TestResultsCacheByteEquality(t *testing.T) {
 			for i, wantHeader := range []string{tc.first, tc.second} {
 				code, _, h, got := get(t, cached.URL, "/api/v1/query_range", p)
 				require.Equal(t, 200, code)
-				require.Equal(t, wantHeader, h.Get(CacheHeader), "request %d", i)
-				require.Equal(t, string(want), string(got), "request %d (%s)", i, h.Get(CacheHeader))
+				require.Equal(t, wantHeader, h.Get(cacheHeader), "request %d", i)
+				require.Equal(t, string(want), string(got), "request %d (%s)", i, h.Get(cacheHeader))
 			}
 		})
 	}
@@ -84,15 +85,19 @@ func TestResultsCacheByteEquality(t *testing.T) {
 // TestResultsCacheNeverCachesPartialAnswers: an answer with a missing
 // cluster is served (with its warning) but not cached.
 func TestResultsCacheNeverCachesPartialAnswers(t *testing.T) {
-	f := newFixture(t, fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: deadURL(t)})
-	srv, _ := serveAPI(t, f.fed, Config{})
+	now := time.Now().Truncate(time.Minute).UnixMilli()
+	local := openStore(t)
+	fill(t, local, now-3*3600_000, now, 15_000, func(int64) float64 { return 1 }, labels.FromStrings("__name__", "up", "cluster", "local"))
+	dead, err := federation.NewSource("dead", labels.FromStrings("cluster", "dead"), fleet.QueryEndpoint{Type: fleet.QueryPrometheus, URL: deadURL(t)}, nil, quiet)
+	require.NoError(t, err)
+	srv, _ := serveAPI(t, federation.New(local, []*federation.Source{dead}), Config{})
 	step := int64(60_000)
-	end := (f.now - 3600_000) / step * step
+	end := (now - 3600_000) / step * step
 	p := url.Values{"query": {"sum(up)"}, "start": {model.Time(end - 3600_000).String()}, "end": {model.Time(end).String()}, "step": {"60"}}
 	for range 2 {
 		code, e, h, _ := get(t, srv.URL, "/api/v1/query_range", p)
 		require.Equal(t, 200, code)
-		require.Equal(t, "bypass", h.Get(CacheHeader))
+		require.Equal(t, "bypass", h.Get(cacheHeader))
 		require.Len(t, e.Warnings, 1)
 		require.Contains(t, e.Warnings[0], `cluster "dead"`)
 	}
