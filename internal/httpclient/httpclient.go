@@ -65,10 +65,11 @@ func DefaultConfig() Config {
 // Decoded takes the error of a destination's decode (its UnmarshalYAML's
 // unmarshal call) and returns what the YAML decoder should see. yaml's own
 // errors (unknown keys, wrong types; they carry line numbers) are returned
-// as they are. Errors that prometheus/common's types raise while they are
-// decoded (tls_config's "exactly one of key or key_file", oauth2's missing
-// token_url, a proxy_url that does not parse) name no YAML path, so they
-// are kept in c and Validate reports them with the destination's path.
+// as they are. Errors that types raise in their own UnmarshalYAML while
+// they are decoded (tls_config's "exactly one of key or key_file", oauth2's
+// missing token_url, a proxy_url or a timeout that does not parse) name no
+// YAML path, so they are kept in c and Validate reports them with the
+// destination's path (and tls_config or oauth2 when it was one of those).
 func (c *Config) Decoded(err error) error {
 	var te *yaml.TypeError
 	if err == nil || errors.As(err, &te) {
