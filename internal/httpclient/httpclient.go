@@ -212,6 +212,9 @@ func (c *Config) resolve(readEnv bool) (config.HTTPClientConfig, error) {
 			return hc, fieldErr("oauth2.tls_config", err)
 		}
 	}
+	if err := noInlineSecrets(&c.HTTPClientConfig); err != nil {
+		return hc, err
+	}
 	if hc.Authorization != nil {
 		a := *hc.Authorization // Validate sets the default type; do not write into the caller's config
 		hc.Authorization = &a
@@ -222,6 +225,41 @@ func (c *Config) resolve(readEnv bool) (config.HTTPClientConfig, error) {
 		return hc, fieldErr("", err)
 	}
 	return hc, nil
+}
+
+// noInlineSecrets keeps fleetgate's rule that secrets never live in the
+// config text: each of prometheus/common's inline secret keys has a file
+// key beside it, and bearer_token_env reads the environment.
+func noInlineSecrets(hc *config.HTTPClientConfig) error {
+	inline := func(key, instead string) error {
+		return fieldErr(key, fmt.Errorf("secrets do not go in the config text; use %s", instead))
+	}
+	switch {
+	case hc.BearerToken != "":
+		return inline("bearer_token", "bearer_token_file or bearer_token_env")
+	case hc.Authorization != nil && hc.Authorization.Credentials != "":
+		return inline("authorization.credentials", "credentials_file")
+	case hc.BasicAuth != nil && hc.BasicAuth.Password != "":
+		return inline("basic_auth.password", "password_file")
+	case hc.OAuth2 != nil && hc.OAuth2.ClientSecret != "":
+		return inline("oauth2.client_secret", "client_secret_file")
+	case hc.OAuth2 != nil && hc.OAuth2.ClientCertificateKey != "":
+		return inline("oauth2.client_certificate_key", "client_certificate_key_file")
+	case hc.TLSConfig.Key != "":
+		return inline("tls_config.key", "key_file")
+	case hc.OAuth2 != nil && hc.OAuth2.TLSConfig.Key != "":
+		return inline("oauth2.tls_config.key", "key_file")
+	case len(hc.ProxyConnectHeader) > 0:
+		return fieldErr("proxy_connect_header", errors.New("is not supported: its values are secrets written in the config text"))
+	}
+	if hc.HTTPHeaders != nil {
+		for _, n := range slices.Sorted(maps.Keys(hc.HTTPHeaders.Headers)) {
+			if len(hc.HTTPHeaders.Headers[n].Secrets) > 0 {
+				return inline("http_headers."+n+".secrets", "files")
+			}
+		}
+	}
+	return nil
 }
 
 // NewClient builds the client of the block: config.NewClientFromConfig,
