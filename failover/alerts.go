@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/notifier"
+
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // Alert names fleetgate raises.
@@ -133,6 +135,17 @@ type AlertmanagerConfig struct {
 	// URL is the Alertmanager base URL; alerts go to URL/api/v2/alerts.
 	URL     string         `yaml:"url"`
 	Timeout model.Duration `yaml:"timeout"`
+	// Client is how fleetgate connects, the keys of Prometheus's
+	// alertmanagers entries: authorization, basic_auth, oauth2, tls_config,
+	// proxy_url, http_headers, ...
+	Client httpclient.Config `yaml:",inline"`
+}
+
+// UnmarshalYAML starts from prometheus/common's client defaults.
+func (c *AlertmanagerConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain AlertmanagerConfig
+	*c = AlertmanagerConfig{Client: httpclient.DefaultConfig()}
+	return c.Client.Decoded(unmarshal((*plain)(c)))
 }
 
 // AlertmanagerSink posts alerts to Alertmanager's API v2 as an alert source,
@@ -147,14 +160,18 @@ type AlertmanagerSink struct {
 }
 
 // NewAlertmanagerSink builds the sink.
-func NewAlertmanagerSink(cfg AlertmanagerConfig, resend time.Duration, externalURL string) *AlertmanagerSink {
+func NewAlertmanagerSink(cfg AlertmanagerConfig, resend time.Duration, externalURL string) (*AlertmanagerSink, error) {
 	to := time.Duration(cfg.Timeout)
 	if to == 0 {
 		to = 10 * time.Second
 	}
+	c, err := cfg.Client.NewClient("fleetgate_alertmanager", to)
+	if err != nil {
+		return nil, err
+	}
 	u := strings.TrimSuffix(cfg.URL, "/")
-	return &AlertmanagerSink{name: "alertmanager:" + u, url: u + "/api/v2/alerts", client: &http.Client{Timeout: to},
-		resend: resend, externalURL: externalURL}
+	return &AlertmanagerSink{name: "alertmanager:" + u, url: u + "/api/v2/alerts", client: c,
+		resend: resend, externalURL: externalURL}, nil
 }
 
 // Name implements Sink.
@@ -214,7 +231,6 @@ func postJSON(ctx context.Context, c *http.Client, url string, b []byte, hdr htt
 		return fmt.Errorf("%w: %v", ErrPermanent, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "fleetgate")
 	for k, v := range hdr {
 		req.Header[k] = v
 	}

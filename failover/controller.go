@@ -60,6 +60,9 @@ func (c *SignalsConfig) Validate() error {
 		if am.Timeout < 0 {
 			return fmt.Errorf("signals.alertmanagers[%d].timeout: must not be negative", i)
 		}
+		if err := am.Client.Validate(fmt.Sprintf("signals.alertmanagers[%d]", i)); err != nil {
+			return err
+		}
 	}
 	if c.AlertmanagerResendInterval < 0 {
 		return fmt.Errorf("signals.alertmanager_resend_interval: must not be negative")

@@ -178,7 +178,8 @@ func TestGoldenWebhookCloudEvents(t *testing.T) {
 func TestGoldenAlertmanagerAlerts(t *testing.T) {
 	const resend = time.Minute
 	srv, got := captureServer(t)
-	s := NewAlertmanagerSink(AlertmanagerConfig{URL: srv.URL + "/"}, resend, "https://fleetgate.example")
+	s, err := NewAlertmanagerSink(AlertmanagerConfig{URL: srv.URL + "/"}, resend, "https://fleetgate.example")
+	require.NoError(t, err)
 
 	before := time.Now()
 	deliverOne(t, s, goldenFailover())

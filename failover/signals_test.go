@@ -208,7 +208,8 @@ func TestAlertmanagerSinkPayloads(t *testing.T) {
 		require.NoError(t, json.NewDecoder(r.Body).Decode(&got))
 	}))
 	defer srv.Close()
-	s := NewAlertmanagerSink(AlertmanagerConfig{URL: srv.URL}, time.Minute, "http://fg")
+	s, err := NewAlertmanagerSink(AlertmanagerConfig{URL: srv.URL}, time.Minute, "http://fg")
+	require.NoError(t, err)
 	ev := Event{ID: 7, Time: time.Now(), Group: "web", Mode: ActivePassive, Kind: KindRestore, Cluster: "eu-1", Serving: []string{"eu-1"}}
 	ps, err := s.Payloads(ev)
 	require.NoError(t, err)
@@ -222,7 +223,8 @@ func TestAlertmanagerSinkPayloads(t *testing.T) {
 
 	srv400 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "bad", 400) }))
 	defer srv400.Close()
-	s = NewAlertmanagerSink(AlertmanagerConfig{URL: srv400.URL}, time.Minute, "")
+	s, err = NewAlertmanagerSink(AlertmanagerConfig{URL: srv400.URL}, time.Minute, "")
+	require.NoError(t, err)
 	require.ErrorIs(t, s.Deliver(context.Background(), &Message{Payload: ps[0]}), ErrPermanent)
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // Webhook payload formats.
@@ -34,6 +36,17 @@ type WebhookConfig struct {
 	SecretFile string         `yaml:"secret_file"`
 	SecretEnv  string         `yaml:"secret_env"`
 	Timeout    model.Duration `yaml:"timeout"`
+	// Client is how fleetgate connects: authorization, basic_auth, oauth2,
+	// tls_config, proxy_url, http_headers, ... (prometheus/common's
+	// HTTPClientConfig).
+	Client httpclient.Config `yaml:",inline"`
+}
+
+// UnmarshalYAML starts from prometheus/common's client defaults.
+func (c *WebhookConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain WebhookConfig
+	*c = WebhookConfig{Client: httpclient.DefaultConfig()}
+	return c.Client.Decoded(unmarshal((*plain)(c)))
 }
 
 // Validate names the first bad field; field is the config path of the webhook.
@@ -56,7 +69,7 @@ func (c *WebhookConfig) Validate(field string) error {
 	if c.Timeout < 0 {
 		return fmt.Errorf("%s.timeout: must not be negative", field)
 	}
-	return nil
+	return c.Client.Validate(field)
 }
 
 // WebhookSink posts signed decisions to a URL.
@@ -77,13 +90,13 @@ func NewWebhookSink(cfg WebhookConfig, externalURL string) (*WebhookSink, error)
 	case cfg.SecretFile != "":
 		b, err := os.ReadFile(cfg.SecretFile)
 		if err != nil {
-			return nil, fmt.Errorf("webhook %s secret_file: %w", cfg.Name, err)
+			return nil, &httpclient.FieldError{Field: "secret_file", Err: err}
 		}
 		s.secret = []byte(strings.TrimSpace(string(b)))
 	case cfg.SecretEnv != "":
 		v, ok := os.LookupEnv(cfg.SecretEnv)
 		if !ok || v == "" {
-			return nil, fmt.Errorf("webhook %s secret_env: $%s is not set", cfg.Name, cfg.SecretEnv)
+			return nil, &httpclient.FieldError{Field: "secret_env", Err: fmt.Errorf("$%s is not set", cfg.SecretEnv)}
 		}
 		s.secret = []byte(v)
 	}
@@ -91,7 +104,11 @@ func NewWebhookSink(cfg WebhookConfig, externalURL string) (*WebhookSink, error)
 	if to == 0 {
 		to = 10 * time.Second
 	}
-	s.client = &http.Client{Timeout: to}
+	c, err := cfg.Client.NewClient("fleetgate_webhook_"+cfg.Name, to)
+	if err != nil {
+		return nil, err // names the key, e.g. "bearer_token_env: ..."; the caller adds the webhook's path
+	}
+	s.client = c
 	return s, nil
 }
 

@@ -179,8 +179,9 @@ func (cr Credentials) loadToken() (string, error) {
 // LoadBearerToken reads a bearer token from file (its trimmed content) or,
 // when file is "", from the environment variable env; both "" gives "".
 // An empty token is an error naming the YAML key (bearer_token_file or
-// bearer_token_env) it came from. Cluster credentials, query sources and
-// auth principals all load their tokens with it.
+// bearer_token_env) it came from. Cluster credentials and auth principals
+// (inbound tokens) load their tokens with it; outbound tokens are read by
+// internal/httpclient's clients on every request.
 func LoadBearerToken(file, env string) (string, error) {
 	switch {
 	case file != "":

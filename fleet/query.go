@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // Query source kinds.
@@ -15,18 +17,18 @@ const (
 )
 
 // QueryEndpoint names where fleetgate reads a remote cluster's metrics at
-// query time. Secrets come from files or environment variables.
+// query time.
 type QueryEndpoint struct {
 	// Type is remote_read (default) or prometheus.
 	Type string `yaml:"type"`
 	// URL is the remote-read endpoint (e.g. http://prom:9090/api/v1/read)
 	// or the base of the HTTP API (e.g. http://thanos-query:9090, https://mimir/prometheus).
 	URL string `yaml:"url"`
-	// Headers sent with every request, e.g. X-Scope-OrgID.
-	Headers         map[string]string `yaml:"headers"`
-	BearerTokenFile string            `yaml:"bearer_token_file"`
-	BearerTokenEnv  string            `yaml:"bearer_token_env"`
-	TLS             QueryTLS          `yaml:"tls"`
+	// Client is how fleetgate connects: authorization, basic_auth, oauth2,
+	// tls_config, proxy_url, http_headers, ... (prometheus/common's
+	// HTTPClientConfig) and the older headers, bearer_token_file,
+	// bearer_token_env and tls keys.
+	Client httpclient.Config `yaml:",inline"`
 	// Timeout of one request to the source (default 30s).
 	Timeout model.Duration `yaml:"timeout"`
 	// Required makes a failure of this source fail the query instead of
@@ -40,13 +42,11 @@ type QueryEndpoint struct {
 	ProbeInterval model.Duration `yaml:"probe_interval"`
 }
 
-// QueryTLS configures TLS towards a query source.
-type QueryTLS struct {
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+// UnmarshalYAML starts from prometheus/common's client defaults.
+func (q *QueryEndpoint) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain QueryEndpoint
+	*q = QueryEndpoint{Client: httpclient.DefaultConfig()}
+	return q.Client.Decoded(unmarshal((*plain)(q)))
 }
 
 // Validate names the first bad field under prefix.
@@ -63,29 +63,18 @@ func (q *QueryEndpoint) Validate(prefix string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("%s.url: %q is not an http(s) URL", prefix, q.URL)
 	}
-	if q.BearerTokenFile != "" && q.BearerTokenEnv != "" {
-		return fmt.Errorf("%s: set only one of bearer_token_file and bearer_token_env", prefix)
-	}
 	if q.Timeout < 0 {
 		return fmt.Errorf("%s.timeout: must not be negative, got %s", prefix, q.Timeout)
 	}
 	if q.ProbeInterval < 0 {
 		return fmt.Errorf("%s.probe_interval: must not be negative, got %s", prefix, q.ProbeInterval)
 	}
-	if (q.TLS.CertFile == "") != (q.TLS.KeyFile == "") {
-		return fmt.Errorf("%s.tls: cert_file and key_file must be set together", prefix)
-	}
 	for _, l := range q.ReplicaLabels {
 		if !model.LabelName(l).IsValid() || l == "" {
 			return fmt.Errorf("%s.replica_labels: %q is not a valid label name", prefix, l)
 		}
 	}
-	for k := range q.Headers {
-		if k == "" {
-			return fmt.Errorf("%s.headers: empty header name", prefix)
-		}
-	}
-	return nil
+	return q.Client.Validate(prefix)
 }
 
 // TimeoutOrDefault is the per-request timeout.
@@ -102,9 +91,4 @@ func (q *QueryEndpoint) ProbeIntervalOrDefault() time.Duration {
 		return time.Duration(q.ProbeInterval)
 	}
 	return 10 * time.Second
-}
-
-// Token reads the bearer token towards the source, if one is configured.
-func (q *QueryEndpoint) Token() (string, error) {
-	return Credentials{BearerTokenFile: q.BearerTokenFile, BearerTokenEnv: q.BearerTokenEnv}.loadToken()
 }

@@ -24,7 +24,7 @@ clusters:
 		{"query timeout", `
 clusters:
   - name: eu-1
-    query: {url: http://x, timeout: -1s}`, "parsing config"},
+    query: {url: http://x, timeout: -1s}`, `clusters[0].query: not a valid duration string: "-1s"`},
 		{"query tls", `
 clusters:
   - name: eu-1

@@ -25,6 +25,7 @@ import (
 	"github.com/fleetgate/fleetgate/failover"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/health"
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // validateHealthFailover checks the health:, failover: and signals: sections.
@@ -102,14 +103,19 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 		resend = time.Minute
 	}
 	var sinks []failover.Sink
-	for _, am := range cfg.Signals.Alertmanagers {
-		sinks = append(sinks, failover.NewAlertmanagerSink(am, resend, ext))
+	for i, am := range cfg.Signals.Alertmanagers {
+		s, err := failover.NewAlertmanagerSink(am, resend, ext)
+		if err != nil {
+			evlog.Close()
+			return httpclient.At(fmt.Sprintf("signals.alertmanagers[%d]", i), err)
+		}
+		sinks = append(sinks, s)
 	}
-	for _, wc := range cfg.Signals.Webhooks {
+	for i, wc := range cfg.Signals.Webhooks {
 		s, err := failover.NewWebhookSink(wc, ext)
 		if err != nil {
 			evlog.Close()
-			return err
+			return httpclient.At(fmt.Sprintf("signals.webhooks[%d]", i), err)
 		}
 		sinks = append(sinks, s)
 	}

@@ -12,7 +12,7 @@ func TestLogsTracesConfigValidateNamesField(t *testing.T) {
 	for yml, want := range map[string]string{
 		"forward_logs:\n  - {name: loki, url: 'ftp://x'}\n":                                 "forward_logs[0] (loki).url",
 		"forward_traces:\n  - {name: a, url: 'http://x'}\n  - {name: a, url: 'http://y'}\n": "forward_traces[1].name: duplicate",
-		"forward_logs:\n  - {name: l, url: 'http://x', headers: {Authorization: x}}\n":      "set Authorization with bearer_token_file",
+		"forward_logs:\n  - {name: l, url: 'http://x', headers: {Authorization: x}}\n":      `forward_logs[0] (l).headers: setting header "Authorization" is not allowed`,
 		"otlp:\n  translation_strategy: Nope\n":                                             "otlp.translation_strategy",
 		"loki_push:\n  max_request_bytes: -1\n":                                             "loki_push.max_request_bytes",
 		"logs_traces:\n  span_metrics_max_series: -5\n":                                     "logs_traces.span_metrics_max_series",

@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // HTTPConfig is the destination part of a forwarder's config.
@@ -22,10 +22,11 @@ type HTTPConfig struct {
 	Name string `yaml:"name"`
 	// URL of the destination's push endpoint.
 	URL string `yaml:"url"`
-	// BearerTokenFile holds a token sent as Authorization: Bearer.
-	BearerTokenFile string `yaml:"bearer_token_file"`
-	// Headers are extra request headers (e.g. X-Scope-OrgID).
-	Headers map[string]string `yaml:"headers"`
+	// Client is how fleetgate connects: authorization, basic_auth, oauth2,
+	// tls_config, proxy_url, http_headers, ... (prometheus/common's
+	// HTTPClientConfig) and the older headers, bearer_token_file,
+	// bearer_token_env and tls keys.
+	Client httpclient.Config `yaml:",inline"`
 	// Timeout of one request (default 30s).
 	Timeout model.Duration `yaml:"timeout"`
 	// QueueMaxBytes bounds the on-disk queue (default 1 GiB).
@@ -33,6 +34,13 @@ type HTTPConfig struct {
 	// MinBackoff and MaxBackoff bound retry delays (defaults 100ms and 30s).
 	MinBackoff model.Duration `yaml:"min_backoff"`
 	MaxBackoff model.Duration `yaml:"max_backoff"`
+}
+
+// UnmarshalYAML starts from prometheus/common's client defaults.
+func (c *HTTPConfig) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain HTTPConfig
+	*c = HTTPConfig{Client: httpclient.DefaultConfig()}
+	return c.Client.Decoded(unmarshal((*plain)(c)))
 }
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
@@ -52,12 +60,7 @@ func (c *HTTPConfig) Validate(field string) error {
 	if c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
 		return fmt.Errorf("%s (%s).min_backoff: %s is more than max_backoff %s", field, c.Name, c.MinBackoff, c.MaxBackoff)
 	}
-	for k := range c.Headers {
-		if strings.EqualFold(k, "Authorization") {
-			return fmt.Errorf("%s (%s).headers: set Authorization with bearer_token_file, not in the config text", field, c.Name)
-		}
-	}
-	return nil
+	return c.Client.Validate(fmt.Sprintf("%s (%s)", field, c.Name))
 }
 
 // Options returns the queue options of the config.
@@ -72,31 +75,22 @@ type HTTPSender struct {
 	cfg     HTTPConfig
 	client  *http.Client
 	headers http.Header
-	token   string
 }
 
 // NewHTTPSender builds the sender; contentHeaders are set on every request.
 func NewHTTPSender(cfg HTTPConfig, contentHeaders map[string]string) (*HTTPSender, error) {
-	s := &HTTPSender{cfg: cfg, headers: http.Header{}}
-	if cfg.BearerTokenFile != "" {
-		b, err := os.ReadFile(cfg.BearerTokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s.bearer_token_file: %w", cfg.Name, err)
-		}
-		s.token = strings.TrimSpace(string(b))
-	}
 	t := time.Duration(cfg.Timeout)
 	if t == 0 {
 		t = 30 * time.Second
 	}
-	s.client = &http.Client{Timeout: t}
-	for k, v := range cfg.Headers {
-		s.headers.Set(k, v)
+	c, err := cfg.Client.NewClient("fleetgate_forward_"+cfg.Name, t)
+	if err != nil {
+		return nil, err // names the key, e.g. "bearer_token_env: ..."; the caller adds the destination
 	}
+	s := &HTTPSender{cfg: cfg, client: c, headers: http.Header{}}
 	for k, v := range contentHeaders {
 		s.headers.Set(k, v)
 	}
-	s.headers.Set("User-Agent", "fleetgate")
 	return s, nil
 }
 
@@ -107,9 +101,6 @@ func (s *HTTPSender) Post(ctx context.Context, body []byte) error {
 		return &PermanentError{err}
 	}
 	req.Header = s.headers.Clone()
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
-	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("posting to %s: %w", s.cfg.Name, err)

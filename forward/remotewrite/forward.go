@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/wlog"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // Config is the `forward` section.
@@ -37,17 +38,25 @@ type Config struct {
 
 // Destination is one remote-write endpoint.
 type Destination struct {
-	Name            string            `yaml:"name"`
-	URL             string            `yaml:"url"`
-	Headers         map[string]string `yaml:"headers"`
-	BearerTokenFile string            `yaml:"bearer_token_file"`
-	BearerTokenEnv  string            `yaml:"bearer_token_env"`
-	TLS             fleet.QueryTLS    `yaml:"tls"`
-	Timeout         model.Duration    `yaml:"timeout"`
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"`
+	// Client is how fleetgate connects, the keys of Prometheus's
+	// remote_write entries: authorization, basic_auth, oauth2, tls_config,
+	// proxy_url, http_headers, ... and the older headers,
+	// bearer_token_file, bearer_token_env and tls.
+	Client  httpclient.Config `yaml:",inline"`
+	Timeout model.Duration    `yaml:"timeout"`
 	// Protocol is 1.0 (prometheus.WriteRequest, default) or 2.0 (io.prometheus.write.v2.Request).
 	Protocol string `yaml:"protocol"`
 	// Queue tunes Prometheus's queue manager (defaults are Prometheus's).
 	Queue QueueConfig `yaml:"queue"`
+}
+
+// UnmarshalYAML starts from prometheus/common's client defaults.
+func (d *Destination) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Destination
+	*d = Destination{Client: httpclient.DefaultConfig()}
+	return d.Client.Decoded(unmarshal((*plain)(d)))
 }
 
 // QueueConfig is the subset of Prometheus's queue_config fleetgate exposes.
@@ -79,11 +88,8 @@ func (c *Config) Validate() error {
 		if d.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%s.url: %q is not an http(s) URL", field, d.URL)
 		}
-		if d.BearerTokenFile != "" && d.BearerTokenEnv != "" {
-			return fmt.Errorf("%s: set only one of bearer_token_file and bearer_token_env", field)
-		}
-		if (d.TLS.CertFile == "") != (d.TLS.KeyFile == "") {
-			return fmt.Errorf("%s.tls: cert_file and key_file must be set together", field)
+		if err := d.Client.Validate(field); err != nil {
+			return err
 		}
 		switch d.Protocol {
 		case "", "1.0", "2.0":
@@ -128,7 +134,6 @@ func (d Destination) remoteWriteConfig() (*config.RemoteWriteConfig, error) {
 	rw := config.DefaultRemoteWriteConfig
 	rw.URL = &config_util.URL{URL: u}
 	rw.Name = d.Name
-	rw.Headers = d.Headers
 	rw.SendExemplars = true
 	rw.SendNativeHistograms = true
 	rw.MetadataConfig.Send = false // metadata lives in fleetgate's own store, not the WAL
@@ -138,17 +143,9 @@ func (d Destination) remoteWriteConfig() (*config.RemoteWriteConfig, error) {
 	if d.Protocol == "2.0" {
 		rw.ProtobufMessage = "io.prometheus.write.v2.Request"
 	}
-	hc := config_util.DefaultHTTPClientConfig
-	hc.TLSConfig = config_util.TLSConfig{CAFile: d.TLS.CAFile, CertFile: d.TLS.CertFile, KeyFile: d.TLS.KeyFile, ServerName: d.TLS.ServerName, InsecureSkipVerify: d.TLS.InsecureSkipVerify}
-	switch {
-	case d.BearerTokenFile != "":
-		hc.Authorization = &config_util.Authorization{Type: "Bearer", CredentialsFile: d.BearerTokenFile}
-	case d.BearerTokenEnv != "":
-		tok, err := (&fleet.QueryEndpoint{BearerTokenEnv: d.BearerTokenEnv}).Token()
-		if err != nil {
-			return nil, err
-		}
-		hc.Authorization = &config_util.Authorization{Type: "Bearer", Credentials: config_util.Secret(tok)}
+	hc, err := d.Client.ClientConfig()
+	if err != nil {
+		return nil, err
 	}
 	rw.HTTPClientConfig = hc
 	q := config.DefaultQueueConfig
@@ -178,9 +175,6 @@ func (d Destination) remoteWriteConfig() (*config.RemoteWriteConfig, error) {
 		q.RetryOnRateLimit = *d.Queue.RetryOnRateLimit
 	}
 	rw.QueueConfig = q
-	if err := hc.Validate(); err != nil {
-		return nil, err
-	}
 	return &rw, nil
 }
 
@@ -228,7 +222,7 @@ func newWithStorage(cfg Config, rs *remote.Storage, logger *slog.Logger) (*Forwa
 		rw, err := d.remoteWriteConfig()
 		if err != nil {
 			_ = rs.Close()
-			return nil, fmt.Errorf("forward.destinations[%d] (%s): %w", i, d.Name, err)
+			return nil, httpclient.At(fmt.Sprintf("forward.destinations[%d] (%s)", i, d.Name), err)
 		}
 		pc.RemoteWriteConfigs = append(pc.RemoteWriteConfigs, rw)
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -641,20 +640,6 @@ func boxSamples(vals []sample) []chunks.Sample {
 		out[i] = &vals[i]
 	}
 	return out
-}
-
-// headerRoundTripper adds fixed headers (X-Scope-OrgID, ...) to every request.
-type headerRoundTripper struct {
-	headers map[string]string
-	next    http.RoundTripper
-}
-
-func (h headerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	for k, v := range h.headers {
-		r.Header.Set(k, v)
-	}
-	return h.next.RoundTrip(r)
 }
 
 func matchersString(ms []*labels.Matcher) string {

@@ -23,43 +23,8 @@ import (
 	"github.com/fleetgate/fleetgate/fleet"
 )
 
-// httpClientConfig turns an endpoint's auth and TLS settings into
-// prometheus/common's client config.
-func httpClientConfig(ep fleet.QueryEndpoint) (config_util.HTTPClientConfig, error) {
-	hc := config_util.DefaultHTTPClientConfig
-	hc.TLSConfig = config_util.TLSConfig{
-		CAFile: ep.TLS.CAFile, CertFile: ep.TLS.CertFile, KeyFile: ep.TLS.KeyFile,
-		ServerName: ep.TLS.ServerName, InsecureSkipVerify: ep.TLS.InsecureSkipVerify,
-	}
-	switch {
-	case ep.BearerTokenFile != "":
-		hc.Authorization = &config_util.Authorization{Type: "Bearer", CredentialsFile: ep.BearerTokenFile}
-	case ep.BearerTokenEnv != "":
-		tok, err := ep.Token()
-		if err != nil {
-			return hc, err
-		}
-		hc.Authorization = &config_util.Authorization{Type: "Bearer", Credentials: config_util.Secret(tok)}
-	}
-	if err := hc.Validate(); err != nil {
-		return hc, err
-	}
-	return hc, nil
-}
-
 func newHTTPClient(ep fleet.QueryEndpoint) (*http.Client, error) {
-	hc, err := httpClientConfig(ep)
-	if err != nil {
-		return nil, err
-	}
-	c, err := config_util.NewClientFromConfig(hc, "fleetgate_query_source")
-	if err != nil {
-		return nil, err
-	}
-	if len(ep.Headers) > 0 {
-		c.Transport = headerRoundTripper{headers: ep.Headers, next: c.Transport}
-	}
-	return c, nil
+	return ep.Client.NewClient("fleetgate_query_source", 0)
 }
 
 // remoteReadFetcher reads with the Prometheus remote-read protocol, through
@@ -73,7 +38,7 @@ func newRemoteReadFetcher(name string, ep fleet.QueryEndpoint, _ *http.Client) (
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
 	}
-	hc, err := httpClientConfig(ep)
+	hc, err := ep.Client.ClientConfig()
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +46,6 @@ func newRemoteReadFetcher(name string, ep fleet.QueryEndpoint, _ *http.Client) (
 		URL:              &config_util.URL{URL: u},
 		Timeout:          model.Duration(ep.TimeoutOrDefault()),
 		HTTPClientConfig: hc,
-		Headers:          ep.Headers,
 		ChunkedReadLimit: 50 << 20,
 	})
 	if err != nil {
