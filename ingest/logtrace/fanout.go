@@ -1,4 +1,4 @@
-package signals
+package logtrace
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package signals
+package logtrace
 
 import (
 	"context"
@@ -64,7 +64,7 @@ func (f *flakySink) PushTraces(_ context.Context, td ptrace.Traces) error {
 	return nil
 }
 
-func newFanoutSignals(t *testing.T, cfg Config, logs []LogsSink, traces []TracesSink) *Signals {
+func newFanoutHub(t *testing.T, cfg Config, logs []LogsSink, traces []TracesSink) *Hub {
 	t.Helper()
 	reg, err := fleet.NewRegistry(fleet.Config{})
 	require.NoError(t, err)
@@ -82,7 +82,7 @@ func testStreams(now time.Time, line string) []push.Stream {
 // by the second sink only: each sink ends with the lines once.
 func TestLogFanoutRetryStoresOnce(t *testing.T) {
 	first, second := &flakySink{}, &flakySink{failN: 1}
-	sig := newFanoutSignals(t, Config{}, []LogsSink{first, second}, nil)
+	sig := newFanoutHub(t, Config{}, []LogsSink{first, second}, nil)
 	now := time.Now()
 	err := sig.PushLogs(context.Background(), nil, testStreams(now, "x"))
 	require.Error(t, err)
@@ -116,7 +116,7 @@ func testTraces(name string, now time.Time) ptrace.Traces {
 
 func TestTraceFanoutRetryStoresOnce(t *testing.T) {
 	first, second := &flakySink{failN: 1}, &flakySink{}
-	sig := newFanoutSignals(t, Config{}, nil, []TracesSink{first, second})
+	sig := newFanoutHub(t, Config{}, nil, []TracesSink{first, second})
 	now := time.Now() // the retry resends the same export
 	err := sig.PushTraces(context.Background(), nil, testTraces("op", now))
 	require.Equal(t, http.StatusServiceUnavailable, pipeline.ErrorStatus(err))
@@ -130,7 +130,7 @@ func TestTraceFanoutRetryStoresOnce(t *testing.T) {
 // hold is a 413 naming the limit, and no sink stores any of it.
 func TestOversizedPushRefusedBeforeAnySink(t *testing.T) {
 	first := &flakySink{}
-	sig := newFanoutSignals(t, Config{MaxLineBytes: 64 << 20}, []LogsSink{first}, nil)
+	sig := newFanoutHub(t, Config{MaxLineBytes: 64 << 20}, []LogsSink{first}, nil)
 	err := sig.PushLogs(context.Background(), nil, testStreams(time.Now(), strings.Repeat("x", MaxPushBytes/2)))
 	require.Equal(t, http.StatusRequestEntityTooLarge, pipeline.ErrorStatus(err))
 	require.ErrorContains(t, err, "58720256 bytes")

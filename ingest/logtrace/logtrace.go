@@ -1,10 +1,10 @@
-// Package signals carries logs and traces from their receivers (Loki push,
+// Package logtrace carries logs and traces from their receivers (Loki push,
 // OTLP) to their sinks (the embedded stores, the forwarders): it stamps the
 // cluster identity on every log stream and every OTLP resource, applies the
 // per-cluster log rate limit, fans out to the sinks, and derives metrics
 // (log lines and bytes, span RED metrics) that it writes through the metrics
 // pipeline into the TSDB.
-package signals
+package logtrace
 
 import (
 	"context"
@@ -41,7 +41,7 @@ type TracesSink interface {
 	PushTraces(ctx context.Context, td ptrace.Traces) error
 }
 
-// Config of the log and trace signals. The per-cluster log rate limit is
+// Config of logs and traces (the logs_traces: section). The per-cluster log rate limit is
 // fleet.Limits.LogsRateBytes.
 type Config struct {
 	// MaxLineBytes bounds one log line (default 256 KiB).
@@ -142,8 +142,8 @@ func (c Config) withDefaults() Config {
 // OTLP, whether the sender should retry.
 type Error = pipeline.Error
 
-// Signals is shared by the Loki and OTLP receivers. Safe for concurrent use.
-type Signals struct {
+// Hub is shared by the Loki and OTLP receivers. Safe for concurrent use.
+type Hub struct {
 	cfg    Config
 	reg    *fleet.Registry
 	pipe   *pipeline.Pipeline // nil: no derived metrics
@@ -165,12 +165,12 @@ type Signals struct {
 	logsFan, tracesFan *fanout // fan-out.go: a retry after a partial failure skips the sinks that stored it
 }
 
-// New builds the signals hub. pipe may be nil (no derived metrics).
-func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSink, traces []TracesSink, r prometheus.Registerer, logger *slog.Logger) (*Signals, error) {
+// New builds the logs-and-traces hub. pipe may be nil (no derived metrics).
+func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSink, traces []TracesSink, r prometheus.Registerer, logger *slog.Logger) (*Hub, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Signals{
+	s := &Hub{
 		cfg: cfg.withDefaults(), reg: reg, pipe: pipe, logs: logs, traces: traces, logger: logger, start: time.Now(), parser: parser.NewParser(parser.Options{}),
 		now: time.Now, derived: map[string]*clusterDerived{}, logsFan: newFanout(), tracesFan: newFanout(),
 		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -208,13 +208,13 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 }
 
 // Limiter enforces the per-cluster request limits (shared with metrics).
-func (s *Signals) Limiter() *pipeline.Limiter { return s.limits }
+func (s *Hub) Limiter() *pipeline.Limiter { return s.limits }
 
 // Registry is the cluster registry used to identify senders.
-func (s *Signals) Registry() *fleet.Registry { return s.reg }
+func (s *Hub) Registry() *fleet.Registry { return s.reg }
 
 // MaxStreamsPerRequest is the configured limit.
-func (s *Signals) MaxStreamsPerRequest() int { return s.cfg.MaxStreamsPerRequest }
+func (s *Hub) MaxStreamsPerRequest() int { return s.cfg.MaxStreamsPerRequest }
 
 func badRequest(reason, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Reason: reason, Msg: fmt.Sprintf(format, args...)}
@@ -222,7 +222,7 @@ func badRequest(reason, format string, args ...any) *Error {
 
 // resolve returns the cluster of data claiming `claimed` sent with
 // credential cluster c (nil in dev mode).
-func (s *Signals) resolve(c *fleet.Cluster, claimed, what string) (*fleet.Cluster, *Error) {
+func (s *Hub) resolve(c *fleet.Cluster, claimed, what string) (*fleet.Cluster, *Error) {
 	if c == nil {
 		c = s.reg.Dev(claimed)
 		if c == nil {
@@ -237,7 +237,7 @@ func (s *Signals) resolve(c *fleet.Cluster, claimed, what string) (*fleet.Cluste
 }
 
 // stampStream parses a Loki label string and returns it with the identity stamped.
-func (s *Signals) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder) (labels.Labels, *fleet.Cluster, *Error) {
+func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder) (labels.Labels, *fleet.Cluster, *Error) {
 	ls, err := s.parser.ParseMetric(lbls)
 	if err != nil {
 		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", pipeline.Truncate(lbls, 256), pipeline.Truncate(err.Error(), 256))
@@ -282,7 +282,7 @@ var identityMetadataKeys = []string{fleet.ClusterLabel, "k8s_cluster_name"}
 
 // checkEntry checks a log line's time and identity metadata; overwrite
 // policy rewrites a foreign cluster in its structured metadata to c.
-func (s *Signals) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *Error {
+func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *Error {
 	if len(e.Line) > s.cfg.MaxLineBytes {
 		return badRequest("line_too_long", "stream %s: line at %s is %d bytes, more than logs_traces.max_line_bytes (%d)",
 			pipeline.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
@@ -313,7 +313,7 @@ var epoch = time.Unix(0, 0)
 // timeProblem says why t is refused: after now+max_future, at or before
 // 1970, or older than maxAge (the store's retention, named by ageKey) when
 // set. The reason is empty when t is fine.
-func (s *Signals) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string) (reason, detail string) {
+func (s *Hub) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string) (reason, detail string) {
 	switch {
 	case t.After(now.Add(s.cfg.MaxFuture)):
 		return "too_far_in_future", fmt.Sprintf("timestamp %s is more than ingest.max_future (%s) ahead of now",
@@ -333,7 +333,7 @@ func (s *Signals) timeProblem(t, now time.Time, maxAge time.Duration, ageKey str
 // Nothing of a request with an invalid stream or line is stored; the error
 // lists the first problems. Streams are modified in place (labels replaced
 // by the stamped ones).
-func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Stream) error {
+func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Stream) error {
 	if len(streams) > s.cfg.MaxStreamsPerRequest {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
 			Msg: fmt.Sprintf("request has %d streams, more than logs_traces.max_streams_per_request (%d)", len(streams), s.cfg.MaxStreamsPerRequest)}
@@ -447,7 +447,7 @@ const (
 // StampResource checks the identity claimed by an OTLP resource against the
 // credential's cluster c (nil: dev mode) and sets k8s.cluster.name and
 // cluster (and the cluster's extra stamp labels) on it.
-func (s *Signals) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.Cluster, error) {
+func (s *Hub) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.Cluster, error) {
 	attrs := res.Attributes()
 	claimed := ""
 	for _, k := range []string{AttrCluster, AttrK8sClusterName} {
@@ -478,7 +478,7 @@ func (s *Signals) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.
 // writes the traces to every trace sink and counts the spans for the RED
 // metrics. c is the credential's cluster (nil: dev mode). Nothing of a
 // request with a refused resource or span is stored.
-func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) error {
+func (s *Hub) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) error {
 	rss := td.ResourceSpans()
 	clusters := make([]*fleet.Cluster, rss.Len())
 	for i := range rss.Len() {
@@ -532,7 +532,7 @@ func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Tr
 
 // checkSpans refuses spans that start or end more than max_future ahead,
 // start at or before 1970, or end before the trace store's retention.
-func (s *Signals) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
+func (s *Hub) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
 	now := s.now()
 	var (
 		problems pipeline.Problems

@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 )
 
 // Config of the Loki push receiver.
@@ -48,13 +48,13 @@ func (c *Config) Validate() error {
 // Handler serves POST /loki/api/v1/push.
 type Handler struct {
 	cfg      Config
-	sig      *signals.Signals
+	sig      *logtrace.Hub
 	logger   *slog.Logger
 	requests *prometheus.CounterVec
 }
 
 // NewHandler builds the receiver. r may be nil.
-func NewHandler(cfg Config, sig *signals.Signals, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
+func NewHandler(cfg Config, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func errStatus(status int, format string, args ...any) error {
 	return &statusError{status, fmt.Errorf(format, args...)}
 }
 
-// Status is the HTTP status for an error of Decode or the signals hub.
+// Status is the HTTP status for an error of Decode or the logs-and-traces hub.
 func Status(err error) int {
 	var se *statusError
 	if errors.As(err, &se) {

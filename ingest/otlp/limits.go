@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 )
 
 // The checks below run on the decoded pdata before identity stamping and
@@ -61,7 +61,7 @@ func (rc *Receiver) checkAttrs(c *fleet.Cluster, lim *fleet.Limits, attrs pcommo
 	if c == nil {
 		return nil
 	}
-	for _, k := range [...]string{signals.AttrCluster, signals.AttrK8sClusterName} {
+	for _, k := range [...]string{logtrace.AttrCluster, logtrace.AttrK8sClusterName} {
 		v, ok := attrs.Get(k)
 		if !ok || v.AsString() == c.Name {
 			continue
@@ -192,7 +192,7 @@ func (rc *Receiver) stampLogs(c *fleet.Cluster, ld plog.Logs) (map[string]bool, 
 }
 
 // checkSpans checks scope and span attributes of td (whose resources the
-// signals hub stamps).
+// logs-and-traces hub stamps).
 func (rc *Receiver) checkSpans(c *fleet.Cluster, td ptrace.Traces) error {
 	rss := td.ResourceSpans()
 	for i := range rss.Len() {

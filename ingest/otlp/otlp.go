@@ -2,7 +2,7 @@
 // (protobuf and JSON, gzip) with the OpenTelemetry collector's pdata types.
 // Metrics are translated to Prometheus series by Prometheus's own OTLP
 // translator and go through the metrics pipeline; logs become Loki streams
-// and traces go to the trace sinks, both through the signals hub.
+// and traces go to the trace sinks, both through the logs-and-traces hub.
 package otlp
 
 import (
@@ -27,8 +27,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 )
 
 // Config of the OTLP receiver. The translation fields mirror Prometheus's
@@ -100,7 +100,7 @@ var defaultLogIndexAttributes = []string{
 type Receiver struct {
 	cfg      Config
 	pipe     *pipeline.Pipeline
-	sig      *signals.Signals
+	sig      *logtrace.Hub
 	settings prw.Settings
 	logIdx   map[string]string // attribute -> label
 	logger   *slog.Logger
@@ -112,7 +112,7 @@ type Receiver struct {
 }
 
 // New builds the receiver. r may be nil.
-func New(cfg Config, pipe *pipeline.Pipeline, sig *signals.Signals, r prometheus.Registerer, logger *slog.Logger) (*Receiver, error) {
+func New(cfg Config, pipe *pipeline.Pipeline, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func New(cfg Config, pipe *pipeline.Pipeline, sig *signals.Signals, r prometheus
 	if !cfg.PromoteAllResourceAttributes {
 		// The cluster identity is always a label, so dev-mode identity and
 		// conflict checks work the same as for remote-write.
-		promote = append(append([]string(nil), promote...), signals.AttrCluster)
+		promote = append(append([]string(nil), promote...), logtrace.AttrCluster)
 	}
 	pcfg := config.OTLPConfig{
 		PromoteAllResourceAttributes: cfg.PromoteAllResourceAttributes,
@@ -269,7 +269,7 @@ func (rc *Receiver) rejected(c *fleet.Cluster, n int, err error) error {
 }
 
 // ExportLogs checks attribute counts and identity, stamps identity, turns
-// the records into Loki streams and pushes them through the signals hub.
+// the records into Loki streams and pushes them through the logs-and-traces hub.
 func (rc *Receiver) ExportLogs(ctx context.Context, c *fleet.Cluster, ld plog.Logs) (Result, error) {
 	stamped, err := rc.stampLogs(c, ld)
 	if err != nil {
@@ -286,7 +286,7 @@ func (rc *Receiver) ExportLogs(ctx context.Context, c *fleet.Cluster, ld plog.Lo
 }
 
 // ExportTraces checks attribute counts and identity and pushes the spans
-// through the signals hub, which stamps identity.
+// through the logs-and-traces hub, which stamps identity.
 func (rc *Receiver) ExportTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) (Result, error) {
 	n := td.SpanCount()
 	if err := rc.checkSpans(c, td); err != nil {
