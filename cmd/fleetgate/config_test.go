@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/logtrace"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
 func writeFile(t *testing.T, name, content string) string {

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/fleet"
 )
 
 // TestExemplarsAsPrometheus: exemplars are appended after the series'
@@ -146,3 +148,14 @@ func TestInvalidHistogramIs400(t *testing.T) {
 		})
 	}
 }
+
+func testRegistry(t *testing.T, names ...string) *fleet.Registry {
+	var cc []fleet.ClusterConfig
+	for _, n := range names {
+		cc = append(cc, fleet.ClusterConfig{Name: n, Credentials: fleet.Credentials{TLSNames: []string{n}}})
+	}
+	r, err := fleet.NewRegistry(fleet.Config{Clusters: cc})
+	require.NoError(t, err)
+	return r
+}
+func intp(n int) *int { return &n }

@@ -111,7 +111,7 @@ type Pipeline struct {
 	meta    MetadataSink
 	logger  *slog.Logger
 	now     func() time.Time
-	ha      *HATracker // HA replica dedup (ha.go); nil: off
+	ha      HATracker // HA replica dedup (ingest/ha); nil: off
 	refs    *refCache
 	limits  *Limiter
 	tracker *SeriesTracker // forward-only series limit; nil: off
@@ -505,9 +505,12 @@ func (b *Batch) Add(s *Series) error {
 			return b.appendExemplars(c, ref, ls, s, b.count(c))
 		}
 	}
-	ls, keep, backfill := b.p.ha.Accept(c, ls, s)
+	keep, backfill := true, []HABackfill(nil)
+	if b.p.ha != nil {
+		ls, keep, backfill = b.p.ha.Accept(c, ls, s)
+	}
 	if !keep {
-		return nil // a non-elected HA replica: dropped, counted in ha.go
+		return nil // a non-elected HA replica: dropped, counted by the tracker
 	}
 	if len(backfill) > 0 {
 		if err := b.backfill(c, backfill); err != nil {
@@ -776,3 +779,28 @@ func (p *Pipeline) MetadataSink() MetadataSink { return p.meta }
 
 // Rejected is the number of samples rejected so far (reported by Commit).
 func (b *Batch) Rejected() int { return b.badN }
+
+// HATracker deduplicates the series of Prometheus HA pairs (ingest/ha's
+// Tracker): it decides, per series that carries a replica label, whether
+// the batch keeps it.
+type HATracker interface {
+	// Tracks reports whether Accept decides about ls (it carries a replica
+	// label); such series skip the series cache.
+	Tracks(ls labels.Labels) bool
+	// Accept decides whether a stamped series of cluster c is kept, and
+	// returns its labels as stored (without the replica label unless
+	// configured) and, when the call elected a new replica, that replica's
+	// buffered samples to append first.
+	Accept(c *fleet.Cluster, ls labels.Labels, s *Series) (labels.Labels, bool, []HABackfill)
+	// Backfilled counts the outcome of appending a takeover's backfill.
+	Backfilled(c *fleet.Cluster, ok int, refused map[string]int)
+}
+
+// HABackfill is one buffered standby sample to append on failover.
+type HABackfill struct {
+	Labels labels.Labels // as Accept returns them
+	Sample Sample
+}
+
+// SetHATracker makes the pipeline deduplicate HA replicas with t (nil: off).
+func (p *Pipeline) SetHATracker(t HATracker) { p.ha = t }
