@@ -17,7 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/store/seglog"
 )
 
@@ -86,7 +86,7 @@ func TestLogFanoutRetryStoresOnce(t *testing.T) {
 	now := time.Now()
 	err := sig.PushLogs(context.Background(), nil, testStreams(now, "x"))
 	require.Error(t, err)
-	require.Equal(t, http.StatusServiceUnavailable, pipeline.ErrorStatus(err), "retryable")
+	require.Equal(t, http.StatusServiceUnavailable, core.ErrorStatus(err), "retryable")
 	require.Equal(t, 2, first.lines)
 	require.Zero(t, second.lines)
 
@@ -119,7 +119,7 @@ func TestTraceFanoutRetryStoresOnce(t *testing.T) {
 	sig := newFanoutHub(t, Config{}, nil, []TracesSink{first, second})
 	now := time.Now() // the retry resends the same export
 	err := sig.PushTraces(context.Background(), nil, testTraces("op", now))
-	require.Equal(t, http.StatusServiceUnavailable, pipeline.ErrorStatus(err))
+	require.Equal(t, http.StatusServiceUnavailable, core.ErrorStatus(err))
 	require.Equal(t, 1, second.spans)
 	require.NoError(t, sig.PushTraces(context.Background(), nil, testTraces("op", now)))
 	require.Equal(t, 1, first.spans)
@@ -132,7 +132,7 @@ func TestOversizedPushRefusedBeforeAnySink(t *testing.T) {
 	first := &flakySink{}
 	sig := newFanoutHub(t, Config{MaxLineBytes: 64 << 20}, []LogsSink{first}, nil)
 	err := sig.PushLogs(context.Background(), nil, testStreams(time.Now(), strings.Repeat("x", MaxPushBytes/2)))
-	require.Equal(t, http.StatusRequestEntityTooLarge, pipeline.ErrorStatus(err))
+	require.Equal(t, http.StatusRequestEntityTooLarge, core.ErrorStatus(err))
 	require.ErrorContains(t, err, "58720256 bytes")
 	require.Zero(t, first.pushes)
 }

@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
@@ -140,7 +141,7 @@ func (c Config) withDefaults() Config {
 
 // Error is a rejection with its HTTP status (400, 401, 413, 429) and, for
 // OTLP, whether the sender should retry.
-type Error = pipeline.Error
+type Error = core.Error
 
 // Hub is shared by the Loki and OTLP receivers. Safe for concurrent use.
 type Hub struct {
@@ -152,7 +153,7 @@ type Hub struct {
 	logger *slog.Logger
 	start  time.Time
 	parser parser.Parser
-	limits *pipeline.Limiter
+	limits *core.Limiter
 	now    func() time.Time
 
 	mu      sync.Mutex
@@ -200,7 +201,7 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 		s.limits = pipe.Limiter()
 	} else {
 		var err error
-		if s.limits, err = pipeline.NewLimiter(reg, nil); err != nil {
+		if s.limits, err = core.NewLimiter(reg, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -208,7 +209,7 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 }
 
 // Limiter enforces the per-cluster request limits (shared with metrics).
-func (s *Hub) Limiter() *pipeline.Limiter { return s.limits }
+func (s *Hub) Limiter() *core.Limiter { return s.limits }
 
 // Registry is the cluster registry used to identify senders.
 func (s *Hub) Registry() *fleet.Registry { return s.reg }
@@ -240,30 +241,30 @@ func (s *Hub) resolve(c *fleet.Cluster, claimed, what string) (*fleet.Cluster, *
 func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder) (labels.Labels, *fleet.Cluster, *Error) {
 	ls, err := s.parser.ParseMetric(lbls)
 	if err != nil {
-		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", pipeline.Truncate(lbls, 256), pipeline.Truncate(err.Error(), 256))
+		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", core.Truncate(lbls, 256), core.Truncate(err.Error(), 256))
 	}
 	if ls.IsEmpty() {
-		return ls, c, badRequest("invalid_labels", "stream %s has no labels", pipeline.Truncate(lbls, 256))
+		return ls, c, badRequest("invalid_labels", "stream %s has no labels", core.Truncate(lbls, 256))
 	}
 	if ls.Has(model.MetricNameLabel) {
-		return ls, c, badRequest("invalid_labels", "stream %s: label %s is not allowed", pipeline.Abbrev(ls), model.MetricNameLabel)
+		return ls, c, badRequest("invalid_labels", "stream %s: label %s is not allowed", core.Abbrev(ls), model.MetricNameLabel)
 	}
-	c, perr := s.resolve(c, ls.Get(fleet.ClusterLabel), "stream "+pipeline.Abbrev(ls))
+	c, perr := s.resolve(c, ls.Get(fleet.ClusterLabel), "stream "+core.Abbrev(ls))
 	if perr != nil {
 		return ls, c, perr
 	}
 	lim := c.Limits()
 	if lim.MaxLabelsPerSeries > 0 && ls.Len() > lim.MaxLabelsPerSeries {
-		return ls, c, badRequest("limit", "stream %s has %d labels, more than limits.max_labels_per_series (%d)", pipeline.Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)
+		return ls, c, badRequest("limit", "stream %s has %d labels, more than limits.max_labels_per_series (%d)", core.Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)
 	}
 	var lerr *Error
 	ls.Range(func(l labels.Label) {
 		switch {
 		case lerr != nil:
 		case lim.MaxLabelNameLength > 0 && len(l.Name) > lim.MaxLabelNameLength:
-			lerr = badRequest("limit", "stream %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)", pipeline.Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)
+			lerr = badRequest("limit", "stream %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)", core.Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)
 		case lim.MaxLabelValueLength > 0 && len(l.Value) > lim.MaxLabelValueLength:
-			lerr = badRequest("limit", "stream %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)", pipeline.Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)
+			lerr = badRequest("limit", "stream %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)", core.Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)
 		}
 	})
 	if lerr != nil {
@@ -285,10 +286,10 @@ var identityMetadataKeys = []string{fleet.ClusterLabel, "k8s_cluster_name"}
 func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *Error {
 	if len(e.Line) > s.cfg.MaxLineBytes {
 		return badRequest("line_too_long", "stream %s: line at %s is %d bytes, more than logs_traces.max_line_bytes (%d)",
-			pipeline.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
+			core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
 	}
 	if reason, detail := s.timeProblem(e.Timestamp, now, s.cfg.LogsMaxAge, "logs_storage.retention"); reason != "" {
-		return badRequest(reason, "stream %s: line %s", pipeline.Abbrev(ls), detail)
+		return badRequest(reason, "stream %s: line %s", core.Abbrev(ls), detail)
 	}
 	for i := range e.StructuredMetadata {
 		md := &e.StructuredMetadata[i]
@@ -298,7 +299,7 @@ func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now 
 			}
 			if s.reg.OnConflict() != fleet.ConflictOverwrite {
 				return badRequest("conflict", "stream %s: line at %s has structured metadata %s=%.64q, another cluster than the credential proves (%q)",
-					pipeline.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), k, md.Value, c.Name)
+					core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), k, md.Value, c.Name)
 			}
 			md.Value = c.Name
 		}
@@ -329,7 +330,7 @@ func (s *Hub) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string)
 // PushLogs stamps identity on the streams of one request sent with the
 // credential of cluster c (nil: dev mode), validates and rate-limits them,
 // and writes them to every log sink. Errors are *Error with a status, or a
-// sink failure (status 503 via pipeline.ErrorStatus -> 500 for plain errors).
+// sink failure (status 503 via core.ErrorStatus -> 500 for plain errors).
 // Nothing of a request with an invalid stream or line is stored; the error
 // lists the first problems. Streams are modified in place (labels replaced
 // by the stamped ones).
@@ -344,7 +345,7 @@ func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Str
 	}
 	var (
 		counts   []perCluster
-		problems pipeline.Problems
+		problems core.Problems
 		bad      int
 	)
 	keys := make([]logKey, 0, len(streams))
@@ -535,7 +536,7 @@ func (s *Hub) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces
 func (s *Hub) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
 	now := s.now()
 	var (
-		problems pipeline.Problems
+		problems core.Problems
 		bad      int
 	)
 	rss := td.ResourceSpans()
@@ -555,7 +556,7 @@ func (s *Hub) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
 				if reason == "" {
 					continue
 				}
-				perr := badRequest(reason, "span %s: %s %s", pipeline.Abbrev(spanLabels(rs.Resource(), sp)), what, detail)
+				perr := badRequest(reason, "span %s: %s %s", core.Abbrev(spanLabels(rs.Resource(), sp)), what, detail)
 				s.rejected.WithLabelValues("traces", perr.Reason).Inc()
 				clusters[i].Rejected(perr.Reason, 1, perr.Msg)
 				problems.Add(perr)

@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/ingest/logtrace"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
 // Config of the Loki push receiver.
@@ -110,7 +110,7 @@ func Status(err error) int {
 	if errors.As(err, &se) {
 		return se.status
 	}
-	return pipeline.ErrorStatus(err)
+	return core.ErrorStatus(err)
 }
 
 // FormatOf chooses the body format from the Content-Type: protobuf when
@@ -250,11 +250,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.logger.Debug("Loki push rejected", "status", status, "err", err)
 		}
-		if d := pipeline.ErrorRetryAfter(err); d > 0 {
-			w.Header().Set("Retry-After", pipeline.RetryAfter(d))
+		if d := core.ErrorRetryAfter(err); d > 0 {
+			w.Header().Set("Retry-After", core.RetryAfter(d))
 		}
 		// Messages are capped where they are made; this bounds their sum.
-		http.Error(w, pipeline.Truncate(err.Error(), 16<<10), status)
+		http.Error(w, core.Truncate(err.Error(), 16<<10), status)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -267,7 +267,7 @@ func (h *Handler) serve(r *http.Request, format *Format) (int, error) {
 	}
 	// A cluster at its in-flight or log rate limit is refused before its
 	// body is read or decoded.
-	if err := h.sig.Limiter().Admit(cluster, pipeline.BudgetLogBytes); err != nil {
+	if err := h.sig.Limiter().Admit(cluster, core.BudgetLogBytes); err != nil {
 		return Status(err), err
 	}
 	defer h.sig.Limiter().Done(cluster)

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -156,13 +156,13 @@ func (rc *Receiver) writeError(w http.ResponseWriter, enc encoding, signal strin
 	outcome := "rejected"
 	if retryable(s) {
 		outcome = "retryable_error"
-		w.Header().Set("Retry-After", pipeline.RetryAfter(pipeline.ErrorRetryAfter(err)))
+		w.Header().Set("Retry-After", core.RetryAfter(core.ErrorRetryAfter(err)))
 	}
 	rc.requests.WithLabelValues(signal, "http", outcome).Inc()
 	if s >= 500 {
 		rc.logger.Error("OTLP export failed", "signal", signal, "err", err)
 	}
-	st := status.New(grpcCode(s), pipeline.Truncate(err.Error(), maxErrorMessage)).Proto()
+	st := status.New(grpcCode(s), core.Truncate(err.Error(), maxErrorMessage)).Proto()
 	var b []byte
 	if enc == encJSON {
 		b, _ = protojson.Marshal(st)
@@ -183,7 +183,7 @@ func (rc *Receiver) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetSamples); err != nil {
+	if err := rc.pipe.Limiter().Admit(c, core.BudgetSamples); err != nil {
 		rc.writeError(w, encodingOf(r), "metrics", err)
 		return
 	}
@@ -220,7 +220,7 @@ func (rc *Receiver) serveLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetLogBytes); err != nil {
+	if err := rc.pipe.Limiter().Admit(c, core.BudgetLogBytes); err != nil {
 		rc.writeError(w, encodingOf(r), "logs", err)
 		return
 	}
@@ -251,7 +251,7 @@ func (rc *Receiver) serveTraces(w http.ResponseWriter, r *http.Request) {
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetNone); err != nil {
+	if err := rc.pipe.Limiter().Admit(c, core.BudgetNone); err != nil {
 		rc.writeError(w, encodingOf(r), "traces", err)
 		return
 	}

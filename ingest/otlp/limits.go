@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/ingest/logtrace"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
 // The checks below run on the decoded pdata before identity stamping and
@@ -32,13 +32,13 @@ func (rc *Receiver) limitsOf(c *fleet.Cluster) fleet.Limits {
 
 func serviceOf(res pcommon.Resource) string {
 	if v, ok := res.Attributes().Get("service.name"); ok {
-		return pipeline.Truncate(v.AsString(), 128)
+		return core.Truncate(v.AsString(), 128)
 	}
 	return "unknown_service"
 }
 
 func limitErr(format string, args ...any) error {
-	return &pipeline.Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf(format, args...)}
+	return &core.Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf(format, args...)}
 }
 
 // checkResource counts a resource's attributes.
@@ -67,7 +67,7 @@ func (rc *Receiver) checkAttrs(c *fleet.Cluster, lim *fleet.Limits, attrs pcommo
 			continue
 		}
 		if rc.sig.Registry().OnConflict() != fleet.ConflictOverwrite {
-			return &pipeline.Error{Status: http.StatusBadRequest, Reason: "conflict",
+			return &core.Error{Status: http.StatusBadRequest, Reason: "conflict",
 				Msg: fmt.Sprintf("%s has attribute %s=%.64q, another cluster than the credential proves (%q)", what(), k, v.AsString(), c.Name)}
 		}
 		attrs.PutStr(k, c.Name)
@@ -115,7 +115,7 @@ func (rc *Receiver) stampMetrics(c *fleet.Cluster, md pmetric.Metrics) error {
 func (rc *Receiver) checkPoints(c *fleet.Cluster, lim *fleet.Limits, m pmetric.Metric, svc func() string) error {
 	check := func(i int, attrs pcommon.Map) error {
 		return rc.checkAttrs(c, lim, attrs, func() string {
-			return fmt.Sprintf("data point %d of metric %q (service %q)", i, pipeline.Truncate(m.Name(), 128), svc())
+			return fmt.Sprintf("data point %d of metric %q (service %q)", i, core.Truncate(m.Name(), 128), svc())
 		})
 	}
 	switch m.Type() {
@@ -214,7 +214,7 @@ func (rc *Receiver) checkSpans(c *fleet.Cluster, td ptrace.Traces) error {
 			for k := range spans.Len() {
 				sp := spans.At(k)
 				if err := rc.checkAttrs(c, &lim, sp.Attributes(), func() string {
-					return fmt.Sprintf("span %q (trace %s, service %q)", pipeline.Truncate(sp.Name(), 128), sp.TraceID(), svc())
+					return fmt.Sprintf("span %q (trace %s, service %q)", core.Truncate(sp.Name(), 128), sp.TraceID(), svc())
 				}); err != nil {
 					return err
 				}

@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
@@ -191,7 +192,7 @@ func statusOf(err error) int {
 	if errors.As(err, &ee) {
 		return ee.status
 	}
-	s := pipeline.ErrorStatus(err)
+	s := core.ErrorStatus(err)
 	if s == http.StatusInternalServerError {
 		// Storage failures are transient: ask the sender to retry.
 		return http.StatusServiceUnavailable
@@ -239,7 +240,7 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 	_, err := batch.Commit()
 	var res Result
 	if err != nil {
-		if pipeline.ErrorStatus(err) != http.StatusBadRequest {
+		if core.ErrorStatus(err) != http.StatusBadRequest {
 			return Result{}, err
 		}
 		// Some series were invalid; the rest is committed: partial success.
@@ -250,7 +251,7 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 		if res.Message != "" {
 			res.Message += "; "
 		}
-		res.Message += "not translated: " + pipeline.Truncate(terr.Error(), pipeline.MaxProblems*pipeline.MaxProblemBytes)
+		res.Message += "not translated: " + core.Truncate(terr.Error(), core.MaxProblems*core.MaxProblemBytes)
 		if res.Rejected == 0 {
 			res.Rejected = 1
 		}
@@ -261,7 +262,7 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 
 // rejected counts a refusal of n items in the cluster's registry entry.
 func (rc *Receiver) rejected(c *fleet.Cluster, n int, err error) error {
-	var pe *pipeline.Error
+	var pe *core.Error
 	if c != nil && errors.As(err, &pe) {
 		c.Rejected(pe.Reason, n, pe.Msg)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 )
 
 // TestExemplarsAsPrometheus: exemplars are appended after the series'
@@ -93,7 +94,7 @@ func TestExemplarsAsPrometheus(t *testing.T) {
 			require.NoError(t, b.Add(&tc.series))
 			w, err = b.Commit()
 			if len(tc.series.Samples) > 0 && tc.series.Samples[0].T < now {
-				require.Equal(t, http.StatusBadRequest, ErrorStatus(err), "the refused sample is reported")
+				require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err), "the refused sample is reported")
 			} else {
 				require.NoError(t, err, "exemplars never fail the batch")
 			}
@@ -143,7 +144,7 @@ func TestInvalidHistogramIs400(t *testing.T) {
 			require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []HistogramSample{h}}))
 			require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "ok"), Samples: []Sample{{T: now, V: 1}}}))
 			w, err := b.Commit()
-			require.Equal(t, http.StatusBadRequest, ErrorStatus(err), "%v", err)
+			require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err), "%v", err)
 			require.Equal(t, Written{Series: 2, Samples: 1}, w, "the valid series is written")
 		})
 	}

@@ -24,6 +24,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
@@ -235,11 +236,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.logger.Debug("remote-write rejected", "err", err, "status", status)
 		}
-		if d := pipeline.ErrorRetryAfter(err); d > 0 {
-			w.Header().Set("Retry-After", pipeline.RetryAfter(d))
+		if d := core.ErrorRetryAfter(err); d > 0 {
+			w.Header().Set("Retry-After", core.RetryAfter(d))
 		}
 		// Messages are capped where they are made; this bounds their sum.
-		http.Error(w, pipeline.Truncate(err.Error(), maxErrorBody), status)
+		http.Error(w, core.Truncate(err.Error(), maxErrorBody), status)
 	} else {
 		w.WriteHeader(status)
 	}
@@ -266,8 +267,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, version *string)
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := h.pipe.Limiter().Admit(cluster, pipeline.BudgetSamples); err != nil {
-		return pipeline.ErrorStatus(err), err
+	if err := h.pipe.Limiter().Admit(cluster, core.BudgetSamples); err != nil {
+		return core.ErrorStatus(err), err
 	}
 	defer h.pipe.Limiter().Done(cluster)
 	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
@@ -355,7 +356,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 		n += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
 	}
 	if err := h.pipe.Limiter().TakeSamples(cluster, n); err != nil {
-		return pipeline.ErrorStatus(err), err
+		return core.ErrorStatus(err), err
 	}
 	batch := h.pipe.Begin(r.Context(), cluster)
 	s := &st.series
@@ -381,7 +382,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 			s.Exemplars = append(s.Exemplars, e.ToExemplar(&st.sb, nil))
 		}
 		if err := batch.Add(s); err != nil {
-			return pipeline.ErrorStatus(err), err
+			return core.ErrorStatus(err), err
 		}
 	}
 	if ms := h.pipe.MetadataSink(); ms != nil && len(req.Metadata) > 0 {
@@ -398,7 +399,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	_, err := batch.Commit()
 	w.Header().Set(headerVersion, "0.1.0")
 	if err != nil {
-		return pipeline.ErrorStatus(err), err
+		return core.ErrorStatus(err), err
 	}
 	return http.StatusNoContent, nil
 }
@@ -436,11 +437,11 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		n += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
 	}
 	if err := h.pipe.Limiter().TakeSamples(cluster, n); err != nil {
-		return pipeline.ErrorStatus(err), err
+		return core.ErrorStatus(err), err
 	}
 	batch := h.pipe.Begin(r.Context(), cluster)
 	s := &st.series
-	var badSeries pipeline.Problems
+	var badSeries core.Problems
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		s.Reset()
@@ -452,12 +453,12 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		st.cur, st.refs, st.symbols, s.Source = nil, ts.LabelsRefs, req.Symbols, st
 		md, err := ts.ToMetadata(req.Symbols)
 		if err != nil {
-			badSeries.Add(fmt.Errorf("series %s: metadata: %w", pipeline.Abbrev(st.SeriesLabels()), err))
+			badSeries.Add(fmt.Errorf("series %s: metadata: %w", core.Abbrev(st.SeriesLabels()), err))
 			continue
 		}
 		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
 			// The 2.0 spec requires one; Prometheus's receiver answers 400.
-			badSeries.Add(fmt.Errorf("series %s has no samples or histograms", pipeline.Abbrev(st.SeriesLabels())))
+			badSeries.Add(fmt.Errorf("series %s has no samples or histograms", core.Abbrev(st.SeriesLabels())))
 			continue
 		}
 		s.ID = st.idV2(ts.LabelsRefs, req.Symbols, md)
@@ -477,19 +478,19 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		for _, e := range ts.Exemplars {
 			ex, err := e.ToExemplar(&st.sb, req.Symbols)
 			if err != nil {
-				badSeries.Add(fmt.Errorf("series %s: exemplar: %w", pipeline.Abbrev(st.SeriesLabels()), err))
+				badSeries.Add(fmt.Errorf("series %s: exemplar: %w", core.Abbrev(st.SeriesLabels()), err))
 				continue
 			}
 			s.Exemplars = append(s.Exemplars, ex)
 		}
 		if err := batch.Add(s); err != nil {
-			return pipeline.ErrorStatus(err), err
+			return core.ErrorStatus(err), err
 		}
 	}
 	written, err := batch.Commit()
 	setWritten(written)
-	if err != nil && pipeline.ErrorStatus(err) != http.StatusBadRequest {
-		return pipeline.ErrorStatus(err), err
+	if err != nil && core.ErrorStatus(err) != http.StatusBadRequest {
+		return core.ErrorStatus(err), err
 	}
 	// Partial acceptance: what was valid is committed and counted in the
 	// Written headers; the rest is a 400 naming it. Out-of-order exemplars
