@@ -5,12 +5,9 @@ package loki
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/prometheus/prometheus/model/labels"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -92,26 +89,12 @@ func (f Format) String() string {
 	return "protobuf"
 }
 
-type statusError struct {
-	status int
-	err    error
-}
-
-func (e *statusError) Error() string { return e.err.Error() }
-func (e *statusError) Unwrap() error { return e.err }
-
 func errStatus(status int, format string, args ...any) error {
-	return &statusError{status, fmt.Errorf(format, args...)}
+	return core.Errorf(status, "invalid", format, args...)
 }
 
 // Status is the HTTP status for an error of Decode or the logs-and-traces hub.
-func Status(err error) int {
-	var se *statusError
-	if errors.As(err, &se) {
-		return se.status
-	}
-	return core.ErrorStatus(err)
-}
+func Status(err error) int { return core.ErrorStatus(err) }
 
 // FormatOf chooses the body format from the Content-Type: protobuf when
 // empty or application/x-protobuf, JSON for application/json.
@@ -276,34 +259,10 @@ func (h *Handler) serve(r *http.Request, format *Format) (int, error) {
 		return Status(err), err
 	}
 	*format = f
-	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is %d bytes, more than loki_push.max_request_bytes (%d)", r.ContentLength, h.cfg.MaxRequestBytes)
-	}
-	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(h.cfg.MaxRequestBytes))
-	limit := h.cfg.MaxRequestBytes
-	switch enc := r.Header.Get("Content-Encoding"); enc {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			return http.StatusBadRequest, fmt.Errorf("decoding gzip body: %w", err)
-		}
-		defer zr.Close()
-		body = zr
-		limit = h.cfg.MaxDecodedBytes
-	default:
-		return http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Encoding %q: want gzip or none", enc)
-	}
-	buf, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
+	buf, err := core.ReadBody(r, nil, core.BodyLimits{MaxBytes: h.cfg.MaxRequestBytes, Key: "loki_push.max_request_bytes",
+		Gzip: true, MaxDecodedBytes: h.cfg.MaxDecodedBytes})
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is more than loki_push.max_request_bytes (%d)", h.cfg.MaxRequestBytes)
-		}
-		return http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
-	}
-	if len(buf) > limit {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("decoded request body is more than %d bytes", limit)
+		return Status(err), err
 	}
 	req, err := Decode(buf, f, h.cfg.MaxDecodedBytes)
 	if err != nil {

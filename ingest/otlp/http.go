@@ -1,10 +1,6 @@
 package otlp
 
 import (
-	"compress/gzip"
-	"errors"
-	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -62,48 +58,22 @@ func (rc *Receiver) readBody(r *http.Request) ([]byte, encoding, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch {
 	case err != nil:
-		return nil, enc, &exportError{http.StatusUnsupportedMediaType, fmt.Errorf("bad Content-Type %q: want application/x-protobuf or application/json", r.Header.Get("Content-Type"))}
+		return nil, enc, core.Errorf(http.StatusUnsupportedMediaType, "invalid", "bad Content-Type %q: want application/x-protobuf or application/json", r.Header.Get("Content-Type"))
 	case mt == "application/x-protobuf" || mt == "application/protobuf":
 	case mt == "application/json":
 		enc = encJSON
 	default:
-		return nil, enc, &exportError{http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Type %q: want application/x-protobuf or application/json", mt)}
+		return nil, enc, core.Errorf(http.StatusUnsupportedMediaType, "invalid", "unsupported Content-Type %q: want application/x-protobuf or application/json", mt)
 	}
-	if r.ContentLength > int64(rc.cfg.MaxRequestBytes) {
-		return nil, enc, &exportError{http.StatusRequestEntityTooLarge, fmt.Errorf("request body is %d bytes, more than otlp.max_request_bytes (%d)", r.ContentLength, rc.cfg.MaxRequestBytes)}
-	}
-	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(rc.cfg.MaxRequestBytes))
-	limit := rc.cfg.MaxRequestBytes
-	switch ce := r.Header.Get("Content-Encoding"); ce {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			return nil, enc, &exportError{http.StatusBadRequest, fmt.Errorf("decoding gzip body: %w", err)}
-		}
-		defer zr.Close()
-		body, limit = zr, rc.cfg.MaxDecodedBytes
-	default:
-		return nil, enc, &exportError{http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Encoding %q: want gzip or none", ce)}
-	}
-	b, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, enc, &exportError{http.StatusRequestEntityTooLarge, fmt.Errorf("request body is more than otlp.max_request_bytes (%d)", rc.cfg.MaxRequestBytes)}
-		}
-		return nil, enc, &exportError{http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)}
-	}
-	if len(b) > limit {
-		return nil, enc, &exportError{http.StatusRequestEntityTooLarge, fmt.Errorf("decoded request body is more than %d bytes", limit)}
-	}
-	return b, enc, nil
+	b, err := core.ReadBody(r, nil, core.BodyLimits{MaxBytes: rc.cfg.MaxRequestBytes, Key: "otlp.max_request_bytes",
+		Gzip: true, MaxDecodedBytes: rc.cfg.MaxDecodedBytes})
+	return b, enc, err
 }
 
 func (rc *Receiver) identify(r *http.Request) (*fleet.Cluster, error) {
 	c, err := rc.sig.Registry().Identify(fleet.CredentialFromHTTP(r))
 	if err != nil {
-		return nil, &exportError{http.StatusUnauthorized, err}
+		return nil, &core.Error{Status: http.StatusUnauthorized, Reason: "unauthenticated", Msg: err.Error(), Err: err}
 	}
 	return c, nil
 }
@@ -287,7 +257,7 @@ func unmarshal(req unmarshaler, body []byte, enc encoding) error {
 		err = req.UnmarshalProto(body)
 	}
 	if err != nil {
-		return &exportError{http.StatusBadRequest, fmt.Errorf("decoding OTLP %s request: %w", map[encoding]string{encProto: "protobuf", encJSON: "JSON"}[enc], err)}
+		return core.Errorf(http.StatusBadRequest, "invalid", "decoding OTLP %s request: %w", map[encoding]string{encProto: "protobuf", encJSON: "JSON"}[enc], err)
 	}
 	return nil
 }

@@ -177,21 +177,11 @@ type Result struct {
 	Message  string
 }
 
-// exportError is a failed export with its HTTP status; Retryable follows the
-// OTLP spec (429, 502, 503, 504 are retryable, other 4xx/5xx are not).
-type exportError struct {
-	status int
-	err    error
-}
-
-func (e *exportError) Error() string { return e.err.Error() }
-func (e *exportError) Unwrap() error { return e.err }
-
+// statusOf is the HTTP status of a failed export (a *core.Error's, else
+// 503: storage failures are transient, the sender should retry); Retryable
+// follows the OTLP spec (429, 502, 503, 504 are retryable, other 4xx/5xx
+// are not).
 func statusOf(err error) int {
-	var ee *exportError
-	if errors.As(err, &ee) {
-		return ee.status
-	}
 	s := core.ErrorStatus(err)
 	if s == http.StatusInternalServerError {
 		// Storage failures are transient: ask the sender to retry.
