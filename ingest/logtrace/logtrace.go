@@ -221,24 +221,9 @@ func badRequest(reason, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Reason: reason, Msg: fmt.Sprintf(format, args...)}
 }
 
-// resolve returns the cluster of data claiming `claimed` sent with
-// credential cluster c (nil in dev mode).
-func (s *Hub) resolve(c *fleet.Cluster, claimed, what string) (*fleet.Cluster, *Error) {
-	if c == nil {
-		c = s.reg.Dev(claimed)
-		if c == nil {
-			return nil, &Error{Status: http.StatusUnauthorized, Reason: "unauthenticated", Msg: "no cluster identity"}
-		}
-		return c, nil
-	}
-	if claimed != "" && claimed != c.Name && s.reg.OnConflict() == fleet.ConflictReject {
-		return c, badRequest("conflict", "%s claims cluster %q but the credential proves cluster %q", what, claimed, c.Name)
-	}
-	return c, nil
-}
-
-// stampStream parses a Loki label string and returns it with the identity stamped.
-func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder) (labels.Labels, *fleet.Cluster, *Error) {
+// stampStream parses a Loki label string and returns it with the identity
+// stamped (identity, conflict rule, label limits and stamping: ingest/core).
+func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.ScratchBuilder) (labels.Labels, *fleet.Cluster, *Error) {
 	ls, err := s.parser.ParseMetric(lbls)
 	if err != nil {
 		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", core.Truncate(lbls, 256), core.Truncate(err.Error(), 256))
@@ -249,32 +234,18 @@ func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder) (la
 	if ls.Has(model.MetricNameLabel) {
 		return ls, c, badRequest("invalid_labels", "stream %s: label %s is not allowed", core.Abbrev(ls), model.MetricNameLabel)
 	}
-	c, perr := s.resolve(c, ls.Get(fleet.ClusterLabel), "stream "+core.Abbrev(ls))
+	claimed := ls.Get(fleet.ClusterLabel)
+	rc, perr := core.Resolve(s.reg, c, claimed)
 	if perr != nil {
 		return ls, c, perr
 	}
-	lim := c.Limits()
-	if lim.MaxLabelsPerSeries > 0 && ls.Len() > lim.MaxLabelsPerSeries {
-		return ls, c, badRequest("limit", "stream %s has %d labels, more than limits.max_labels_per_series (%d)", core.Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)
+	if core.Refused(s.reg, rc, claimed) {
+		return ls, rc, core.ConflictError("stream "+core.Abbrev(ls), claimed, rc)
 	}
-	var lerr *Error
-	ls.Range(func(l labels.Label) {
-		switch {
-		case lerr != nil:
-		case lim.MaxLabelNameLength > 0 && len(l.Name) > lim.MaxLabelNameLength:
-			lerr = badRequest("limit", "stream %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)", core.Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)
-		case lim.MaxLabelValueLength > 0 && len(l.Value) > lim.MaxLabelValueLength:
-			lerr = badRequest("limit", "stream %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)", core.Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)
-		}
-	})
-	if lerr != nil {
-		return ls, c, lerr
+	if lerr := core.CheckLabelLimits(rc.Limits(), "stream", ls); lerr != nil {
+		return ls, rc, lerr
 	}
-	sb.Reset(ls)
-	for _, kv := range c.StampLabels() {
-		sb.Set(kv[0], kv[1])
-	}
-	return sb.Labels(), c, nil
+	return core.Stamp(sb, ls, rc.StampLabels()), rc, nil
 }
 
 // Identity keys of log structured metadata (as sent, and as OTLP attributes
@@ -294,14 +265,18 @@ func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now 
 	for i := range e.StructuredMetadata {
 		md := &e.StructuredMetadata[i]
 		for _, k := range identityMetadataKeys {
-			if md.Name != k || md.Value == c.Name {
+			if md.Name != k {
 				continue
 			}
-			if s.reg.OnConflict() != fleet.ConflictOverwrite {
-				return badRequest("conflict", "stream %s: line at %s has structured metadata %s=%.64q, another cluster than the credential proves (%q)",
-					core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), k, md.Value, c.Name)
+			overwrite, perr := core.CheckIdentityValue(s.reg, c, k, md.Value, func() string {
+				return fmt.Sprintf("stream %s: line at %s has structured metadata", core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano))
+			})
+			if perr != nil {
+				return perr
 			}
-			md.Value = c.Name
+			if overwrite {
+				md.Value = c.Name
+			}
 		}
 	}
 	return nil
@@ -349,8 +324,7 @@ func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Str
 		bad      int
 	)
 	keys := make([]logKey, 0, len(streams))
-	var sb labels.Builder
-	sb.Reset(labels.EmptyLabels())
+	sb := labels.NewScratchBuilder(16)
 	now := s.now()
 	reject := func(sc *fleet.Cluster, perr *Error, n int) {
 		s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(n))
@@ -459,12 +433,12 @@ func (s *Hub) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.Clus
 			if claimed == "" {
 				claimed = v.AsString()
 			}
-			if c != nil && v.AsString() != c.Name && s.reg.OnConflict() == fleet.ConflictReject {
+			if c != nil && core.Refused(s.reg, c, v.AsString()) {
 				return c, badRequest("conflict", "resource with %s=%q claims another cluster than the credential proves (%q)", k, v.AsString(), c.Name)
 			}
 		}
 	}
-	c, perr := s.resolve(c, claimed, "resource")
+	c, perr := core.Resolve(s.reg, c, claimed)
 	if perr != nil {
 		return c, perr
 	}

@@ -63,14 +63,16 @@ func (rc *Receiver) checkAttrs(c *fleet.Cluster, lim *fleet.Limits, attrs pcommo
 	}
 	for _, k := range [...]string{logtrace.AttrCluster, logtrace.AttrK8sClusterName} {
 		v, ok := attrs.Get(k)
-		if !ok || v.AsString() == c.Name {
+		if !ok {
 			continue
 		}
-		if rc.sig.Registry().OnConflict() != fleet.ConflictOverwrite {
-			return &core.Error{Status: http.StatusBadRequest, Reason: "conflict",
-				Msg: fmt.Sprintf("%s has attribute %s=%.64q, another cluster than the credential proves (%q)", what(), k, v.AsString(), c.Name)}
+		overwrite, perr := core.CheckIdentityValue(rc.sig.Registry(), c, k, v.AsString(), func() string { return what() + " has attribute" })
+		if perr != nil {
+			return perr
 		}
-		attrs.PutStr(k, c.Name)
+		if overwrite {
+			attrs.PutStr(k, c.Name)
+		}
 	}
 	return nil
 }

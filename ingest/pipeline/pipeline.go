@@ -309,21 +309,19 @@ func (b *Batch) reject(c *fleet.Cluster, reason string, n int, err error) {
 // Fatal is the identity error that aborted the batch, if any.
 func (b *Batch) Fatal() error { return b.fatal }
 
-// stamp validates s.Labels and returns them with the cluster identity stamped.
+// stamp validates s.Labels and returns them with the cluster identity
+// stamped (identity, conflict rule, label limits and stamping: ingest/core).
 func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *core.Error) {
-	c := b.cluster
-	if c == nil {
-		c = b.p.reg.Dev(ls.Get(fleet.ClusterLabel))
-		if c == nil {
-			return ls, nil, &core.Error{Status: http.StatusUnauthorized, Reason: "unauthenticated", Msg: "no cluster identity"}
-		}
+	c, perr := core.Resolve(b.p.reg, b.cluster, ls.Get(fleet.ClusterLabel))
+	if perr != nil {
+		return ls, nil, perr
 	}
 	if ls.Len() == 0 || ls.Get(model.MetricNameLabel) == "" {
 		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has no metric name", core.Abbrev(ls))}
 	}
 	lim := c.Limits()
 	if lim.MaxLabelsPerSeries > 0 && ls.Len() > lim.MaxLabelsPerSeries {
-		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s has %d labels, more than limits.max_labels_per_series (%d)", core.Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)}
+		return ls, c, core.CheckLabelLimits(lim, "series", ls)
 	}
 	if !ls.IsValid(model.UTF8Validation) {
 		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has an invalid label name or value", core.Abbrev(ls))}
@@ -331,50 +329,17 @@ func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *core.Er
 	if dup, ok := ls.HasDuplicateLabelNames(); ok {
 		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has duplicate label %.64q", core.Abbrev(ls), dup)}
 	}
-	if lim.MaxLabelNameLength > 0 || lim.MaxLabelValueLength > 0 {
-		var lerr *core.Error
-		ls.Range(func(l labels.Label) {
-			if lerr != nil {
-				return
-			}
-			switch {
-			case lim.MaxLabelNameLength > 0 && len(l.Name) > lim.MaxLabelNameLength:
-				lerr = &core.Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)",
-					core.Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)}
-			case lim.MaxLabelValueLength > 0 && len(l.Value) > lim.MaxLabelValueLength:
-				lerr = &core.Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)",
-					core.Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)}
-			}
-		})
-		if lerr != nil {
-			return ls, c, lerr
-		}
+	if lerr := core.CheckLabelLimits(lim, "series", ls); lerr != nil {
+		return ls, c, lerr
 	}
-	if claimed := ls.Get(fleet.ClusterLabel); claimed != "" && claimed != c.Name && b.p.reg.OnConflict() == fleet.ConflictReject {
-		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "conflict",
-			Msg: fmt.Sprintf("series %s claims cluster %.64q but the credential proves cluster %q", core.Abbrev(ls), claimed, c.Name)}
+	if claimed := ls.Get(fleet.ClusterLabel); core.Refused(b.p.reg, c, claimed) {
+		return ls, c, core.ConflictError("series "+core.Abbrev(ls), claimed, c)
 	}
-	// Merge the sorted series labels with the sorted stamp, the stamp winning.
 	stamp := b.stamps
 	if c != b.cluster || stamp == nil {
 		stamp = c.StampLabels()
 	}
-	b.sb.Reset()
-	i := 0
-	ls.Range(func(l labels.Label) {
-		for i < len(stamp) && stamp[i][0] < l.Name {
-			b.sb.Add(stamp[i][0], stamp[i][1])
-			i++
-		}
-		if i < len(stamp) && stamp[i][0] == l.Name {
-			return // the stamped value replaces the sent one
-		}
-		b.sb.Add(l.Name, l.Value)
-	})
-	for ; i < len(stamp); i++ {
-		b.sb.Add(stamp[i][0], stamp[i][1])
-	}
-	return b.sb.Labels(), c, nil
+	return core.Stamp(&b.sb, ls, stamp), c, nil
 }
 
 func classify(err error) (string, bool) {
