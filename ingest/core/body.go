@@ -48,6 +48,10 @@ func ReadBody(r *http.Request, buf []byte, l BodyLimits) ([]byte, error) {
 			return buf, Errorf(http.StatusUnsupportedMediaType, "invalid", "unsupported Content-Encoding %q: want gzip or none", ce)
 		}
 	}
+	if cap(buf) == 0 && r.ContentLength > 0 {
+		// One allocation for a body of known length (and room to see EOF).
+		buf = make([]byte, 0, r.ContentLength+1)
+	}
 	buf, err := readAll(body, buf[:0], limit)
 	var mbe *http.MaxBytesError
 	switch {

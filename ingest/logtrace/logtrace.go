@@ -139,10 +139,6 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Error is a rejection with its HTTP status (400, 401, 413, 429) and, for
-// OTLP, whether the sender should retry.
-type Error = core.Error
-
 // Hub is shared by the Loki and OTLP receivers. Safe for concurrent use.
 type Hub struct {
 	cfg    Config
@@ -217,13 +213,13 @@ func (s *Hub) Registry() *fleet.Registry { return s.reg }
 // MaxStreamsPerRequest is the configured limit.
 func (s *Hub) MaxStreamsPerRequest() int { return s.cfg.MaxStreamsPerRequest }
 
-func badRequest(reason, format string, args ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+func badRequest(reason, format string, args ...any) *core.Error {
+	return &core.Error{Status: http.StatusBadRequest, Reason: reason, Msg: fmt.Sprintf(format, args...)}
 }
 
 // stampStream parses a Loki label string and returns it with the identity
 // stamped (identity, conflict rule, label limits and stamping: ingest/core).
-func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.ScratchBuilder) (labels.Labels, *fleet.Cluster, *Error) {
+func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.ScratchBuilder) (labels.Labels, *fleet.Cluster, *core.Error) {
 	ls, err := s.parser.ParseMetric(lbls)
 	if err != nil {
 		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", core.Truncate(lbls, 256), core.Truncate(err.Error(), 256))
@@ -254,7 +250,7 @@ var identityMetadataKeys = []string{fleet.ClusterLabel, "k8s_cluster_name"}
 
 // checkEntry checks a log line's time and identity metadata; overwrite
 // policy rewrites a foreign cluster in its structured metadata to c.
-func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *Error {
+func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *core.Error {
 	if len(e.Line) > s.cfg.MaxLineBytes {
 		return badRequest("line_too_long", "stream %s: line at %s is %d bytes, more than logs_traces.max_line_bytes (%d)",
 			core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
@@ -304,14 +300,14 @@ func (s *Hub) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string)
 
 // PushLogs stamps identity on the streams of one request sent with the
 // credential of cluster c (nil: dev mode), validates and rate-limits them,
-// and writes them to every log sink. Errors are *Error with a status, or a
+// and writes them to every log sink. Errors are *core.Error with a status, or a
 // sink failure (status 503 via core.ErrorStatus -> 500 for plain errors).
 // Nothing of a request with an invalid stream or line is stored; the error
 // lists the first problems. Streams are modified in place (labels replaced
 // by the stamped ones).
 func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Stream) error {
 	if len(streams) > s.cfg.MaxStreamsPerRequest {
-		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
+		return &core.Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
 			Msg: fmt.Sprintf("request has %d streams, more than logs_traces.max_streams_per_request (%d)", len(streams), s.cfg.MaxStreamsPerRequest)}
 	}
 	type perCluster struct {
@@ -326,7 +322,7 @@ func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Str
 	keys := make([]logKey, 0, len(streams))
 	sb := labels.NewScratchBuilder(16)
 	now := s.now()
-	reject := func(sc *fleet.Cluster, perr *Error, n int) {
+	reject := func(sc *fleet.Cluster, perr *core.Error, n int) {
 		s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(n))
 		if sc != nil {
 			sc.Rejected(perr.Reason, n, perr.Msg)
@@ -368,7 +364,7 @@ func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Str
 		keys = append(keys, logKeyOf(sc.Name, ls))
 	}
 	if problems.Len() > 0 {
-		return &Error{Status: http.StatusBadRequest, Reason: "rejected",
+		return &core.Error{Status: http.StatusBadRequest, Reason: "rejected",
 			Msg: fmt.Sprintf("%d log lines rejected, nothing of this push was stored: %v", bad, problems.Err())}
 	}
 	// Before the rate limit: a push no record can hold must not use tokens.
@@ -381,7 +377,7 @@ func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Str
 	}
 	for _, pc := range counts {
 		if err := s.limits.TakeLogBytes(pc.c, pc.lines, pc.bytes); err != nil {
-			var pe *Error
+			var pe *core.Error
 			if errors.As(err, &pe) {
 				s.rejected.WithLabelValues("logs", pe.Reason).Add(float64(pc.lines))
 			}
@@ -459,7 +455,7 @@ func (s *Hub) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces
 	for i := range rss.Len() {
 		rc, err := s.StampResource(c, rss.At(i).Resource())
 		if err != nil {
-			var pe *Error
+			var pe *core.Error
 			if errors.As(err, &pe) {
 				s.rejected.WithLabelValues("traces", pe.Reason).Add(float64(td.SpanCount()))
 				if rc != nil {
@@ -541,7 +537,7 @@ func (s *Hub) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
 	if problems.Len() == 0 {
 		return nil
 	}
-	return &Error{Status: http.StatusBadRequest, Reason: "rejected",
+	return &core.Error{Status: http.StatusBadRequest, Reason: "rejected",
 		Msg: fmt.Sprintf("%d spans rejected, nothing of this request was stored: %v", bad, problems.Err())}
 }
 
