@@ -5,9 +5,8 @@
 //   - identity: the cluster a request's credential proves, the dev-mode
 //     lookup, the identity.on_conflict rule for data that claims another
 //     cluster, and stamping the cluster labels (identity.go);
-//   - per-cluster limits: in-flight requests and token buckets (Limiter),
-//     label counts and lengths, and the time bounds of ingest.max_future and
-//     the stores' retention (limits.go, identity.go, time.go);
+//   - per-cluster limits: in-flight requests and token buckets (Limiter,
+//     limits.go), label counts and lengths (identity.go);
 //   - one status-carrying error (Error) that each receiver maps to its
 //     protocol's answer in one place, and bounded error messages (Problems);
 //   - one bounded request body reader on http.MaxBytesReader (body.go).
