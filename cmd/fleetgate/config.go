@@ -14,6 +14,7 @@ import (
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
 	"github.com/fleetgate/fleetgate/health"
+	"github.com/fleetgate/fleetgate/ingest/ha"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/query/promapi"
@@ -33,7 +34,7 @@ type Config struct {
 	Health      health.Config          `yaml:"health"`
 	Failover    failover.Config        `yaml:"failover"`
 	Signals     failover.SignalsConfig `yaml:"signals"`
-	HA          pipeline.HAConfig      `yaml:"ha"`      // federation.go
+	HA          ha.Config              `yaml:"ha"`      // federation.go
 	Forward     remotewrite.Config     `yaml:"forward"` // federation.go
 	Auth        access.Config          `yaml:"auth"`
 

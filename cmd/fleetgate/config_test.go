@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -165,7 +165,7 @@ func TestConfigErrorsNameTheYAMLPath(t *testing.T) {
 			"max_label_name_length":  {"30", "ingest.max_label_name_length: moved to limits.max_label_name_length"},
 			"max_label_value_length": {"30", "ingest.max_label_value_length: moved to limits.max_label_value_length"},
 		}},
-		{"logs_traces", reflect.TypeFor[signals.Config](), map[string]bad{
+		{"logs_traces", reflect.TypeFor[logtrace.Config](), map[string]bad{
 			"max_line_bytes":           {"-1", "logs_traces.max_line_bytes: must not be negative, got -1"},
 			"max_streams_per_request":  {"-1", "logs_traces.max_streams_per_request: must not be negative, got -1"},
 			"derived_metrics_interval": {},

@@ -17,7 +17,7 @@ import (
 	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/ha"
 	"github.com/fleetgate/fleetgate/internal/httpapi"
 	queryfed "github.com/fleetgate/fleetgate/query/federation"
 	"github.com/fleetgate/fleetgate/store/metrics"
@@ -32,7 +32,7 @@ const (
 // sources, the HA tracker, and forwarding to remote-write backends.
 type federation struct {
 	fed     *queryfed.Queryable
-	ha      *pipeline.HATracker
+	ha      *ha.Tracker
 	reg     *fleet.Registry
 	dataDir string
 	logger  *slog.Logger
@@ -73,7 +73,7 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 	}
 	f.fed = queryfed.New(local, sources)
 
-	if f.ha, err = pipeline.NewHATracker(cfg.HA, r); err != nil {
+	if f.ha, err = ha.New(cfg.HA, r); err != nil {
 		return nil, err
 	}
 	if err := f.ha.Load(filepath.Join(dataDir, haStateFile)); err != nil {
@@ -90,20 +90,12 @@ func setupFederation(cfg *Config, reg *fleet.Registry, local storage.SampleAndCh
 func (f *federation) queryable() storage.SampleAndChunkQueryable { return f.fed }
 
 // register mounts /api/v1/ha and /api/v1/sources (read, only the caller's
-// clusters) and the HA pin (admin).
+// clusters) and the HA pin (admin); ingest/ha serves the HA routes.
 func (f *federation) register(rt *routes) {
 	read := rt.on(classRead)
-	read.HandleFunc("GET /api/v1/ha", func(w http.ResponseWriter, r *http.Request) {
-		scope, _ := access.ScopeFrom(r.Context())
-		groups := []pipeline.HAGroupStatus{}
-		for _, g := range f.ha.Status() {
-			if scope.Allows(g.Cluster) {
-				groups = append(groups, g)
-			}
-		}
-		httpapi.WriteSuccess(w, map[string]any{"enabled": f.ha != nil, "groups": groups})
-	})
-	rt.on(classAdmin).HandleFunc("POST /api/v1/ha/{cluster}/pin", f.pin)
+	api := ha.NewAPI(f.ha, f.reg, f.logger)
+	read.HandleFunc("GET /api/v1/ha", api.Status)
+	rt.on(classAdmin).HandleFunc("POST /api/v1/ha/{cluster}/pin", api.Pin)
 	read.HandleFunc("GET /api/v1/sources", func(w http.ResponseWriter, r *http.Request) {
 		scope, _ := access.ScopeFrom(r.Context())
 		out := []queryfed.SourceStatus{}
@@ -114,67 +106,6 @@ func (f *federation) register(rt *routes) {
 		}
 		httpapi.WriteSuccess(w, out)
 	})
-}
-
-// pinRequest is the JSON body of POST /api/v1/ha/{cluster}/pin.
-type pinRequest struct {
-	Replica string `json:"replica"`
-	Group   string `json:"group"`
-	Unpin   bool   `json:"unpin"`
-	// Force pins a replica that was never seen for the cluster and group
-	// (its samples will be the only ones accepted once it sends).
-	Force bool `json:"force"`
-}
-
-// pin handles POST /api/v1/ha/{cluster}/pin with a JSON body
-// {"replica": "r1", "group": "", "force": false} or {"unpin": true}.
-func (f *federation) pin(w http.ResponseWriter, r *http.Request) {
-	var req pinRequest
-	if !access.DecodeAdminBody(w, r, &req) || !checkReason(w, "replica", req.Replica) || !checkReason(w, "group", req.Group) {
-		return
-	}
-	cluster := r.PathValue("cluster")
-	if f.reg.Get(cluster) == nil {
-		httpapi.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("cluster %q is not configured", cluster))
-		return
-	}
-	switch {
-	case req.Unpin && req.Replica != "":
-		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", "set either replica (to pin) or unpin: true, not both")
-		return
-	case !req.Unpin && req.Replica == "":
-		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", "replica: must be set (or unpin: true to unpin)")
-		return
-	case !req.Unpin && !req.Force && !f.seen(cluster, req.Group, req.Replica):
-		httpapi.WriteError(w, http.StatusBadRequest, "bad_data", fmt.Sprintf(
-			"replica: %q was never seen for cluster %q (group %q); pinning it would drop every sample of the cluster until it sends — set \"force\": true to pin it anyway",
-			req.Replica, cluster, req.Group))
-		return
-	}
-	if err := f.ha.Pin(cluster, req.Group, req.Replica); err != nil {
-		status := http.StatusInternalServerError
-		switch {
-		case errors.Is(err, pipeline.ErrBadPin):
-			status = http.StatusBadRequest
-		case errors.Is(err, pipeline.ErrPinNotSaved):
-			status = http.StatusServiceUnavailable // not applied: retry
-		}
-		httpapi.WriteError(w, status, "bad_data", err.Error())
-		return
-	}
-	f.logger.Info("HA replica pinned", "cluster", cluster, "group", req.Group, "replica", req.Replica, "unpin", req.Unpin, "force", req.Force, "actor", actor(r))
-	httpapi.WriteSuccess(w, f.ha.Status())
-}
-
-// seen reports whether the HA tracker has seen replica for cluster and group.
-func (f *federation) seen(cluster, group, replica string) bool {
-	for _, g := range f.ha.Status() {
-		if g.Cluster == cluster && g.Group == group {
-			_, ok := g.Replicas[replica]
-			return ok || g.Elected == replica
-		}
-	}
-	return false
 }
 
 // actors adds the source health probes to the run group.

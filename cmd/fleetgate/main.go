@@ -413,7 +413,9 @@ func newApp(f *flags, cfg *Config, reg *prometheus.Registry, logger *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	pipe.SetHATracker(fed.ha)
+	if fed.ha != nil { // a nil *ha.Tracker must not become a non-nil interface
+		pipe.SetHATracker(fed.ha)
+	}
 	pipe.SetSeriesTracker(seriesTracker)
 	rw, err := promrw.NewHandler(cfg.RemoteWrite, pipe, reg, logger)
 	if err != nil {

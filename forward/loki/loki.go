@@ -18,7 +18,7 @@ import (
 // http://loki:3100/loki/api/v1/push.
 type Config = queue.HTTPConfig
 
-// Forwarder implements signals.LogsSink; Run and Close come from its queue.
+// Forwarder implements logtrace.LogsSink; Run and Close come from its queue.
 type Forwarder struct {
 	*queue.Queue
 }

@@ -18,7 +18,7 @@ import (
 // http://tempo:4318/v1/traces.
 type Config = queue.HTTPConfig
 
-// Forwarder implements signals.TracesSink; Run and Close come from its queue.
+// Forwarder implements logtrace.TracesSink; Run and Close come from its queue.
 type Forwarder struct {
 	*queue.Queue
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/grafana/loki/pkg/push"
 
-	"github.com/fleetgate/fleetgate/ingest/signals"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 )
 
 func cpuTime() time.Duration {
@@ -24,7 +24,7 @@ func cpuTime() time.Duration {
 // protobuf decode, identity, fsynced log store) with 1000 lines per push
 // (20 streams x 50 lines of ~120 bytes) and reports lines per CPU-second.
 func BenchmarkLokiLines(b *testing.B) {
-	e := newEnv(b, signals.Config{})
+	e := newEnv(b, logtrace.Config{})
 	bodies := make([][]byte, 8)
 	now := time.Now()
 	for i := range bodies {

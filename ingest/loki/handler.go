@@ -5,12 +5,9 @@ package loki
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/prometheus/prometheus/model/labels"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -22,8 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
+	"github.com/fleetgate/fleetgate/ingest/core"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 )
 
 // Config of the Loki push receiver.
@@ -48,13 +45,13 @@ func (c *Config) Validate() error {
 // Handler serves POST /loki/api/v1/push.
 type Handler struct {
 	cfg      Config
-	sig      *signals.Signals
+	sig      *logtrace.Hub
 	logger   *slog.Logger
 	requests *prometheus.CounterVec
 }
 
 // NewHandler builds the receiver. r may be nil.
-func NewHandler(cfg Config, sig *signals.Signals, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
+func NewHandler(cfg Config, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -92,26 +89,12 @@ func (f Format) String() string {
 	return "protobuf"
 }
 
-type statusError struct {
-	status int
-	err    error
-}
-
-func (e *statusError) Error() string { return e.err.Error() }
-func (e *statusError) Unwrap() error { return e.err }
-
 func errStatus(status int, format string, args ...any) error {
-	return &statusError{status, fmt.Errorf(format, args...)}
+	return core.Errorf(status, "invalid", format, args...)
 }
 
-// Status is the HTTP status for an error of Decode or the signals hub.
-func Status(err error) int {
-	var se *statusError
-	if errors.As(err, &se) {
-		return se.status
-	}
-	return pipeline.ErrorStatus(err)
-}
+// Status is the HTTP status for an error of Decode or the logs-and-traces hub.
+func Status(err error) int { return core.ErrorStatus(err) }
 
 // FormatOf chooses the body format from the Content-Type: protobuf when
 // empty or application/x-protobuf, JSON for application/json.
@@ -250,11 +233,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.logger.Debug("Loki push rejected", "status", status, "err", err)
 		}
-		if d := pipeline.ErrorRetryAfter(err); d > 0 {
-			w.Header().Set("Retry-After", pipeline.RetryAfter(d))
+		if d := core.ErrorRetryAfter(err); d > 0 {
+			w.Header().Set("Retry-After", core.RetryAfter(d))
 		}
 		// Messages are capped where they are made; this bounds their sum.
-		http.Error(w, pipeline.Truncate(err.Error(), 16<<10), status)
+		http.Error(w, core.Truncate(err.Error(), 16<<10), status)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -267,7 +250,7 @@ func (h *Handler) serve(r *http.Request, format *Format) (int, error) {
 	}
 	// A cluster at its in-flight or log rate limit is refused before its
 	// body is read or decoded.
-	if err := h.sig.Limiter().Admit(cluster, pipeline.BudgetLogBytes); err != nil {
+	if err := h.sig.Limiter().Admit(cluster, core.BudgetLogBytes); err != nil {
 		return Status(err), err
 	}
 	defer h.sig.Limiter().Done(cluster)
@@ -276,34 +259,10 @@ func (h *Handler) serve(r *http.Request, format *Format) (int, error) {
 		return Status(err), err
 	}
 	*format = f
-	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is %d bytes, more than loki_push.max_request_bytes (%d)", r.ContentLength, h.cfg.MaxRequestBytes)
-	}
-	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(h.cfg.MaxRequestBytes))
-	limit := h.cfg.MaxRequestBytes
-	switch enc := r.Header.Get("Content-Encoding"); enc {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			return http.StatusBadRequest, fmt.Errorf("decoding gzip body: %w", err)
-		}
-		defer zr.Close()
-		body = zr
-		limit = h.cfg.MaxDecodedBytes
-	default:
-		return http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Encoding %q: want gzip or none", enc)
-	}
-	buf, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
+	buf, err := core.ReadBody(r, nil, core.BodyLimits{MaxBytes: h.cfg.MaxRequestBytes, Key: "loki_push.max_request_bytes",
+		Gzip: true, MaxDecodedBytes: h.cfg.MaxDecodedBytes})
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body is more than loki_push.max_request_bytes (%d)", h.cfg.MaxRequestBytes)
-		}
-		return http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
-	}
-	if len(buf) > limit {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("decoded request body is more than %d bytes", limit)
+		return Status(err), err
 	}
 	req, err := Decode(buf, f, h.cfg.MaxDecodedBytes)
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/access"
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/signals"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/query/lokiapi"
 	"github.com/fleetgate/fleetgate/store/logs"
 )
@@ -33,7 +33,7 @@ type env struct {
 	mux   *http.ServeMux
 }
 
-func newEnv(t testing.TB, sigCfg signals.Config, limits ...fleet.Limits) *env {
+func newEnv(t testing.TB, sigCfg logtrace.Config, limits ...fleet.Limits) *env {
 	lim := fleet.DefaultLimits()
 	if len(limits) > 0 {
 		lim = limits[0]
@@ -42,7 +42,7 @@ func newEnv(t testing.TB, sigCfg signals.Config, limits ...fleet.Limits) *env {
 }
 
 // newEnvWith is eu-1 and us-1; fleetCfg may change their config.
-func newEnvWith(t testing.TB, sigCfg signals.Config, fleetCfg func(*fleet.Config)) *env {
+func newEnvWith(t testing.TB, sigCfg logtrace.Config, fleetCfg func(*fleet.Config)) *env {
 	t.Setenv("FG_TEST_TOKEN_EU1", "tok-eu-1")
 	t.Setenv("FG_TEST_TOKEN_US1", "tok-us-1")
 	fc := fleet.Config{Clusters: []fleet.ClusterConfig{
@@ -56,7 +56,7 @@ func newEnvWith(t testing.TB, sigCfg signals.Config, fleetCfg func(*fleet.Config
 	st, err := logs.Open(t.TempDir(), logs.Config{}, nil, logger)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
-	sig, err := signals.New(sigCfg, reg, nil, []signals.LogsSink{st}, nil, nil, logger)
+	sig, err := logtrace.New(sigCfg, reg, nil, []logtrace.LogsSink{st}, nil, nil, logger)
 	require.NoError(t, err)
 	h, err := NewHandler(Config{MaxRequestBytes: 1 << 20}, sig, nil, logger)
 	require.NoError(t, err)
@@ -121,7 +121,7 @@ func TestPushRoundTrip(t *testing.T) {
 		{"protobuf", ""}, {"protobuf", "gzip"}, {"json", ""}, {"json", "gzip"},
 	} {
 		t.Run(tc.format+"/"+tc.cenc, func(t *testing.T) {
-			e := newEnv(t, signals.Config{})
+			e := newEnv(t, logtrace.Config{})
 			base := time.Now().Add(-time.Minute).Truncate(time.Millisecond).UTC()
 			sent := testRequest(base)
 			ctype, body := encode(t, sent, tc.format, tc.cenc)
@@ -195,7 +195,7 @@ func TestPushErrors(t *testing.T) {
 		{"label too long", "tok-eu-1", ctype, "", longBody, 400, `value of label "app" is 5000 bytes, longer than limits.max_label_value_length (4096)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, signals.Config{})
+			e := newEnv(t, logtrace.Config{})
 			code, msg := e.do(t, "POST", "/loki/api/v1/push", tc.token, tc.ctype, tc.cenc, tc.body)
 			require.Equal(t, tc.status, code, msg)
 			require.Contains(t, msg, tc.msg)
@@ -206,7 +206,7 @@ func TestPushErrors(t *testing.T) {
 func TestPushRateLimit(t *testing.T) {
 	lim := fleet.DefaultLimits()
 	lim.LogsRateBytes, lim.LogsBurstBytes = 10, 60
-	e := newEnv(t, signals.Config{}, lim)
+	e := newEnv(t, logtrace.Config{}, lim)
 	ctype, body := encode(t, testRequest(time.Now()), "protobuf", "")
 	code, msg := e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
 	require.Equal(t, 204, code, msg)
@@ -223,7 +223,7 @@ func TestPushRateLimit(t *testing.T) {
 func TestPushLargerThanBurstIs413(t *testing.T) {
 	lim := fleet.DefaultLimits()
 	lim.LogsRateBytes, lim.LogsBurstBytes = 1, 5
-	e := newEnv(t, signals.Config{}, lim)
+	e := newEnv(t, logtrace.Config{}, lim)
 	ctype, body := encode(t, testRequest(time.Now()), "protobuf", "")
 	code, msg := e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
 	require.Equal(t, 413, code, msg)
@@ -231,7 +231,7 @@ func TestPushLargerThanBurstIs413(t *testing.T) {
 }
 
 func TestReadAPIMetricQueries(t *testing.T) {
-	e := newEnv(t, signals.Config{})
+	e := newEnv(t, logtrace.Config{})
 	base := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
 	req := &push.PushRequest{}
 	for i := range 60 {
@@ -305,7 +305,7 @@ type discardLogs struct{}
 func (discardLogs) PushLogs(context.Context, []push.Stream) error { return nil }
 
 // FuzzDecode decodes arbitrary bodies and pushes what decodes through the
-// signals hub (identity, limits, time bounds): nothing may panic, and a
+// logs-and-traces hub (identity, limits, time bounds): nothing may panic, and a
 // refusal is a 4xx.
 func FuzzDecode(f *testing.F) {
 	base := time.Unix(1700000000, 0)
@@ -318,7 +318,7 @@ func FuzzDecode(f *testing.F) {
 	f.Setenv("FG_FUZZ_EU1", "tok")
 	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{BearerTokenEnv: "FG_FUZZ_EU1"}}}})
 	require.NoError(f, err)
-	sig, err := signals.New(signals.Config{LogsMaxAge: 24 * time.Hour}, reg, nil, []signals.LogsSink{discardLogs{}}, nil, nil, slog.New(slog.DiscardHandler))
+	sig, err := logtrace.New(logtrace.Config{LogsMaxAge: 24 * time.Hour}, reg, nil, []logtrace.LogsSink{discardLogs{}}, nil, nil, slog.New(slog.DiscardHandler))
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, body []byte, isJSON bool) {
 		format := FormatProtobuf

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/signals"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 )
 
 func stream(lbls string, es ...push.Entry) *push.PushRequest {
@@ -34,7 +34,7 @@ func TestPushTimeBounds(t *testing.T) {
 	} {
 		for _, format := range []string{"json", "protobuf"} {
 			t.Run(tc.name+"/"+format, func(t *testing.T) {
-				e := newEnv(t, signals.Config{LogsMaxAge: 7 * 24 * time.Hour})
+				e := newEnv(t, logtrace.Config{LogsMaxAge: 7 * 24 * time.Hour})
 				req := stream(`{app="api"}`, push.Entry{Timestamp: now, Line: "fine"}, push.Entry{Timestamp: tc.ts, Line: "bad"})
 				ctype, body := encode(t, req, format, "")
 				code, msg := e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
@@ -79,7 +79,7 @@ func TestStructuredMetadataIdentity(t *testing.T) {
 	req := func(v string) *push.PushRequest {
 		return stream(`{app="api"}`, push.Entry{Timestamp: now, Line: "x", StructuredMetadata: push.LabelsAdapter{{Name: "cluster", Value: v}, {Name: "trace_id", Value: "1"}}})
 	}
-	e := newEnv(t, signals.Config{})
+	e := newEnv(t, logtrace.Config{})
 	ctype, body := encode(t, req("us-1"), "protobuf", "")
 	code, msg := e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
 	require.Equal(t, 400, code, msg)
@@ -89,7 +89,7 @@ func TestStructuredMetadataIdentity(t *testing.T) {
 	code, msg = e.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", ctype, "", body)
 	require.Equal(t, 204, code, msg)
 
-	ov := newEnvWith(t, signals.Config{}, func(fc *fleet.Config) { fc.OnConflict = fleet.ConflictOverwrite })
+	ov := newEnvWith(t, logtrace.Config{}, func(fc *fleet.Config) { fc.OnConflict = fleet.ConflictOverwrite })
 	_, body = encode(t, req("us-1"), "json", "")
 	code, msg = ov.do(t, "POST", "/loki/api/v1/push", "tok-eu-1", "application/json", "", body)
 	require.Equal(t, 204, code, msg)
@@ -100,7 +100,7 @@ func TestStructuredMetadataIdentity(t *testing.T) {
 
 // Many bad lines: the 400 lists the first ten problems and counts the rest.
 func TestPushErrorsCapped(t *testing.T) {
-	e := newEnv(t, signals.Config{})
+	e := newEnv(t, logtrace.Config{})
 	var es []push.Entry
 	for i := range 1000 {
 		es = append(es, push.Entry{Timestamp: time.Unix(0, -int64(i+1)), Line: fmt.Sprint(i)})

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -85,10 +85,10 @@ func (rc *Receiver) grpcError(signal string, err error, unauth bool) error {
 	if s >= 500 {
 		rc.logger.Error("OTLP export failed", "signal", signal, "err", err)
 	}
-	st := status.New(grpcCode(s), pipeline.Truncate(err.Error(), maxErrorMessage))
+	st := status.New(grpcCode(s), core.Truncate(err.Error(), maxErrorMessage))
 	if s == http.StatusTooManyRequests {
 		// RESOURCE_EXHAUSTED is only retried by OTLP exporters with RetryInfo.
-		delay := max(pipeline.ErrorRetryAfter(err), time.Second)
+		delay := max(core.ErrorRetryAfter(err), time.Second)
 		if d, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(delay)}); derr == nil {
 			st = d
 		}
@@ -107,7 +107,7 @@ func (s *metricsServer) Export(ctx context.Context, req pmetricotlp.ExportReques
 	if err != nil {
 		return resp, s.rc.grpcError("metrics", err, true)
 	}
-	if err := s.rc.pipe.Limiter().Admit(c, pipeline.BudgetSamples); err != nil {
+	if err := s.rc.pipe.Limiter().Admit(c, core.BudgetSamples); err != nil {
 		return resp, s.rc.grpcError("metrics", err, false)
 	}
 	defer s.rc.pipe.Limiter().Done(c)
@@ -134,7 +134,7 @@ func (s *logsServer) Export(ctx context.Context, req plogotlp.ExportRequest) (pl
 	if err != nil {
 		return resp, s.rc.grpcError("logs", err, true)
 	}
-	if err := s.rc.pipe.Limiter().Admit(c, pipeline.BudgetLogBytes); err != nil {
+	if err := s.rc.pipe.Limiter().Admit(c, core.BudgetLogBytes); err != nil {
 		return resp, s.rc.grpcError("logs", err, false)
 	}
 	defer s.rc.pipe.Limiter().Done(c)
@@ -156,7 +156,7 @@ func (s *tracesServer) Export(ctx context.Context, req ptraceotlp.ExportRequest)
 	if err != nil {
 		return resp, s.rc.grpcError("traces", err, true)
 	}
-	if err := s.rc.pipe.Limiter().Admit(c, pipeline.BudgetNone); err != nil {
+	if err := s.rc.pipe.Limiter().Admit(c, core.BudgetNone); err != nil {
 		return resp, s.rc.grpcError("traces", err, false)
 	}
 	defer s.rc.pipe.Limiter().Done(c)

@@ -1,10 +1,6 @@
 package otlp
 
 import (
-	"compress/gzip"
-	"errors"
-	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -15,7 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
@@ -62,48 +58,22 @@ func (rc *Receiver) readBody(r *http.Request) ([]byte, encoding, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch {
 	case err != nil:
-		return nil, enc, &exportError{http.StatusUnsupportedMediaType, fmt.Errorf("bad Content-Type %q: want application/x-protobuf or application/json", r.Header.Get("Content-Type"))}
+		return nil, enc, core.Errorf(http.StatusUnsupportedMediaType, "invalid", "bad Content-Type %q: want application/x-protobuf or application/json", r.Header.Get("Content-Type"))
 	case mt == "application/x-protobuf" || mt == "application/protobuf":
 	case mt == "application/json":
 		enc = encJSON
 	default:
-		return nil, enc, &exportError{http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Type %q: want application/x-protobuf or application/json", mt)}
+		return nil, enc, core.Errorf(http.StatusUnsupportedMediaType, "invalid", "unsupported Content-Type %q: want application/x-protobuf or application/json", mt)
 	}
-	if r.ContentLength > int64(rc.cfg.MaxRequestBytes) {
-		return nil, enc, &exportError{http.StatusRequestEntityTooLarge, fmt.Errorf("request body is %d bytes, more than otlp.max_request_bytes (%d)", r.ContentLength, rc.cfg.MaxRequestBytes)}
-	}
-	var body io.Reader = http.MaxBytesReader(nil, r.Body, int64(rc.cfg.MaxRequestBytes))
-	limit := rc.cfg.MaxRequestBytes
-	switch ce := r.Header.Get("Content-Encoding"); ce {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			return nil, enc, &exportError{http.StatusBadRequest, fmt.Errorf("decoding gzip body: %w", err)}
-		}
-		defer zr.Close()
-		body, limit = zr, rc.cfg.MaxDecodedBytes
-	default:
-		return nil, enc, &exportError{http.StatusUnsupportedMediaType, fmt.Errorf("unsupported Content-Encoding %q: want gzip or none", ce)}
-	}
-	b, err := io.ReadAll(io.LimitReader(body, int64(limit)+1))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, enc, &exportError{http.StatusRequestEntityTooLarge, fmt.Errorf("request body is more than otlp.max_request_bytes (%d)", rc.cfg.MaxRequestBytes)}
-		}
-		return nil, enc, &exportError{http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)}
-	}
-	if len(b) > limit {
-		return nil, enc, &exportError{http.StatusRequestEntityTooLarge, fmt.Errorf("decoded request body is more than %d bytes", limit)}
-	}
-	return b, enc, nil
+	b, err := core.ReadBody(r, nil, core.BodyLimits{MaxBytes: rc.cfg.MaxRequestBytes, Key: "otlp.max_request_bytes",
+		Gzip: true, MaxDecodedBytes: rc.cfg.MaxDecodedBytes})
+	return b, enc, err
 }
 
 func (rc *Receiver) identify(r *http.Request) (*fleet.Cluster, error) {
 	c, err := rc.sig.Registry().Identify(fleet.CredentialFromHTTP(r))
 	if err != nil {
-		return nil, &exportError{http.StatusUnauthorized, err}
+		return nil, &core.Error{Status: http.StatusUnauthorized, Reason: "unauthenticated", Msg: err.Error(), Err: err}
 	}
 	return c, nil
 }
@@ -156,13 +126,13 @@ func (rc *Receiver) writeError(w http.ResponseWriter, enc encoding, signal strin
 	outcome := "rejected"
 	if retryable(s) {
 		outcome = "retryable_error"
-		w.Header().Set("Retry-After", pipeline.RetryAfter(pipeline.ErrorRetryAfter(err)))
+		w.Header().Set("Retry-After", core.RetryAfter(core.ErrorRetryAfter(err)))
 	}
 	rc.requests.WithLabelValues(signal, "http", outcome).Inc()
 	if s >= 500 {
 		rc.logger.Error("OTLP export failed", "signal", signal, "err", err)
 	}
-	st := status.New(grpcCode(s), pipeline.Truncate(err.Error(), maxErrorMessage)).Proto()
+	st := status.New(grpcCode(s), core.Truncate(err.Error(), maxErrorMessage)).Proto()
 	var b []byte
 	if enc == encJSON {
 		b, _ = protojson.Marshal(st)
@@ -183,7 +153,7 @@ func (rc *Receiver) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetSamples); err != nil {
+	if err := rc.pipe.Limiter().Admit(c, core.BudgetSamples); err != nil {
 		rc.writeError(w, encodingOf(r), "metrics", err)
 		return
 	}
@@ -220,7 +190,7 @@ func (rc *Receiver) serveLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetLogBytes); err != nil {
+	if err := rc.pipe.Limiter().Admit(c, core.BudgetLogBytes); err != nil {
 		rc.writeError(w, encodingOf(r), "logs", err)
 		return
 	}
@@ -251,7 +221,7 @@ func (rc *Receiver) serveTraces(w http.ResponseWriter, r *http.Request) {
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := rc.pipe.Limiter().Admit(c, pipeline.BudgetNone); err != nil {
+	if err := rc.pipe.Limiter().Admit(c, core.BudgetNone); err != nil {
 		rc.writeError(w, encodingOf(r), "traces", err)
 		return
 	}
@@ -287,7 +257,7 @@ func unmarshal(req unmarshaler, body []byte, enc encoding) error {
 		err = req.UnmarshalProto(body)
 	}
 	if err != nil {
-		return &exportError{http.StatusBadRequest, fmt.Errorf("decoding OTLP %s request: %w", map[encoding]string{encProto: "protobuf", encJSON: "JSON"}[enc], err)}
+		return core.Errorf(http.StatusBadRequest, "invalid", "decoding OTLP %s request: %w", map[encoding]string{encProto: "protobuf", encJSON: "JSON"}[enc], err)
 	}
 	return nil
 }

@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
+	"github.com/fleetgate/fleetgate/ingest/core"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 )
 
 // The checks below run on the decoded pdata before identity stamping and
@@ -32,13 +32,13 @@ func (rc *Receiver) limitsOf(c *fleet.Cluster) fleet.Limits {
 
 func serviceOf(res pcommon.Resource) string {
 	if v, ok := res.Attributes().Get("service.name"); ok {
-		return pipeline.Truncate(v.AsString(), 128)
+		return core.Truncate(v.AsString(), 128)
 	}
 	return "unknown_service"
 }
 
 func limitErr(format string, args ...any) error {
-	return &pipeline.Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf(format, args...)}
+	return &core.Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf(format, args...)}
 }
 
 // checkResource counts a resource's attributes.
@@ -61,16 +61,18 @@ func (rc *Receiver) checkAttrs(c *fleet.Cluster, lim *fleet.Limits, attrs pcommo
 	if c == nil {
 		return nil
 	}
-	for _, k := range [...]string{signals.AttrCluster, signals.AttrK8sClusterName} {
+	for _, k := range [...]string{logtrace.AttrCluster, logtrace.AttrK8sClusterName} {
 		v, ok := attrs.Get(k)
-		if !ok || v.AsString() == c.Name {
+		if !ok {
 			continue
 		}
-		if rc.sig.Registry().OnConflict() != fleet.ConflictOverwrite {
-			return &pipeline.Error{Status: http.StatusBadRequest, Reason: "conflict",
-				Msg: fmt.Sprintf("%s has attribute %s=%.64q, another cluster than the credential proves (%q)", what(), k, v.AsString(), c.Name)}
+		overwrite, perr := core.CheckIdentityValue(rc.sig.Registry(), c, k, v.AsString(), func() string { return what() + " has attribute" })
+		if perr != nil {
+			return perr
 		}
-		attrs.PutStr(k, c.Name)
+		if overwrite {
+			attrs.PutStr(k, c.Name)
+		}
 	}
 	return nil
 }
@@ -115,7 +117,7 @@ func (rc *Receiver) stampMetrics(c *fleet.Cluster, md pmetric.Metrics) error {
 func (rc *Receiver) checkPoints(c *fleet.Cluster, lim *fleet.Limits, m pmetric.Metric, svc func() string) error {
 	check := func(i int, attrs pcommon.Map) error {
 		return rc.checkAttrs(c, lim, attrs, func() string {
-			return fmt.Sprintf("data point %d of metric %q (service %q)", i, pipeline.Truncate(m.Name(), 128), svc())
+			return fmt.Sprintf("data point %d of metric %q (service %q)", i, core.Truncate(m.Name(), 128), svc())
 		})
 	}
 	switch m.Type() {
@@ -192,7 +194,7 @@ func (rc *Receiver) stampLogs(c *fleet.Cluster, ld plog.Logs) (map[string]bool, 
 }
 
 // checkSpans checks scope and span attributes of td (whose resources the
-// signals hub stamps).
+// logs-and-traces hub stamps).
 func (rc *Receiver) checkSpans(c *fleet.Cluster, td ptrace.Traces) error {
 	rss := td.ResourceSpans()
 	for i := range rss.Len() {
@@ -214,7 +216,7 @@ func (rc *Receiver) checkSpans(c *fleet.Cluster, td ptrace.Traces) error {
 			for k := range spans.Len() {
 				sp := spans.At(k)
 				if err := rc.checkAttrs(c, &lim, sp.Attributes(), func() string {
-					return fmt.Sprintf("span %q (trace %s, service %q)", pipeline.Truncate(sp.Name(), 128), sp.TraceID(), svc())
+					return fmt.Sprintf("span %q (trace %s, service %q)", core.Truncate(sp.Name(), 128), sp.TraceID(), svc())
 				}); err != nil {
 					return err
 				}

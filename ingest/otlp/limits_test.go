@@ -22,8 +22,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 )
 
 // fill puts n attributes on m.
@@ -268,7 +268,7 @@ func TestOTLPTimeBounds(t *testing.T) {
 		}, "start timestamp 1970-01-01T00:00:00Z (0 ns) is not after 1970-01-01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, pipeline.Config{}, signals.Config{LogsMaxAge: 7 * 24 * time.Hour, TracesMaxAge: 3 * 24 * time.Hour})
+			e := newEnv(t, pipeline.Config{}, logtrace.Config{LogsMaxAge: 7 * 24 * time.Hour, TracesMaxAge: 3 * 24 * time.Hour})
 			code, msg, gerr := e.export(t, "tok-eu-1", tc.req())
 			require.Equal(t, 400, code, msg)
 			require.Contains(t, msg, tc.msg)

@@ -2,7 +2,7 @@
 // (protobuf and JSON, gzip) with the OpenTelemetry collector's pdata types.
 // Metrics are translated to Prometheus series by Prometheus's own OTLP
 // translator and go through the metrics pipeline; logs become Loki streams
-// and traces go to the trace sinks, both through the signals hub.
+// and traces go to the trace sinks, both through the logs-and-traces hub.
 package otlp
 
 import (
@@ -27,8 +27,9 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 )
 
 // Config of the OTLP receiver. The translation fields mirror Prometheus's
@@ -100,7 +101,7 @@ var defaultLogIndexAttributes = []string{
 type Receiver struct {
 	cfg      Config
 	pipe     *pipeline.Pipeline
-	sig      *signals.Signals
+	sig      *logtrace.Hub
 	settings prw.Settings
 	logIdx   map[string]string // attribute -> label
 	logger   *slog.Logger
@@ -112,7 +113,7 @@ type Receiver struct {
 }
 
 // New builds the receiver. r may be nil.
-func New(cfg Config, pipe *pipeline.Pipeline, sig *signals.Signals, r prometheus.Registerer, logger *slog.Logger) (*Receiver, error) {
+func New(cfg Config, pipe *pipeline.Pipeline, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -127,7 +128,7 @@ func New(cfg Config, pipe *pipeline.Pipeline, sig *signals.Signals, r prometheus
 	if !cfg.PromoteAllResourceAttributes {
 		// The cluster identity is always a label, so dev-mode identity and
 		// conflict checks work the same as for remote-write.
-		promote = append(append([]string(nil), promote...), signals.AttrCluster)
+		promote = append(append([]string(nil), promote...), logtrace.AttrCluster)
 	}
 	pcfg := config.OTLPConfig{
 		PromoteAllResourceAttributes: cfg.PromoteAllResourceAttributes,
@@ -176,22 +177,12 @@ type Result struct {
 	Message  string
 }
 
-// exportError is a failed export with its HTTP status; Retryable follows the
-// OTLP spec (429, 502, 503, 504 are retryable, other 4xx/5xx are not).
-type exportError struct {
-	status int
-	err    error
-}
-
-func (e *exportError) Error() string { return e.err.Error() }
-func (e *exportError) Unwrap() error { return e.err }
-
+// statusOf is the HTTP status of a failed export (a *core.Error's, else
+// 503: storage failures are transient, the sender should retry); Retryable
+// follows the OTLP spec (429, 502, 503, 504 are retryable, other 4xx/5xx
+// are not).
 func statusOf(err error) int {
-	var ee *exportError
-	if errors.As(err, &ee) {
-		return ee.status
-	}
-	s := pipeline.ErrorStatus(err)
+	s := core.ErrorStatus(err)
 	if s == http.StatusInternalServerError {
 		// Storage failures are transient: ask the sender to retry.
 		return http.StatusServiceUnavailable
@@ -239,7 +230,7 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 	_, err := batch.Commit()
 	var res Result
 	if err != nil {
-		if pipeline.ErrorStatus(err) != http.StatusBadRequest {
+		if core.ErrorStatus(err) != http.StatusBadRequest {
 			return Result{}, err
 		}
 		// Some series were invalid; the rest is committed: partial success.
@@ -250,7 +241,7 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 		if res.Message != "" {
 			res.Message += "; "
 		}
-		res.Message += "not translated: " + pipeline.Truncate(terr.Error(), pipeline.MaxProblems*pipeline.MaxProblemBytes)
+		res.Message += "not translated: " + core.Truncate(terr.Error(), core.MaxProblems*core.MaxProblemBytes)
 		if res.Rejected == 0 {
 			res.Rejected = 1
 		}
@@ -261,7 +252,7 @@ func (rc *Receiver) ExportMetrics(ctx context.Context, c *fleet.Cluster, md pmet
 
 // rejected counts a refusal of n items in the cluster's registry entry.
 func (rc *Receiver) rejected(c *fleet.Cluster, n int, err error) error {
-	var pe *pipeline.Error
+	var pe *core.Error
 	if c != nil && errors.As(err, &pe) {
 		c.Rejected(pe.Reason, n, pe.Msg)
 	}
@@ -269,7 +260,7 @@ func (rc *Receiver) rejected(c *fleet.Cluster, n int, err error) error {
 }
 
 // ExportLogs checks attribute counts and identity, stamps identity, turns
-// the records into Loki streams and pushes them through the signals hub.
+// the records into Loki streams and pushes them through the logs-and-traces hub.
 func (rc *Receiver) ExportLogs(ctx context.Context, c *fleet.Cluster, ld plog.Logs) (Result, error) {
 	stamped, err := rc.stampLogs(c, ld)
 	if err != nil {
@@ -286,7 +277,7 @@ func (rc *Receiver) ExportLogs(ctx context.Context, c *fleet.Cluster, ld plog.Lo
 }
 
 // ExportTraces checks attribute counts and identity and pushes the spans
-// through the signals hub, which stamps identity.
+// through the logs-and-traces hub, which stamps identity.
 func (rc *Receiver) ExportTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) (Result, error) {
 	n := td.SpanCount()
 	if err := rc.checkSpans(c, td); err != nil {

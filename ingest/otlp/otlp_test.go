@@ -41,8 +41,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 	"github.com/fleetgate/fleetgate/store/logs"
 	"github.com/fleetgate/fleetgate/store/traces"
 )
@@ -96,7 +96,7 @@ func (c *capture) snapshot() map[string][]float64 {
 
 type env struct {
 	rc     *Receiver
-	sig    *signals.Signals
+	sig    *logtrace.Hub
 	sink   *capture
 	logs   *logs.Store
 	traces *traces.Store
@@ -104,16 +104,16 @@ type env struct {
 	grpc   *grpc.ClientConn
 }
 
-func newEnv(t testing.TB, pcfg pipeline.Config, scfg ...signals.Config) *env {
+func newEnv(t testing.TB, pcfg pipeline.Config, scfg ...logtrace.Config) *env {
 	return newEnvLimits(t, fleet.DefaultLimits(), pcfg, scfg...)
 }
 
-func newEnvLimits(t testing.TB, lim fleet.Limits, pcfg pipeline.Config, scfg ...signals.Config) *env {
+func newEnvLimits(t testing.TB, lim fleet.Limits, pcfg pipeline.Config, scfg ...logtrace.Config) *env {
 	return newEnvFleet(t, func(fc *fleet.Config) { fc.Limits = &lim }, pcfg, scfg...)
 }
 
 // newEnvFleet is eu-1 and us-1; fleetCfg may change their config.
-func newEnvFleet(t testing.TB, fleetCfg func(*fleet.Config), pcfg pipeline.Config, scfg ...signals.Config) *env {
+func newEnvFleet(t testing.TB, fleetCfg func(*fleet.Config), pcfg pipeline.Config, scfg ...logtrace.Config) *env {
 	t.Setenv("FG_OTLP_TOKEN_EU1", "tok-eu-1")
 	t.Setenv("FG_OTLP_TOKEN_US1", "tok-us-1")
 	fc := fleet.Config{Clusters: []fleet.ClusterConfig{
@@ -132,11 +132,11 @@ func newEnvFleet(t testing.TB, fleetCfg func(*fleet.Config), pcfg pipeline.Confi
 	require.NoError(t, err)
 	ts, err := traces.Open(dir, traces.Config{}, nil, logger)
 	require.NoError(t, err)
-	var sc signals.Config
+	var sc logtrace.Config
 	if len(scfg) > 0 {
 		sc = scfg[0]
 	}
-	sig, err := signals.New(sc, reg, pipe, []signals.LogsSink{ls}, []signals.TracesSink{ts}, nil, logger)
+	sig, err := logtrace.New(sc, reg, pipe, []logtrace.LogsSink{ls}, []logtrace.TracesSink{ts}, nil, logger)
 	require.NoError(t, err)
 	rc, err := New(Config{}, pipe, sig, nil, logger)
 	require.NoError(t, err)

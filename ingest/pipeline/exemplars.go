@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 )
 
 // Exemplars are appended as Prometheus's remote-write receiver appends them
@@ -39,7 +40,7 @@ func (b *Batch) appendExemplars(c *fleet.Cluster, ref storage.SeriesRef, ls labe
 	for _, e := range s.Exemplars {
 		if e.Ts > maxT {
 			b.refuseExemplar(c, "invalid_exemplar", 1, fmt.Errorf("exemplar of series %s at %s: %w: more than %s ahead of now",
-				Abbrev(s.labels()), time.UnixMilli(e.Ts).UTC().Format(time.RFC3339Nano), storage.ErrOutOfBounds, b.p.cfg.MaxFuture))
+				core.Abbrev(s.labels()), time.UnixMilli(e.Ts).UTC().Format(time.RFC3339Nano), storage.ErrOutOfBounds, b.p.cfg.MaxFuture))
 			continue
 		}
 		ex = append(ex, e)
@@ -51,13 +52,13 @@ func (b *Batch) appendExemplars(c *fleet.Cluster, ref storage.SeriesRef, ls labe
 	slices.SortFunc(ex, exemplar.Compare)
 	app, ok := b.app.(storage.ExemplarAppenderV2)
 	if !ok {
-		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: storage %T does not take exemplars", len(ex), Abbrev(s.labels()), b.app))
+		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: storage %T does not take exemplars", len(ex), core.Abbrev(s.labels()), b.app))
 		return nil
 	}
 	_, err := app.AppendExemplars(ref, ls, ex)
 	if errors.Is(err, storage.ErrNotFound) && ls.IsEmpty() {
 		// A cached series reference that is no longer valid: go by labels.
-		var perr *Error
+		var perr *core.Error
 		if ls, _, perr = b.stamp(s.labels()); perr == nil {
 			_, err = app.AppendExemplars(0, ls, ex)
 		}
@@ -73,13 +74,13 @@ func (b *Batch) appendExemplars(c *fleet.Cluster, ref storage.SeriesRef, ls labe
 			if errors.Is(ee.Err, storage.ErrOutOfOrderExemplar) {
 				reason = "out_of_order_exemplar"
 			}
-			b.refuseExemplar(c, reason, 1, fmt.Errorf("exemplar of series %s: %w", Abbrev(s.labels()), ee.Err))
+			b.refuseExemplar(c, reason, 1, fmt.Errorf("exemplar of series %s: %w", core.Abbrev(s.labels()), ee.Err))
 		}
 	default:
 		// No series to attach them to (its samples were all refused, or
 		// it only had exemplars), or a storage error Prometheus's receiver
 		// does not fail the request for either.
-		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: %w", len(ex), Abbrev(s.labels()), err))
+		b.refuseExemplar(c, "invalid_exemplar", len(ex), fmt.Errorf("%d exemplars of series %s: %w", len(ex), core.Abbrev(s.labels()), err))
 	}
 	return nil
 }
@@ -107,6 +108,6 @@ func (b *Batch) OutOfOrderExemplars() error {
 	if b.oooExemplars == 0 {
 		return nil
 	}
-	return &Error{Status: http.StatusBadRequest, Reason: "out_of_order_exemplar",
+	return &core.Error{Status: http.StatusBadRequest, Reason: "out_of_order_exemplar",
 		Msg: fmt.Sprintf("%d exemplars rejected: %v", b.oooExemplars, errors.Join(b.oooExemplarErrs...))}
 }

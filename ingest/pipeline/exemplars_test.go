@@ -14,6 +14,9 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 )
 
 // TestExemplarsAsPrometheus: exemplars are appended after the series'
@@ -91,7 +94,7 @@ func TestExemplarsAsPrometheus(t *testing.T) {
 			require.NoError(t, b.Add(&tc.series))
 			w, err = b.Commit()
 			if len(tc.series.Samples) > 0 && tc.series.Samples[0].T < now {
-				require.Equal(t, http.StatusBadRequest, ErrorStatus(err), "the refused sample is reported")
+				require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err), "the refused sample is reported")
 			} else {
 				require.NoError(t, err, "exemplars never fail the batch")
 			}
@@ -141,8 +144,19 @@ func TestInvalidHistogramIs400(t *testing.T) {
 			require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "h"), Histograms: []HistogramSample{h}}))
 			require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "ok"), Samples: []Sample{{T: now, V: 1}}}))
 			w, err := b.Commit()
-			require.Equal(t, http.StatusBadRequest, ErrorStatus(err), "%v", err)
+			require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err), "%v", err)
 			require.Equal(t, Written{Series: 2, Samples: 1}, w, "the valid series is written")
 		})
 	}
 }
+
+func testRegistry(t *testing.T, names ...string) *fleet.Registry {
+	var cc []fleet.ClusterConfig
+	for _, n := range names {
+		cc = append(cc, fleet.ClusterConfig{Name: n, Credentials: fleet.Credentials{TLSNames: []string{n}}})
+	}
+	r, err := fleet.NewRegistry(fleet.Config{Clusters: cc})
+	require.NoError(t, err)
+	return r
+}
+func intp(n int) *int { return &n }

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -19,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 )
 
 // twoClusters is eu-1 (with the given limit overrides) and us-1 (defaults
@@ -86,7 +85,7 @@ func TestMaxFuture(t *testing.T) {
 				require.NoError(t, err)
 			} else {
 				require.Error(t, err)
-				require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
+				require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err))
 				require.Contains(t, err.Error(), tc.wantErr)
 				require.Contains(t, err.Error(), `{__name__="m", cluster="eu-1", job="x"}`, "names the series")
 				require.Contains(t, err.Error(), "ingest.max_future (10m)", "names the bound")
@@ -125,7 +124,7 @@ func TestSeriesLimit(t *testing.T) {
 
 	err := appendOne(t, p, eu, series(3), 1000, 1)
 	require.Error(t, err)
-	require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
+	require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err))
 	require.Contains(t, err.Error(), `series {__name__="m", cluster="eu-1", i="3"}`)
 	require.Contains(t, err.Error(), `cluster "eu-1" is at its limit of 3 active series (limits.max_series)`)
 	require.EqualValues(t, 1, eu.Status(time.Now()).Rejections["series_limit"])
@@ -199,63 +198,10 @@ func TestLabelLimitsPerCluster(t *testing.T) {
 			continue
 		}
 		require.Error(t, err)
-		require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
+		require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err))
 		require.Contains(t, err.Error(), tc.wantErr)
 	}
 	require.Len(t, selectAll(t, db), 2, "us-1's two series")
-}
-
-// The request limits: in-flight slots and the sample bucket, per cluster.
-func TestLimiter(t *testing.T) {
-	lim := fleet.DefaultLimits()
-	p, _, reg, _ := twoClusters(t, lim, &fleet.LimitOverrides{MaxInflightRequests: intp(2), IngestionRate: func() *float64 { f := 100.0; return &f }()})
-	l := p.Limiter()
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l.now = func() time.Time { return t0 }
-	eu, us := reg.Get("eu-1"), reg.Get("us-1")
-
-	require.NoError(t, l.Admit(eu, BudgetSamples))
-	require.NoError(t, l.Admit(eu, BudgetSamples))
-	err := l.Admit(eu, BudgetSamples)
-	require.Equal(t, http.StatusTooManyRequests, ErrorStatus(err))
-	require.Contains(t, err.Error(), `cluster "eu-1" already has 2 requests in flight (limits.max_inflight_requests)`)
-	require.Equal(t, time.Second, ErrorRetryAfter(err))
-	require.EqualValues(t, 2, eu.InflightRequests())
-	for range 10 {
-		require.NoError(t, l.Admit(us, BudgetSamples), "another cluster is not limited by eu-1's slots")
-	}
-	l.Done(eu)
-	require.NoError(t, l.Admit(eu, BudgetSamples))
-	l.Done(eu)
-	l.Done(eu)
-	require.EqualValues(t, 0, eu.InflightRequests())
-
-	// Rate 100/s, burst 200.
-	require.NoError(t, l.TakeSamples(eu, 150))
-	err = l.TakeSamples(eu, 100)
-	require.Equal(t, http.StatusTooManyRequests, ErrorStatus(err))
-	require.Contains(t, err.Error(), "ingestion rate limit of 100 samples/s (limits.ingestion_rate, burst 200)")
-	require.Equal(t, 500*time.Millisecond, ErrorRetryAfter(err), "50 more samples at 100/s")
-	require.Equal(t, "1", RetryAfter(ErrorRetryAfter(err)))
-	err = l.TakeSamples(eu, 201)
-	require.Equal(t, http.StatusRequestEntityTooLarge, ErrorStatus(err))
-	require.Contains(t, err.Error(), "more than its limits.ingestion_burst (200)")
-	require.NoError(t, l.TakeSamples(eu, 50))
-	// A bucket without the tokens the last request took (50) is refused
-	// before the body is read.
-	err = l.Admit(eu, BudgetSamples)
-	require.Equal(t, http.StatusTooManyRequests, ErrorStatus(err))
-	require.Equal(t, 500*time.Millisecond, ErrorRetryAfter(err))
-	require.EqualValues(t, 0, eu.InflightRequests(), "a refused request holds no slot")
-	require.NoError(t, l.Admit(eu, BudgetNone), "traces draw from no bucket")
-	l.Done(eu)
-	t0 = t0.Add(time.Second)
-	require.NoError(t, l.TakeSamples(eu, 100), "the bucket refills at the rate")
-	require.NoError(t, l.TakeSamples(us, 1_000_000), "us-1 is unlimited")
-	st := eu.Status(t0)
-	require.EqualValues(t, 1, st.Rejections["inflight_limit"])
-	require.EqualValues(t, 100+1, st.Rejections["rate_limited"], "100 samples, and 1 request refused before its body")
-	require.EqualValues(t, 201, st.Rejections["too_large"])
 }
 
 // Only a write that stored something makes a cluster fresh: all samples
@@ -295,7 +241,7 @@ func TestErrorBodiesCapped(t *testing.T) {
 	_, err := b.Commit()
 	require.Error(t, err)
 	msg := err.Error()
-	require.Less(t, len(msg), MaxProblems*MaxProblemBytes+200)
+	require.Less(t, len(msg), core.MaxProblems*core.MaxProblemBytes+200)
 	require.Contains(t, msg, "100 samples rejected")
 	require.Contains(t, msg, "; and 90 more")
 	require.Contains(t, msg, "more labels}")
@@ -303,14 +249,14 @@ func TestErrorBodiesCapped(t *testing.T) {
 }
 
 func TestAbbrevAndTruncate(t *testing.T) {
-	require.Equal(t, `{__name__="up", job="a"}`, Abbrev(labels.FromStrings("__name__", "up", "job", "a")))
-	long := Abbrev(labels.FromStrings("__name__", "up", "a", strings.Repeat("x", 5000)))
+	require.Equal(t, `{__name__="up", job="a"}`, core.Abbrev(labels.FromStrings("__name__", "up", "job", "a")))
+	long := core.Abbrev(labels.FromStrings("__name__", "up", "a", strings.Repeat("x", 5000)))
 	require.Less(t, len(long), 200)
 	require.Contains(t, long, "…")
-	require.Equal(t, "abc", Truncate("abc", 3))
-	require.Equal(t, "a…", Truncate("abcdef", 4))
-	require.Equal(t, "…", Truncate("ééé", 4), "never splits a rune")
-	var p Problems
+	require.Equal(t, "abc", core.Truncate("abc", 3))
+	require.Equal(t, "a…", core.Truncate("abcdef", 4))
+	require.Equal(t, "…", core.Truncate("ééé", 4), "never splits a rune")
+	var p core.Problems
 	require.NoError(t, p.Err())
 	for i := range 12 {
 		p.Add(fmt.Errorf("problem %d", i))
@@ -352,7 +298,7 @@ func TestSeriesTrackerForwardOnly(t *testing.T) {
 	}
 	err = write(eu, 3)
 	require.Error(t, err)
-	require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
+	require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err))
 	require.Contains(t, err.Error(), `cluster "eu-1" is at its limit of 3 active series (limits.max_series)`)
 	for i := range 3 {
 		require.NoError(t, write(eu, i), "known series are accepted, cached or not")
@@ -399,25 +345,4 @@ func TestSeriesLimitConcurrent(t *testing.T) {
 	require.GreaterOrEqual(t, n, int64(100))
 	require.LessOrEqual(t, n, int64(100+workers))
 	require.EqualValues(t, n, db.Head().NumSeries(), "the count is the head's")
-}
-
-// fleetgate_cluster_limit has every limit of every cluster, by its limits: key.
-func TestLimitsCollector(t *testing.T) {
-	five := 5
-	_, _, reg, _ := twoClusters(t, fleet.DefaultLimits(), &fleet.LimitOverrides{MaxSeries: &five})
-	lc := limitsCollector{reg}
-	dl := reg.DefaultLimits()
-	require.Equal(t, 2*len(dl.Values()), testutil.CollectAndCount(lc, "fleetgate_cluster_limit"))
-	pr := prometheus.NewPedanticRegistry()
-	pr.MustRegister(lc)
-	mfs, err := pr.Gather()
-	require.NoError(t, err)
-	got := map[string]float64{}
-	for _, m := range mfs[0].GetMetric() {
-		got[m.GetLabel()[0].GetValue()+"/"+m.GetLabel()[1].GetValue()] = m.GetGauge().GetValue()
-	}
-	require.Equal(t, 5.0, got["eu-1/max_series"])
-	require.Equal(t, 4096.0, got["eu-1/max_label_value_length"])
-	require.Equal(t, 0.0, got["us-1/max_series"])
-	require.Equal(t, 128.0, got["us-1/max_otlp_attributes"])
 }

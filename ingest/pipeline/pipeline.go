@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 )
 
 // Config limits what one request may carry. Per-cluster limits (label
@@ -111,9 +112,9 @@ type Pipeline struct {
 	meta    MetadataSink
 	logger  *slog.Logger
 	now     func() time.Time
-	ha      *HATracker // HA replica dedup (ha.go); nil: off
+	ha      HATracker // HA replica dedup (ingest/ha); nil: off
 	refs    *refCache
-	limits  *Limiter
+	limits  *core.Limiter
 	tracker *SeriesTracker // forward-only series limit; nil: off
 
 	samples    *prometheus.CounterVec
@@ -145,7 +146,7 @@ func New(cfg Config, reg *fleet.Registry, sink storage.AppendableV2, meta Metada
 	}
 	p.refs = newRefCache(p.cfg.SeriesCacheBytes)
 	var err error
-	if p.limits, err = NewLimiter(reg, r); err != nil {
+	if p.limits, err = core.NewLimiter(reg, r); err != nil {
 		return nil, err
 	}
 	if r != nil {
@@ -168,7 +169,7 @@ func (p *Pipeline) MaxSeriesPerRequest() int { return p.cfg.MaxSeriesPerRequest 
 func (p *Pipeline) MaxFuture() time.Duration { return time.Duration(p.cfg.MaxFuture) }
 
 // Limiter enforces the per-cluster request limits for every receiver.
-func (p *Pipeline) Limiter() *Limiter { return p.limits }
+func (p *Pipeline) Limiter() *core.Limiter { return p.limits }
 
 // Sample is one float sample. ST is the optional start (created) timestamp.
 type Sample struct {
@@ -225,55 +226,6 @@ func (s *Series) Reset() {
 	s.ID, s.Source = nil, nil
 }
 
-// Error is an ingest error with the HTTP status it maps to.
-type Error struct {
-	Status int
-	Reason string // metric label: conflict, invalid_labels, out_of_order, too_old, duplicate, limit, ...
-	Msg    string
-	// RetryAfter, for a 429, is when the sender may retry.
-	RetryAfter time.Duration
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-// ErrorStatus is the HTTP status for err: the one of *Error, 503 for an
-// error that says when to retry (a store that cannot take writes now, see
-// ErrorRetryAfter), or 500.
-func ErrorStatus(err error) int {
-	var pe *Error
-	if errors.As(err, &pe) {
-		return pe.Status
-	}
-	if _, ok := storeRetryAfter(err); ok {
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
-// ErrorRetryAfter is when the sender may retry: the delay of a 429 *Error,
-// or of an error from a store that cannot take writes now (it has a
-// RetryAfter() time.Duration method, ErrorStatus answers 503); else 0.
-func ErrorRetryAfter(err error) time.Duration {
-	var pe *Error
-	if errors.As(err, &pe) {
-		return pe.RetryAfter
-	}
-	if d, ok := storeRetryAfter(err); ok {
-		return d
-	}
-	return 0
-}
-
-// storeRetryAfter is the delay of an error that says when to retry: nothing
-// of the request was stored, the store is temporarily unavailable.
-func storeRetryAfter(err error) (time.Duration, bool) {
-	var ra interface{ RetryAfter() time.Duration }
-	if errors.As(err, &ra) {
-		return ra.RetryAfter(), true
-	}
-	return 0, false
-}
-
 // Written counts what a batch committed.
 type Written struct {
 	Series, Samples, Histograms, Exemplars int
@@ -294,7 +246,7 @@ type Batch struct {
 	app     storage.AppenderV2
 	sb      labels.ScratchBuilder
 	counts  []clusterCount
-	bad     Problems
+	bad     core.Problems
 	badN    int
 	fatal   error
 	series  int
@@ -357,72 +309,37 @@ func (b *Batch) reject(c *fleet.Cluster, reason string, n int, err error) {
 // Fatal is the identity error that aborted the batch, if any.
 func (b *Batch) Fatal() error { return b.fatal }
 
-// stamp validates s.Labels and returns them with the cluster identity stamped.
-func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *Error) {
-	c := b.cluster
-	if c == nil {
-		c = b.p.reg.Dev(ls.Get(fleet.ClusterLabel))
-		if c == nil {
-			return ls, nil, &Error{Status: http.StatusUnauthorized, Reason: "unauthenticated", Msg: "no cluster identity"}
-		}
+// stamp validates s.Labels and returns them with the cluster identity
+// stamped (identity, conflict rule, label limits and stamping: ingest/core).
+func (b *Batch) stamp(ls labels.Labels) (labels.Labels, *fleet.Cluster, *core.Error) {
+	c, perr := core.Resolve(b.p.reg, b.cluster, ls.Get(fleet.ClusterLabel))
+	if perr != nil {
+		return ls, nil, perr
 	}
 	if ls.Len() == 0 || ls.Get(model.MetricNameLabel) == "" {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has no metric name", Abbrev(ls))}
+		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has no metric name", core.Abbrev(ls))}
 	}
 	lim := c.Limits()
 	if lim.MaxLabelsPerSeries > 0 && ls.Len() > lim.MaxLabelsPerSeries {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s has %d labels, more than limits.max_labels_per_series (%d)", Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)}
+		return ls, c, core.CheckLabelLimits(lim, "series", ls)
 	}
 	if !ls.IsValid(model.UTF8Validation) {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has an invalid label name or value", Abbrev(ls))}
+		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has an invalid label name or value", core.Abbrev(ls))}
 	}
 	if dup, ok := ls.HasDuplicateLabelNames(); ok {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has duplicate label %.64q", Abbrev(ls), dup)}
+		return ls, c, &core.Error{Status: http.StatusBadRequest, Reason: "invalid_labels", Msg: fmt.Sprintf("series %s has duplicate label %.64q", core.Abbrev(ls), dup)}
 	}
-	if lim.MaxLabelNameLength > 0 || lim.MaxLabelValueLength > 0 {
-		var lerr *Error
-		ls.Range(func(l labels.Label) {
-			if lerr != nil {
-				return
-			}
-			switch {
-			case lim.MaxLabelNameLength > 0 && len(l.Name) > lim.MaxLabelNameLength:
-				lerr = &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)",
-					Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)}
-			case lim.MaxLabelValueLength > 0 && len(l.Value) > lim.MaxLabelValueLength:
-				lerr = &Error{Status: http.StatusBadRequest, Reason: "limit", Msg: fmt.Sprintf("series %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)",
-					Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)}
-			}
-		})
-		if lerr != nil {
-			return ls, c, lerr
-		}
+	if lerr := core.CheckLabelLimits(lim, "series", ls); lerr != nil {
+		return ls, c, lerr
 	}
-	if claimed := ls.Get(fleet.ClusterLabel); claimed != "" && claimed != c.Name && b.p.reg.OnConflict() == fleet.ConflictReject {
-		return ls, c, &Error{Status: http.StatusBadRequest, Reason: "conflict",
-			Msg: fmt.Sprintf("series %s claims cluster %.64q but the credential proves cluster %q", Abbrev(ls), claimed, c.Name)}
+	if claimed := ls.Get(fleet.ClusterLabel); core.Refused(b.p.reg, c, claimed) {
+		return ls, c, core.ConflictError("series "+core.Abbrev(ls), claimed, c)
 	}
-	// Merge the sorted series labels with the sorted stamp, the stamp winning.
 	stamp := b.stamps
 	if c != b.cluster || stamp == nil {
 		stamp = c.StampLabels()
 	}
-	b.sb.Reset()
-	i := 0
-	ls.Range(func(l labels.Label) {
-		for i < len(stamp) && stamp[i][0] < l.Name {
-			b.sb.Add(stamp[i][0], stamp[i][1])
-			i++
-		}
-		if i < len(stamp) && stamp[i][0] == l.Name {
-			return // the stamped value replaces the sent one
-		}
-		b.sb.Add(l.Name, l.Value)
-	})
-	for ; i < len(stamp); i++ {
-		b.sb.Add(stamp[i][0], stamp[i][1])
-	}
-	return b.sb.Labels(), c, nil
+	return core.Stamp(&b.sb, ls, stamp), c, nil
 }
 
 func classify(err error) (string, bool) {
@@ -452,7 +369,7 @@ func (b *Batch) Add(s *Series) error {
 	}
 	b.series++
 	if b.series > b.p.cfg.MaxSeriesPerRequest {
-		b.fatal = &Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
+		b.fatal = &core.Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
 			Msg: fmt.Sprintf("request has more than %d series (ingest.max_series_per_request)", b.p.cfg.MaxSeriesPerRequest)}
 		b.abort()
 		return b.fatal
@@ -464,7 +381,7 @@ func (b *Batch) Add(s *Series) error {
 	var (
 		ls     labels.Labels
 		c      *fleet.Cluster
-		perr   *Error
+		perr   *core.Error
 		ref    storage.SeriesRef
 		key    refKey
 		cached bool
@@ -505,9 +422,12 @@ func (b *Batch) Add(s *Series) error {
 			return b.appendExemplars(c, ref, ls, s, b.count(c))
 		}
 	}
-	ls, keep, backfill := b.p.ha.Accept(c, ls, s)
+	keep, backfill := true, []HABackfill(nil)
+	if b.p.ha != nil {
+		ls, keep, backfill = b.p.ha.Accept(c, ls, s)
+	}
 	if !keep {
-		return nil // a non-elected HA replica: dropped, counted in ha.go
+		return nil // a non-elected HA replica: dropped, counted by the tracker
 	}
 	if len(backfill) > 0 {
 		if err := b.backfill(c, backfill); err != nil {
@@ -519,7 +439,7 @@ func (b *Batch) Add(s *Series) error {
 			// Remote-write 1.0 senders send exemplars as series of their own.
 			return b.appendExemplars(c, 0, ls, s, b.count(c))
 		}
-		b.reject(c, "empty_series", 0, &Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", Abbrev(s.labels()))})
+		b.reject(c, "empty_series", 0, &core.Error{Status: http.StatusBadRequest, Reason: "empty_series", Msg: fmt.Sprintf("series %s has no samples", core.Abbrev(s.labels()))})
 		return nil
 	}
 	if b.p.tracker != nil {
@@ -531,7 +451,7 @@ func (b *Batch) Add(s *Series) error {
 			k = ls.Hash() // not cached, so stamped above
 		}
 		if err := b.p.tracker.admit(c, k); err != nil {
-			b.reject(c, "series_limit", n, fmt.Errorf("series %s: %w", Abbrev(s.labels()), err))
+			b.reject(c, "series_limit", n, fmt.Errorf("series %s: %w", core.Abbrev(s.labels()), err))
 			return nil
 		}
 	}
@@ -625,8 +545,8 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 	if ls.IsEmpty() {
 		ls = s.labels()
 	}
-	b.reject(c, "too_far_in_future", bad, &Error{Status: http.StatusBadRequest, Reason: "too_far_in_future",
-		Msg: fmt.Sprintf("series %s: %d samples from %s on are more than ingest.max_future (%s) ahead of now", Abbrev(ls), bad,
+	b.reject(c, "too_far_in_future", bad, &core.Error{Status: http.StatusBadRequest, Reason: "too_far_in_future",
+		Msg: fmt.Sprintf("series %s: %d samples from %s on are more than ingest.max_future (%s) ahead of now", core.Abbrev(ls), bad,
 			formatMillis(first), b.p.cfg.MaxFuture)})
 	return bad
 }
@@ -670,7 +590,7 @@ func (b *Batch) backfill(c *fleet.Cluster, bf []HABackfill) error {
 		}
 		reason, known := classify(err)
 		if !known {
-			b.fatal = fmt.Errorf("appending HA backfill of series %s: %w", Abbrev(bf[i].Labels), err)
+			b.fatal = fmt.Errorf("appending HA backfill of series %s: %w", core.Abbrev(bf[i].Labels), err)
 			b.abort()
 			return b.fatal
 		}
@@ -685,7 +605,7 @@ func (b *Batch) backfill(c *fleet.Cluster, bf []HABackfill) error {
 }
 
 // uncache forgets a cached series and stamps it the full way.
-func (b *Batch) uncache(key *refKey, sent labels.Labels) (labels.Labels, *Error) {
+func (b *Batch) uncache(key *refKey, sent labels.Labels) (labels.Labels, *core.Error) {
 	b.p.refs.del(key)
 	ls, _, perr := b.stamp(sent)
 	return ls, perr
@@ -703,9 +623,9 @@ func retryUncached(err error) bool {
 func (b *Batch) appendErr(c *fleet.Cluster, s *Series, ls labels.Labels, t int64, err error) error {
 	name := func() string {
 		if ls.IsEmpty() {
-			return Abbrev(s.labels())
+			return core.Abbrev(s.labels())
 		}
-		return Abbrev(ls)
+		return core.Abbrev(ls)
 	}
 	if err == nil {
 		return nil
@@ -732,7 +652,7 @@ func (b *Batch) abort() {
 func (b *Batch) Abort() { b.abort() }
 
 // Commit makes the batch durable in the WAL. It returns what was written;
-// err is an *Error with status 400 when some series or samples were rejected
+// err is an *core.Error with status 400 when some series or samples were rejected
 // (the rest are committed), or a storage failure.
 func (b *Batch) Commit() (Written, error) {
 	if b.fatal != nil {
@@ -766,7 +686,7 @@ func (b *Batch) Commit() (Written, error) {
 	}
 	if b.bad.Len() > 0 {
 		msg := fmt.Sprintf("%d samples rejected: %v", b.badN, b.bad.Err())
-		return total, &Error{Status: http.StatusBadRequest, Reason: "rejected", Msg: msg}
+		return total, &core.Error{Status: http.StatusBadRequest, Reason: "rejected", Msg: msg}
 	}
 	return total, nil
 }
@@ -776,3 +696,28 @@ func (p *Pipeline) MetadataSink() MetadataSink { return p.meta }
 
 // Rejected is the number of samples rejected so far (reported by Commit).
 func (b *Batch) Rejected() int { return b.badN }
+
+// HATracker deduplicates the series of Prometheus HA pairs (ingest/ha's
+// Tracker): it decides, per series that carries a replica label, whether
+// the batch keeps it.
+type HATracker interface {
+	// Tracks reports whether Accept decides about ls (it carries a replica
+	// label); such series skip the series cache.
+	Tracks(ls labels.Labels) bool
+	// Accept decides whether a stamped series of cluster c is kept, and
+	// returns its labels as stored (without the replica label unless
+	// configured) and, when the call elected a new replica, that replica's
+	// buffered samples to append first.
+	Accept(c *fleet.Cluster, ls labels.Labels, s *Series) (labels.Labels, bool, []HABackfill)
+	// Backfilled counts the outcome of appending a takeover's backfill.
+	Backfilled(c *fleet.Cluster, ok int, refused map[string]int)
+}
+
+// HABackfill is one buffered standby sample to append on failover.
+type HABackfill struct {
+	Labels labels.Labels // as Accept returns them
+	Sample Sample
+}
+
+// SetHATracker makes the pipeline deduplicate HA replicas with t (nil: off).
+func (p *Pipeline) SetHATracker(t HATracker) { p.ha = t }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 )
 
 func newTestPipeline(t testing.TB, clusters ...fleet.ClusterConfig) (*Pipeline, *tsdb.DB, *fleet.Registry) {
@@ -93,7 +94,7 @@ func TestRefCacheKeepsIdentityChecks(t *testing.T) {
 	// The same labels from cluster b are a conflict, cached or not.
 	err := appendOne(t, p, reg.Get("b"), claimsA, 3000, 1)
 	require.Error(t, err)
-	require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
+	require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err))
 	require.Contains(t, err.Error(), `claims cluster "a"`)
 	require.Len(t, selectAll(t, db)[`{__name__="up", cluster="a"}`], 2)
 }
@@ -105,7 +106,7 @@ func TestRefCacheOutOfOrderOnHitIsReported(t *testing.T) {
 	require.NoError(t, appendOne(t, p, c, ls, 2000, 1))
 	err := appendOne(t, p, c, ls, 1000, 1)
 	require.Error(t, err)
-	require.Equal(t, http.StatusBadRequest, ErrorStatus(err))
+	require.Equal(t, http.StatusBadRequest, core.ErrorStatus(err))
 	require.Contains(t, err.Error(), `cluster="dev"`, "the message names the stamped series")
 	require.Contains(t, err.Error(), storage.ErrOutOfOrderSample.Error())
 }

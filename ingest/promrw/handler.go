@@ -3,9 +3,7 @@ package promrw
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -24,6 +22,7 @@ import (
 	writev2 "github.com/prometheus/prometheus/prompb/io/prometheus/write/v2"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
@@ -196,12 +195,11 @@ func NewHandler(cfg Config, p *pipeline.Pipeline, r prometheus.Registerer, logge
 	return h, nil
 }
 
-type httpError struct {
-	status int
-	msg    string
+// errorf is the answer to a request that fails: its status and the
+// *core.Error ServeHTTP maps to it.
+func errorf(status int, format string, args ...any) (int, error) {
+	return status, core.Errorf(status, "invalid", format, args...)
 }
-
-func (e *httpError) Error() string { return e.msg }
 
 // parseContentType returns the protobuf message the Content-Type asks for.
 func parseContentType(ct string) (string, error) {
@@ -230,16 +228,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	version := "1.0"
 	status, err := h.serve(w, r, &version)
 	if err != nil {
+		status = core.ErrorStatus(err)
 		if status >= 500 {
 			h.logger.Error("remote-write failed", "err", err, "status", status)
 		} else {
 			h.logger.Debug("remote-write rejected", "err", err, "status", status)
 		}
-		if d := pipeline.ErrorRetryAfter(err); d > 0 {
-			w.Header().Set("Retry-After", pipeline.RetryAfter(d))
+		if d := core.ErrorRetryAfter(err); d > 0 {
+			w.Header().Set("Retry-After", core.RetryAfter(d))
 		}
 		// Messages are capped where they are made; this bounds their sum.
-		http.Error(w, pipeline.Truncate(err.Error(), maxErrorBody), status)
+		http.Error(w, core.Truncate(err.Error(), maxErrorBody), status)
 	} else {
 		w.WriteHeader(status)
 	}
@@ -250,7 +249,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, version *string) (int, error) {
 	msg, err := parseContentType(r.Header.Get("Content-Type"))
 	if err != nil {
-		return http.StatusUnsupportedMediaType, err
+		return errorf(http.StatusUnsupportedMediaType, "%w", err)
 	}
 	if msg == protoV2 {
 		*version = "2.0"
@@ -258,42 +257,35 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, version *string)
 	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
 	case "", "snappy":
 	default:
-		return http.StatusUnsupportedMediaType, fmt.Errorf("Content-Encoding %q is not supported; use snappy", enc)
+		return errorf(http.StatusUnsupportedMediaType, "Content-Encoding %q is not supported; use snappy", enc)
 	}
 	cluster, err := h.pipe.Registry().Identify(fleet.CredentialFromHTTP(r))
 	if err != nil {
-		return http.StatusUnauthorized, err
+		return errorf(http.StatusUnauthorized, "%w", err)
 	}
 	// A cluster at its in-flight or rate limit is refused before its body
 	// is read or decoded.
-	if err := h.pipe.Limiter().Admit(cluster, pipeline.BudgetSamples); err != nil {
-		return pipeline.ErrorStatus(err), err
+	if err := h.pipe.Limiter().Admit(cluster, core.BudgetSamples); err != nil {
+		return core.ErrorStatus(err), err
 	}
 	defer h.pipe.Limiter().Done(cluster)
-	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("request body of %d bytes is larger than remote_write.max_request_bytes (%d)", r.ContentLength, h.cfg.MaxRequestBytes)
-	}
 	bufp, _ := h.bufPool.Get().(*[]byte)
 	if bufp == nil {
 		b := make([]byte, 0, 64<<10)
 		bufp = &b
 	}
 	defer h.bufPool.Put(bufp)
-	compressed, err := readAll(r.Body, (*bufp)[:0], h.cfg.MaxRequestBytes)
+	compressed, err := core.ReadBody(r, (*bufp)[:0], core.BodyLimits{MaxBytes: h.cfg.MaxRequestBytes, Key: "remote_write.max_request_bytes"})
 	if err != nil {
-		var he *httpError
-		if errors.As(err, &he) {
-			return he.status, he
-		}
-		return http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
+		return core.ErrorStatus(err), err
 	}
 	*bufp = compressed
 	n, err := snappy.DecodedLen(compressed)
 	if err != nil {
-		return http.StatusBadRequest, fmt.Errorf("body is not snappy-compressed: %w", err)
+		return errorf(http.StatusBadRequest, "body is not snappy-compressed: %w", err)
 	}
 	if n > h.cfg.MaxDecodedBytes {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("decoded body of %d bytes is larger than remote_write.max_decoded_bytes (%d)", n, h.cfg.MaxDecodedBytes)
+		return errorf(http.StatusRequestEntityTooLarge, "decoded body of %d bytes is larger than remote_write.max_decoded_bytes (%d)", n, h.cfg.MaxDecodedBytes)
 	}
 	decp, _ := h.bufPool.Get().(*[]byte)
 	if decp == nil {
@@ -306,7 +298,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, version *string)
 	}
 	decoded, err := snappy.Decode((*decp)[:n], compressed)
 	if err != nil {
-		return http.StatusBadRequest, fmt.Errorf("body is not valid snappy: %w", err)
+		return errorf(http.StatusBadRequest, "body is not valid snappy: %w", err)
 	}
 	st := h.sPool.Get().(*decodeState)
 	defer h.sPool.Put(st)
@@ -314,25 +306,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, version *string)
 		return h.writeV2(w, r, cluster, decoded, st)
 	}
 	return h.writeV1(w, r, cluster, decoded, st)
-}
-
-func readAll(rd io.Reader, buf []byte, limit int) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := rd.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if len(buf) > limit {
-			return buf, &httpError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body is larger than remote_write.max_request_bytes (%d)", limit)}
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet.Cluster, body []byte, st *decodeState) (int, error) {
@@ -345,17 +318,17 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	req.Timeseries = req.Timeseries[:0]
 	req.Metadata = req.Metadata[:0]
 	if err := decodeV1(req, &st.ids, body); err != nil {
-		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 1.0 request: %w", err)
+		return errorf(http.StatusBadRequest, "decoding remote-write 1.0 request: %w", err)
 	}
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
+		return errorf(http.StatusRequestEntityTooLarge, "request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
 	}
 	n := 0
 	for i := range req.Timeseries {
 		n += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
 	}
 	if err := h.pipe.Limiter().TakeSamples(cluster, n); err != nil {
-		return pipeline.ErrorStatus(err), err
+		return core.ErrorStatus(err), err
 	}
 	batch := h.pipe.Begin(r.Context(), cluster)
 	s := &st.series
@@ -381,7 +354,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 			s.Exemplars = append(s.Exemplars, e.ToExemplar(&st.sb, nil))
 		}
 		if err := batch.Add(s); err != nil {
-			return pipeline.ErrorStatus(err), err
+			return core.ErrorStatus(err), err
 		}
 	}
 	if ms := h.pipe.MetadataSink(); ms != nil && len(req.Metadata) > 0 {
@@ -398,7 +371,7 @@ func (h *Handler) writeV1(w http.ResponseWriter, r *http.Request, cluster *fleet
 	_, err := batch.Commit()
 	w.Header().Set(headerVersion, "0.1.0")
 	if err != nil {
-		return pipeline.ErrorStatus(err), err
+		return core.ErrorStatus(err), err
 	}
 	return http.StatusNoContent, nil
 }
@@ -426,21 +399,21 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 	}
 	setWritten(pipeline.Written{})
 	if err := decodeV2(req, body); err != nil {
-		return http.StatusBadRequest, fmt.Errorf("decoding remote-write 2.0 request: %w", err)
+		return errorf(http.StatusBadRequest, "decoding remote-write 2.0 request: %w", err)
 	}
 	if max := h.pipe.MaxSeriesPerRequest(); len(req.Timeseries) > max {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
+		return errorf(http.StatusRequestEntityTooLarge, "request has %d series, more than ingest.max_series_per_request (%d)", len(req.Timeseries), max)
 	}
 	n := 0
 	for i := range req.Timeseries {
 		n += len(req.Timeseries[i].Samples) + len(req.Timeseries[i].Histograms)
 	}
 	if err := h.pipe.Limiter().TakeSamples(cluster, n); err != nil {
-		return pipeline.ErrorStatus(err), err
+		return core.ErrorStatus(err), err
 	}
 	batch := h.pipe.Begin(r.Context(), cluster)
 	s := &st.series
-	var badSeries pipeline.Problems
+	var badSeries core.Problems
 	for i := range req.Timeseries {
 		ts := &req.Timeseries[i]
 		s.Reset()
@@ -452,12 +425,12 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		st.cur, st.refs, st.symbols, s.Source = nil, ts.LabelsRefs, req.Symbols, st
 		md, err := ts.ToMetadata(req.Symbols)
 		if err != nil {
-			badSeries.Add(fmt.Errorf("series %s: metadata: %w", pipeline.Abbrev(st.SeriesLabels()), err))
+			badSeries.Add(fmt.Errorf("series %s: metadata: %w", core.Abbrev(st.SeriesLabels()), err))
 			continue
 		}
 		if len(ts.Samples) == 0 && len(ts.Histograms) == 0 {
 			// The 2.0 spec requires one; Prometheus's receiver answers 400.
-			badSeries.Add(fmt.Errorf("series %s has no samples or histograms", pipeline.Abbrev(st.SeriesLabels())))
+			badSeries.Add(fmt.Errorf("series %s has no samples or histograms", core.Abbrev(st.SeriesLabels())))
 			continue
 		}
 		s.ID = st.idV2(ts.LabelsRefs, req.Symbols, md)
@@ -477,19 +450,19 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 		for _, e := range ts.Exemplars {
 			ex, err := e.ToExemplar(&st.sb, req.Symbols)
 			if err != nil {
-				badSeries.Add(fmt.Errorf("series %s: exemplar: %w", pipeline.Abbrev(st.SeriesLabels()), err))
+				badSeries.Add(fmt.Errorf("series %s: exemplar: %w", core.Abbrev(st.SeriesLabels()), err))
 				continue
 			}
 			s.Exemplars = append(s.Exemplars, ex)
 		}
 		if err := batch.Add(s); err != nil {
-			return pipeline.ErrorStatus(err), err
+			return core.ErrorStatus(err), err
 		}
 	}
 	written, err := batch.Commit()
 	setWritten(written)
-	if err != nil && pipeline.ErrorStatus(err) != http.StatusBadRequest {
-		return pipeline.ErrorStatus(err), err
+	if err != nil && core.ErrorStatus(err) != http.StatusBadRequest {
+		return core.ErrorStatus(err), err
 	}
 	// Partial acceptance: what was valid is committed and counted in the
 	// Written headers; the rest is a 400 naming it. Out-of-order exemplars
@@ -500,12 +473,12 @@ func (h *Handler) writeV2(w http.ResponseWriter, r *http.Request, cluster *fleet
 	}
 	if err != nil {
 		if badSeries.Len() > 0 {
-			err = fmt.Errorf("%w; %d series refused: %w", err, badSeries.Len(), badSeries.Err())
+			return errorf(http.StatusBadRequest, "%w; %d series refused: %w", err, badSeries.Len(), badSeries.Err())
 		}
 		return http.StatusBadRequest, err
 	}
 	if badSeries.Len() > 0 {
-		return http.StatusBadRequest, fmt.Errorf("%d series refused: %w", badSeries.Len(), badSeries.Err())
+		return errorf(http.StatusBadRequest, "%d series refused: %w", badSeries.Len(), badSeries.Err())
 	}
 	return http.StatusNoContent, nil
 }

@@ -192,7 +192,7 @@ func splitRecord(data []byte) (lstr, stream []byte, err error) {
 	return data[k : k+int(n)], data[k+int(n):], nil
 }
 
-// PushLogs stores the streams durably (implements signals.LogsSink).
+// PushLogs stores the streams durably (implements logtrace.LogsSink).
 func (s *Store) PushLogs(_ context.Context, streams []push.Stream) error {
 	recs := make([]seglog.Record, 0, len(streams))
 	total, lines := 0, 0

@@ -210,7 +210,7 @@ func (s *Store) indexTags(td ptrace.Traces) {
 }
 
 // PushTraces stores the traces durably, one record per trace ID
-// (implements signals.TracesSink).
+// (implements logtrace.TracesSink).
 func (s *Store) PushTraces(_ context.Context, td ptrace.Traces) error {
 	byTrace := splitByTrace(td)
 	ids := make([]pcommon.TraceID, 0, len(byTrace))

@@ -1,4 +1,4 @@
-package pipeline
+package ha
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
 func testRegistry(t *testing.T, names ...string) *fleet.Registry {
@@ -29,7 +30,7 @@ func testRegistry(t *testing.T, names ...string) *fleet.Registry {
 }
 
 // oneSample is a series of one sample too old to be buffered for backfill.
-var oneSample = &Series{Samples: []Sample{{T: 0, V: 1}}}
+var oneSample = &pipeline.Series{Samples: []pipeline.Sample{{T: 0, V: 1}}}
 
 func TestHATracker(t *testing.T) {
 	reg := testRegistry(t, "eu-1", "us-1")
@@ -46,41 +47,41 @@ func TestHATracker(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		cfg   HAConfig
+		cfg   Config
 		steps []step
 	}{
-		{"first replica wins, other dropped", HAConfig{}, []step{
+		{"first replica wins, other dropped", Config{}, []step{
 			{0, eu, series("a"), true, "a"},
 			{time.Second, eu, series("b"), false, "a"},
 			{20 * time.Second, eu, series("a"), true, "a"},
 			{45 * time.Second, eu, series("b"), false, "a"},
 		}},
-		{"failover after the timeout, and no flapping back", HAConfig{}, []step{
+		{"failover after the timeout, and no flapping back", Config{}, []step{
 			{0, eu, series("a"), true, "a"},
 			{10 * time.Second, eu, series("b"), false, "a"},
 			{41 * time.Second, eu, series("b"), true, "b"},
 			{42 * time.Second, eu, series("a"), false, "b"},
 		}},
-		{"clusters are separate groups", HAConfig{}, []step{
+		{"clusters are separate groups", Config{}, []step{
 			{0, eu, series("a"), true, "a"},
 			{time.Second, us, series("b"), true, "b"},
 		}},
-		{"per series group with group_label", HAConfig{GroupLabel: "pair"}, []step{
+		{"per series group with group_label", Config{GroupLabel: "pair"}, []step{
 			{0, eu, series("a", "pair", "p1"), true, "a"},
 			{time.Second, eu, series("b", "pair", "p2"), true, "b"},
 			{2 * time.Second, eu, series("b", "pair", "p1"), false, "a"},
 		}},
-		{"series without replica label are kept", HAConfig{}, []step{
+		{"series without replica label are kept", Config{}, []step{
 			{0, eu, labels.FromStrings("__name__", "up"), true, ""},
 		}},
-		{"custom replica label and short timeout", HAConfig{ReplicaLabels: []string{"__replica__"}, FailoverTimeout: model.Duration(5 * time.Second)}, []step{
+		{"custom replica label and short timeout", Config{ReplicaLabels: []string{"__replica__"}, FailoverTimeout: model.Duration(5 * time.Second)}, []step{
 			{0, eu, labels.FromStrings("__name__", "up", "__replica__", "p0"), true, "p0"},
 			{6 * time.Second, eu, labels.FromStrings("__name__", "up", "__replica__", "p1"), true, "p1"},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Enabled = true
-			tr, err := NewHATracker(tc.cfg, nil)
+			tr, err := New(tc.cfg, nil)
 			require.NoError(t, err)
 			t0 := time.Unix(1_700_000_000, 0)
 			for i, s := range tc.steps {
@@ -108,7 +109,7 @@ func TestHATracker(t *testing.T) {
 func TestHAPinAndState(t *testing.T) {
 	reg := testRegistry(t, "eu-1")
 	eu := reg.Get("eu-1")
-	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	tr, err := New(Config{Enabled: true}, nil)
 	require.NoError(t, err)
 	t0 := time.Unix(1_700_000_000, 0)
 	tr.now = func() time.Time { return t0 }
@@ -139,7 +140,7 @@ func TestHAPinAndState(t *testing.T) {
 	// State survives a restart.
 	path := filepath.Join(t.TempDir(), "ha.json")
 	require.NoError(t, tr.Save(path))
-	tr2, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	tr2, err := New(Config{Enabled: true}, nil)
 	require.NoError(t, err)
 	require.NoError(t, tr2.Load(path))
 	require.Equal(t, "b", tr2.Status()[0].Elected)
@@ -147,13 +148,13 @@ func TestHAPinAndState(t *testing.T) {
 
 func TestHAConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  HAConfig
+		cfg  Config
 		want string
 	}{
-		{HAConfig{ReplicaLabels: []string{""}}, "ha.replica_labels"},
-		{HAConfig{ReplicaLabels: []string{"cluster"}}, "ha.replica_labels"},
-		{HAConfig{FailoverTimeout: -1}, "ha.failover_timeout"},
-		{HAConfig{HistorySize: -1}, "ha.history_size"},
+		{Config{ReplicaLabels: []string{""}}, "ha.replica_labels"},
+		{Config{ReplicaLabels: []string{"cluster"}}, "ha.replica_labels"},
+		{Config{FailoverTimeout: -1}, "ha.failover_timeout"},
+		{Config{HistorySize: -1}, "ha.history_size"},
 	} {
 		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
 	}
@@ -165,9 +166,9 @@ func TestHAThroughPipeline(t *testing.T) {
 	db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	p, err := New(Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
+	p, err := pipeline.New(pipeline.Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	tr, err := New(Config{Enabled: true}, nil)
 	require.NoError(t, err)
 	p.SetHATracker(tr)
 
@@ -175,7 +176,7 @@ func TestHAThroughPipeline(t *testing.T) {
 	b := p.Begin(context.Background(), reg.Get("eu-1"))
 	for _, s := range []struct{ name, replica string }{{"up", "a"}, {"up", "b"}, {"other", "b"}, {"other", "a"}, {"plain", ""}} {
 		ls := labels.FromStrings("__name__", s.name, "replica", s.replica)
-		require.NoError(t, b.Add(&Series{Labels: ls, Samples: []Sample{{T: now, V: 1}}}))
+		require.NoError(t, b.Add(&pipeline.Series{Labels: ls, Samples: []pipeline.Sample{{T: now, V: 1}}}))
 	}
 	w, err := b.Commit()
 	require.NoError(t, err)
@@ -197,7 +198,7 @@ func BenchmarkHATrackerAccept(b *testing.B) {
 	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{TLSNames: []string{"x"}}}}})
 	require.NoError(b, err)
 	c := reg.Get("eu-1")
-	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	tr, err := New(Config{Enabled: true}, nil)
 	require.NoError(b, err)
 	a := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "a")
 	bb := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "b")
@@ -221,11 +222,11 @@ func BenchmarkHATrackerAcceptBuffering(b *testing.B) {
 	reg, err := fleet.NewRegistry(fleet.Config{Clusters: []fleet.ClusterConfig{{Name: "eu-1", Credentials: fleet.Credentials{TLSNames: []string{"x"}}}}})
 	require.NoError(b, err)
 	c := reg.Get("eu-1")
-	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	tr, err := New(Config{Enabled: true}, nil)
 	require.NoError(b, err)
 	a := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "a")
 	bb := labels.FromStrings("__name__", "http_requests_total", "cluster", "eu-1", "instance", "10.0.0.1:8080", "job", "api", "replica", "b")
-	s := &Series{Samples: []Sample{{T: time.Now().UnixMilli(), V: 1}}}
+	s := &pipeline.Series{Samples: []pipeline.Sample{{T: time.Now().UnixMilli(), V: 1}}}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
@@ -247,10 +248,10 @@ func TestHAElectionAppliesToCachedSeries(t *testing.T) {
 	db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	p, err := New(Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
+	p, err := pipeline.New(pipeline.Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	require.NotNil(t, p.refs, "the series cache is on by default")
-	tr, err := NewHATracker(HAConfig{Enabled: true, FailoverTimeout: model.Duration(time.Second)}, nil)
+	require.Positive(t, pipeline.DefaultConfig.SeriesCacheBytes, "the series cache is on by default")
+	tr, err := New(Config{Enabled: true, FailoverTimeout: model.Duration(time.Second)}, nil)
 	require.NoError(t, err)
 	clock := time.Now()
 	tr.now = func() time.Time { return clock }
@@ -258,7 +259,7 @@ func TestHAElectionAppliesToCachedSeries(t *testing.T) {
 
 	write := func(replica string, ts int64) int {
 		b := p.Begin(context.Background(), reg.Get("eu-1"))
-		require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "up", "replica", replica), Samples: []Sample{{T: ts, V: 1}}}))
+		require.NoError(t, b.Add(&pipeline.Series{Labels: labels.FromStrings("__name__", "up", "replica", replica), Samples: []pipeline.Sample{{T: ts, V: 1}}}))
 		w, err := b.Commit()
 		require.NoError(t, err)
 		return w.Samples
@@ -288,9 +289,9 @@ func TestHABackfill(t *testing.T) {
 	reg := testRegistry(t, "eu-1")
 	eu := reg.Get("eu-1")
 	base := time.Now().Truncate(time.Second)
-	run := func(t *testing.T, cfg HAConfig, steps []haStep) (map[string][]int64, *HATracker) {
+	run := func(t *testing.T, cfg Config, steps []haStep) (map[string][]int64, *Tracker) {
 		cfg.Enabled, cfg.FailoverTimeout = true, model.Duration(5*time.Second)
-		tr, err := NewHATracker(cfg, nil)
+		tr, err := New(cfg, nil)
 		require.NoError(t, err)
 		var clock time.Time
 		tr.now = func() time.Time { return clock }
@@ -303,7 +304,7 @@ func TestHABackfill(t *testing.T) {
 			}
 			for _, n := range names {
 				ls := labels.FromStrings("__name__", n, "cluster", "eu-1", "replica", s.replica)
-				_, _, bf := tr.Accept(eu, ls, &Series{Samples: []Sample{{T: clock.UnixMilli(), V: 1}}})
+				_, _, bf := tr.Accept(eu, ls, &pipeline.Series{Samples: []pipeline.Sample{{T: clock.UnixMilli(), V: 1}}})
 				for _, b := range bf {
 					require.Empty(t, b.Labels.Get("replica"))
 					name := b.Labels.Get("__name__")
@@ -330,20 +331,20 @@ func TestHABackfill(t *testing.T) {
 	}
 
 	t.Run("fills the gap after the old replica's last sample", func(t *testing.T) {
-		got, tr := run(t, HAConfig{}, steps2)
+		got, tr := run(t, Config{}, steps2)
 		require.Equal(t, []int64{4, 5, 6, 7, 8}, got["up"])
 		require.Equal(t, []int64{2, 3, 4, 5, 6, 7, 8}, got["late"], "per series, not per group")
 		require.Equal(t, "b", tr.Status()[0].Elected)
 		require.Zero(t, testutil.ToFloat64(tr.bfSize), "the buffer is emptied on takeover")
 	})
 	t.Run("the bound holds, keeping the newest", func(t *testing.T) {
-		got, tr := run(t, HAConfig{BackfillMaxSamples: intp(3)}, steps)
+		got, tr := run(t, Config{BackfillMaxSamples: intp(3)}, steps)
 		require.Equal(t, []int64{7, 8}, got["late"])
 		require.Equal(t, []int64{8}, got["up"])
 		require.Equal(t, float64(2*9-3), testutil.ToFloat64(tr.bfEvicted.WithLabelValues("eu-1")))
 	})
 	t.Run("disabled with 0", func(t *testing.T) {
-		got, tr := run(t, HAConfig{BackfillMaxSamples: intp(0)}, steps)
+		got, tr := run(t, Config{BackfillMaxSamples: intp(0)}, steps)
 		require.Empty(t, got)
 		require.Equal(t, "b", tr.Status()[0].Elected)
 	})
@@ -355,10 +356,10 @@ func TestHABackfill(t *testing.T) {
 		for s := int64(31); s <= 45; s++ {
 			st = append(st, haStep{replica: "b", sec: s})
 		}
-		got, _ := run(t, HAConfig{}, st)
+		got, _ := run(t, Config{}, st)
 		require.Equal(t, []int64{31, 32, 33, 34, 35}, got["up"])
 	})
-	require.Error(t, (&HAConfig{BackfillMaxSamples: intp(-1)}).Validate())
+	require.Error(t, (&Config{BackfillMaxSamples: intp(-1)}).Validate())
 }
 
 // Through the pipeline: the backfill is appended with the request that
@@ -374,9 +375,9 @@ func TestHABackfillPipeline(t *testing.T) {
 			db, err := tsdb.Open(t.TempDir(), slog.New(slog.DiscardHandler), nil, tsdb.DefaultOptions(), nil)
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = db.Close() })
-			p, err := New(Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
+			p, err := pipeline.New(pipeline.Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
 			require.NoError(t, err)
-			tr, err := NewHATracker(HAConfig{Enabled: true, FailoverTimeout: model.Duration(5 * time.Second), BackfillMaxSamples: tc.max}, nil)
+			tr, err := New(Config{Enabled: true, FailoverTimeout: model.Duration(5 * time.Second), BackfillMaxSamples: tc.max}, nil)
 			require.NoError(t, err)
 			start := time.Now().Truncate(time.Second)
 			var clock time.Time
@@ -385,7 +386,7 @@ func TestHABackfillPipeline(t *testing.T) {
 			write := func(replica string, sec int64) int {
 				clock = start.Add(time.Duration(sec) * time.Second)
 				b := p.Begin(context.Background(), reg.Get("eu-1"))
-				require.NoError(t, b.Add(&Series{Labels: labels.FromStrings("__name__", "up", "replica", replica), Samples: []Sample{{T: clock.UnixMilli(), V: float64(sec)}}}))
+				require.NoError(t, b.Add(&pipeline.Series{Labels: labels.FromStrings("__name__", "up", "replica", replica), Samples: []pipeline.Sample{{T: clock.UnixMilli(), V: float64(sec)}}}))
 				w, err := b.Commit()
 				require.NoError(t, err)
 				return w.Samples
@@ -433,14 +434,14 @@ func TestHABackfillPipeline(t *testing.T) {
 func TestHABackfillConcurrent(t *testing.T) {
 	reg := testRegistry(t, "eu-1")
 	eu := reg.Get("eu-1")
-	tr, err := NewHATracker(HAConfig{Enabled: true, FailoverTimeout: model.Duration(200 * time.Millisecond), BackfillMaxSamples: intp(100)}, nil)
+	tr, err := New(Config{Enabled: true, FailoverTimeout: model.Duration(200 * time.Millisecond), BackfillMaxSamples: intp(100)}, nil)
 	require.NoError(t, err)
 	push := func(replica string, d time.Duration, done chan<- int) {
 		total := 0
 		for end := time.Now().Add(d); time.Now().Before(end); {
 			for i := range 4 {
 				ls := labels.FromStrings("__name__", fmt.Sprint("m", i), "cluster", "eu-1", "replica", replica)
-				_, _, bf := tr.Accept(eu, ls, &Series{Samples: []Sample{{T: time.Now().UnixMilli(), V: 1}}})
+				_, _, bf := tr.Accept(eu, ls, &pipeline.Series{Samples: []pipeline.Sample{{T: time.Now().UnixMilli(), V: 1}}})
 				total += len(bf)
 			}
 		}
@@ -482,8 +483,8 @@ func TestHABackfillConcurrent(t *testing.T) {
 func TestHAPinsSurviveACrash(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "pins.json")
-	cfg := HAConfig{Enabled: true, GroupLabel: "ha_group"}
-	tr, err := NewHATracker(cfg, nil)
+	cfg := Config{Enabled: true, GroupLabel: "ha_group"}
+	tr, err := New(cfg, nil)
 	require.NoError(t, err)
 	require.NoError(t, tr.OpenPins(path))
 	require.NoError(t, tr.Pin("eu-1", "", "b"))
@@ -492,7 +493,7 @@ func TestHAPinsSurviveACrash(t *testing.T) {
 	require.NoError(t, tr.Pin("us-1", "", ""), "unpin")
 
 	// "Crash": a new tracker from the files on disk, no Save.
-	tr2, err := NewHATracker(cfg, nil)
+	tr2, err := New(cfg, nil)
 	require.NoError(t, err)
 	require.NoError(t, tr2.OpenPins(path))
 	pinned := map[string]string{}
@@ -505,7 +506,7 @@ func TestHAPinsSurviveACrash(t *testing.T) {
 
 	// The pin file cannot be written (its directory is gone): 503-style
 	// error, the pin does not take effect.
-	tr3, err := NewHATracker(cfg, nil)
+	tr3, err := New(cfg, nil)
 	require.NoError(t, err)
 	require.NoError(t, tr3.OpenPins(filepath.Join(dir, "gone", "pins.json")))
 	err = tr3.Pin("eu-1", "", "b")
@@ -517,14 +518,14 @@ func TestHAPinsSurviveACrash(t *testing.T) {
 // may be older than the pin file; the pin file decides.
 func TestHAPinFileOverridesShutdownState(t *testing.T) {
 	dir := t.TempDir()
-	tr, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	tr, err := New(Config{Enabled: true}, nil)
 	require.NoError(t, err)
 	require.NoError(t, tr.OpenPins(filepath.Join(dir, "pins.json")))
 	require.NoError(t, tr.Pin("eu-1", "", "b"))
 	require.NoError(t, tr.Save(filepath.Join(dir, "state.json")))
 	require.NoError(t, tr.Pin("eu-1", "", "")) // then a crash: the state file still says pinned
 
-	tr2, err := NewHATracker(HAConfig{Enabled: true}, nil)
+	tr2, err := New(Config{Enabled: true}, nil)
 	require.NoError(t, err)
 	require.NoError(t, tr2.Load(filepath.Join(dir, "state.json")))
 	require.NoError(t, tr2.OpenPins(filepath.Join(dir, "pins.json")))

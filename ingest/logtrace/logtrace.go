@@ -1,10 +1,10 @@
-// Package signals carries logs and traces from their receivers (Loki push,
+// Package logtrace carries logs and traces from their receivers (Loki push,
 // OTLP) to their sinks (the embedded stores, the forwarders): it stamps the
 // cluster identity on every log stream and every OTLP resource, applies the
 // per-cluster log rate limit, fans out to the sinks, and derives metrics
 // (log lines and bytes, span RED metrics) that it writes through the metrics
 // pipeline into the TSDB.
-package signals
+package logtrace
 
 import (
 	"context"
@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
@@ -41,7 +42,7 @@ type TracesSink interface {
 	PushTraces(ctx context.Context, td ptrace.Traces) error
 }
 
-// Config of the log and trace signals. The per-cluster log rate limit is
+// Config of logs and traces (the logs_traces: section). The per-cluster log rate limit is
 // fleet.Limits.LogsRateBytes.
 type Config struct {
 	// MaxLineBytes bounds one log line (default 256 KiB).
@@ -138,12 +139,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Error is a rejection with its HTTP status (400, 401, 413, 429) and, for
-// OTLP, whether the sender should retry.
-type Error = pipeline.Error
-
-// Signals is shared by the Loki and OTLP receivers. Safe for concurrent use.
-type Signals struct {
+// Hub is shared by the Loki and OTLP receivers. Safe for concurrent use.
+type Hub struct {
 	cfg    Config
 	reg    *fleet.Registry
 	pipe   *pipeline.Pipeline // nil: no derived metrics
@@ -152,7 +149,7 @@ type Signals struct {
 	logger *slog.Logger
 	start  time.Time
 	parser parser.Parser
-	limits *pipeline.Limiter
+	limits *core.Limiter
 	now    func() time.Time
 
 	mu      sync.Mutex
@@ -165,12 +162,12 @@ type Signals struct {
 	logsFan, tracesFan *fanout // fan-out.go: a retry after a partial failure skips the sinks that stored it
 }
 
-// New builds the signals hub. pipe may be nil (no derived metrics).
-func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSink, traces []TracesSink, r prometheus.Registerer, logger *slog.Logger) (*Signals, error) {
+// New builds the logs-and-traces hub. pipe may be nil (no derived metrics).
+func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSink, traces []TracesSink, r prometheus.Registerer, logger *slog.Logger) (*Hub, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Signals{
+	s := &Hub{
 		cfg: cfg.withDefaults(), reg: reg, pipe: pipe, logs: logs, traces: traces, logger: logger, start: time.Now(), parser: parser.NewParser(parser.Options{}),
 		now: time.Now, derived: map[string]*clusterDerived{}, logsFan: newFanout(), tracesFan: newFanout(),
 		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -200,7 +197,7 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 		s.limits = pipe.Limiter()
 	} else {
 		var err error
-		if s.limits, err = pipeline.NewLimiter(reg, nil); err != nil {
+		if s.limits, err = core.NewLimiter(reg, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -208,72 +205,43 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 }
 
 // Limiter enforces the per-cluster request limits (shared with metrics).
-func (s *Signals) Limiter() *pipeline.Limiter { return s.limits }
+func (s *Hub) Limiter() *core.Limiter { return s.limits }
 
 // Registry is the cluster registry used to identify senders.
-func (s *Signals) Registry() *fleet.Registry { return s.reg }
+func (s *Hub) Registry() *fleet.Registry { return s.reg }
 
 // MaxStreamsPerRequest is the configured limit.
-func (s *Signals) MaxStreamsPerRequest() int { return s.cfg.MaxStreamsPerRequest }
+func (s *Hub) MaxStreamsPerRequest() int { return s.cfg.MaxStreamsPerRequest }
 
-func badRequest(reason, format string, args ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Reason: reason, Msg: fmt.Sprintf(format, args...)}
+func badRequest(reason, format string, args ...any) *core.Error {
+	return &core.Error{Status: http.StatusBadRequest, Reason: reason, Msg: fmt.Sprintf(format, args...)}
 }
 
-// resolve returns the cluster of data claiming `claimed` sent with
-// credential cluster c (nil in dev mode).
-func (s *Signals) resolve(c *fleet.Cluster, claimed, what string) (*fleet.Cluster, *Error) {
-	if c == nil {
-		c = s.reg.Dev(claimed)
-		if c == nil {
-			return nil, &Error{Status: http.StatusUnauthorized, Reason: "unauthenticated", Msg: "no cluster identity"}
-		}
-		return c, nil
-	}
-	if claimed != "" && claimed != c.Name && s.reg.OnConflict() == fleet.ConflictReject {
-		return c, badRequest("conflict", "%s claims cluster %q but the credential proves cluster %q", what, claimed, c.Name)
-	}
-	return c, nil
-}
-
-// stampStream parses a Loki label string and returns it with the identity stamped.
-func (s *Signals) stampStream(c *fleet.Cluster, lbls string, sb *labels.Builder) (labels.Labels, *fleet.Cluster, *Error) {
+// stampStream parses a Loki label string and returns it with the identity
+// stamped (identity, conflict rule, label limits and stamping: ingest/core).
+func (s *Hub) stampStream(c *fleet.Cluster, lbls string, sb *labels.ScratchBuilder) (labels.Labels, *fleet.Cluster, *core.Error) {
 	ls, err := s.parser.ParseMetric(lbls)
 	if err != nil {
-		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", pipeline.Truncate(lbls, 256), pipeline.Truncate(err.Error(), 256))
+		return labels.EmptyLabels(), c, badRequest("invalid_labels", "stream %s: invalid labels: %s", core.Truncate(lbls, 256), core.Truncate(err.Error(), 256))
 	}
 	if ls.IsEmpty() {
-		return ls, c, badRequest("invalid_labels", "stream %s has no labels", pipeline.Truncate(lbls, 256))
+		return ls, c, badRequest("invalid_labels", "stream %s has no labels", core.Truncate(lbls, 256))
 	}
 	if ls.Has(model.MetricNameLabel) {
-		return ls, c, badRequest("invalid_labels", "stream %s: label %s is not allowed", pipeline.Abbrev(ls), model.MetricNameLabel)
+		return ls, c, badRequest("invalid_labels", "stream %s: label %s is not allowed", core.Abbrev(ls), model.MetricNameLabel)
 	}
-	c, perr := s.resolve(c, ls.Get(fleet.ClusterLabel), "stream "+pipeline.Abbrev(ls))
+	claimed := ls.Get(fleet.ClusterLabel)
+	rc, perr := core.Resolve(s.reg, c, claimed)
 	if perr != nil {
 		return ls, c, perr
 	}
-	lim := c.Limits()
-	if lim.MaxLabelsPerSeries > 0 && ls.Len() > lim.MaxLabelsPerSeries {
-		return ls, c, badRequest("limit", "stream %s has %d labels, more than limits.max_labels_per_series (%d)", pipeline.Abbrev(ls), ls.Len(), lim.MaxLabelsPerSeries)
+	if core.Refused(s.reg, rc, claimed) {
+		return ls, rc, core.ConflictError("stream "+core.Abbrev(ls), claimed, rc)
 	}
-	var lerr *Error
-	ls.Range(func(l labels.Label) {
-		switch {
-		case lerr != nil:
-		case lim.MaxLabelNameLength > 0 && len(l.Name) > lim.MaxLabelNameLength:
-			lerr = badRequest("limit", "stream %s: label name %.64q… is %d bytes, longer than limits.max_label_name_length (%d)", pipeline.Abbrev(ls), l.Name, len(l.Name), lim.MaxLabelNameLength)
-		case lim.MaxLabelValueLength > 0 && len(l.Value) > lim.MaxLabelValueLength:
-			lerr = badRequest("limit", "stream %s: value of label %.64q is %d bytes, longer than limits.max_label_value_length (%d)", pipeline.Abbrev(ls), l.Name, len(l.Value), lim.MaxLabelValueLength)
-		}
-	})
-	if lerr != nil {
-		return ls, c, lerr
+	if lerr := core.CheckLabelLimits(rc.Limits(), "stream", ls); lerr != nil {
+		return ls, rc, lerr
 	}
-	sb.Reset(ls)
-	for _, kv := range c.StampLabels() {
-		sb.Set(kv[0], kv[1])
-	}
-	return sb.Labels(), c, nil
+	return core.Stamp(sb, ls, rc.StampLabels()), rc, nil
 }
 
 // Identity keys of log structured metadata (as sent, and as OTLP attributes
@@ -282,25 +250,29 @@ var identityMetadataKeys = []string{fleet.ClusterLabel, "k8s_cluster_name"}
 
 // checkEntry checks a log line's time and identity metadata; overwrite
 // policy rewrites a foreign cluster in its structured metadata to c.
-func (s *Signals) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *Error {
+func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now time.Time) *core.Error {
 	if len(e.Line) > s.cfg.MaxLineBytes {
 		return badRequest("line_too_long", "stream %s: line at %s is %d bytes, more than logs_traces.max_line_bytes (%d)",
-			pipeline.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
+			core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
 	}
 	if reason, detail := s.timeProblem(e.Timestamp, now, s.cfg.LogsMaxAge, "logs_storage.retention"); reason != "" {
-		return badRequest(reason, "stream %s: line %s", pipeline.Abbrev(ls), detail)
+		return badRequest(reason, "stream %s: line %s", core.Abbrev(ls), detail)
 	}
 	for i := range e.StructuredMetadata {
 		md := &e.StructuredMetadata[i]
 		for _, k := range identityMetadataKeys {
-			if md.Name != k || md.Value == c.Name {
+			if md.Name != k {
 				continue
 			}
-			if s.reg.OnConflict() != fleet.ConflictOverwrite {
-				return badRequest("conflict", "stream %s: line at %s has structured metadata %s=%.64q, another cluster than the credential proves (%q)",
-					pipeline.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), k, md.Value, c.Name)
+			overwrite, perr := core.CheckIdentityValue(s.reg, c, k, md.Value, func() string {
+				return fmt.Sprintf("stream %s: line at %s has structured metadata", core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano))
+			})
+			if perr != nil {
+				return perr
 			}
-			md.Value = c.Name
+			if overwrite {
+				md.Value = c.Name
+			}
 		}
 	}
 	return nil
@@ -313,7 +285,7 @@ var epoch = time.Unix(0, 0)
 // timeProblem says why t is refused: after now+max_future, at or before
 // 1970, or older than maxAge (the store's retention, named by ageKey) when
 // set. The reason is empty when t is fine.
-func (s *Signals) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string) (reason, detail string) {
+func (s *Hub) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string) (reason, detail string) {
 	switch {
 	case t.After(now.Add(s.cfg.MaxFuture)):
 		return "too_far_in_future", fmt.Sprintf("timestamp %s is more than ingest.max_future (%s) ahead of now",
@@ -328,14 +300,14 @@ func (s *Signals) timeProblem(t, now time.Time, maxAge time.Duration, ageKey str
 
 // PushLogs stamps identity on the streams of one request sent with the
 // credential of cluster c (nil: dev mode), validates and rate-limits them,
-// and writes them to every log sink. Errors are *Error with a status, or a
-// sink failure (status 503 via pipeline.ErrorStatus -> 500 for plain errors).
+// and writes them to every log sink. Errors are *core.Error with a status, or a
+// sink failure (status 503 via core.ErrorStatus -> 500 for plain errors).
 // Nothing of a request with an invalid stream or line is stored; the error
 // lists the first problems. Streams are modified in place (labels replaced
 // by the stamped ones).
-func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Stream) error {
+func (s *Hub) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push.Stream) error {
 	if len(streams) > s.cfg.MaxStreamsPerRequest {
-		return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
+		return &core.Error{Status: http.StatusRequestEntityTooLarge, Reason: "limit",
 			Msg: fmt.Sprintf("request has %d streams, more than logs_traces.max_streams_per_request (%d)", len(streams), s.cfg.MaxStreamsPerRequest)}
 	}
 	type perCluster struct {
@@ -344,14 +316,13 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 	}
 	var (
 		counts   []perCluster
-		problems pipeline.Problems
+		problems core.Problems
 		bad      int
 	)
 	keys := make([]logKey, 0, len(streams))
-	var sb labels.Builder
-	sb.Reset(labels.EmptyLabels())
+	sb := labels.NewScratchBuilder(16)
 	now := s.now()
-	reject := func(sc *fleet.Cluster, perr *Error, n int) {
+	reject := func(sc *fleet.Cluster, perr *core.Error, n int) {
 		s.rejected.WithLabelValues("logs", perr.Reason).Add(float64(n))
 		if sc != nil {
 			sc.Rejected(perr.Reason, n, perr.Msg)
@@ -393,7 +364,7 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 		keys = append(keys, logKeyOf(sc.Name, ls))
 	}
 	if problems.Len() > 0 {
-		return &Error{Status: http.StatusBadRequest, Reason: "rejected",
+		return &core.Error{Status: http.StatusBadRequest, Reason: "rejected",
 			Msg: fmt.Sprintf("%d log lines rejected, nothing of this push was stored: %v", bad, problems.Err())}
 	}
 	// Before the rate limit: a push no record can hold must not use tokens.
@@ -406,7 +377,7 @@ func (s *Signals) PushLogs(ctx context.Context, c *fleet.Cluster, streams []push
 	}
 	for _, pc := range counts {
 		if err := s.limits.TakeLogBytes(pc.c, pc.lines, pc.bytes); err != nil {
-			var pe *Error
+			var pe *core.Error
 			if errors.As(err, &pe) {
 				s.rejected.WithLabelValues("logs", pe.Reason).Add(float64(pc.lines))
 			}
@@ -447,7 +418,7 @@ const (
 // StampResource checks the identity claimed by an OTLP resource against the
 // credential's cluster c (nil: dev mode) and sets k8s.cluster.name and
 // cluster (and the cluster's extra stamp labels) on it.
-func (s *Signals) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.Cluster, error) {
+func (s *Hub) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.Cluster, error) {
 	attrs := res.Attributes()
 	claimed := ""
 	for _, k := range []string{AttrCluster, AttrK8sClusterName} {
@@ -458,12 +429,12 @@ func (s *Signals) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.
 			if claimed == "" {
 				claimed = v.AsString()
 			}
-			if c != nil && v.AsString() != c.Name && s.reg.OnConflict() == fleet.ConflictReject {
+			if c != nil && core.Refused(s.reg, c, v.AsString()) {
 				return c, badRequest("conflict", "resource with %s=%q claims another cluster than the credential proves (%q)", k, v.AsString(), c.Name)
 			}
 		}
 	}
-	c, perr := s.resolve(c, claimed, "resource")
+	c, perr := core.Resolve(s.reg, c, claimed)
 	if perr != nil {
 		return c, perr
 	}
@@ -478,13 +449,13 @@ func (s *Signals) StampResource(c *fleet.Cluster, res pcommon.Resource) (*fleet.
 // writes the traces to every trace sink and counts the spans for the RED
 // metrics. c is the credential's cluster (nil: dev mode). Nothing of a
 // request with a refused resource or span is stored.
-func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) error {
+func (s *Hub) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces) error {
 	rss := td.ResourceSpans()
 	clusters := make([]*fleet.Cluster, rss.Len())
 	for i := range rss.Len() {
 		rc, err := s.StampResource(c, rss.At(i).Resource())
 		if err != nil {
-			var pe *Error
+			var pe *core.Error
 			if errors.As(err, &pe) {
 				s.rejected.WithLabelValues("traces", pe.Reason).Add(float64(td.SpanCount()))
 				if rc != nil {
@@ -532,10 +503,10 @@ func (s *Signals) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Tr
 
 // checkSpans refuses spans that start or end more than max_future ahead,
 // start at or before 1970, or end before the trace store's retention.
-func (s *Signals) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
+func (s *Hub) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
 	now := s.now()
 	var (
-		problems pipeline.Problems
+		problems core.Problems
 		bad      int
 	)
 	rss := td.ResourceSpans()
@@ -555,7 +526,7 @@ func (s *Signals) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error 
 				if reason == "" {
 					continue
 				}
-				perr := badRequest(reason, "span %s: %s %s", pipeline.Abbrev(spanLabels(rs.Resource(), sp)), what, detail)
+				perr := badRequest(reason, "span %s: %s %s", core.Abbrev(spanLabels(rs.Resource(), sp)), what, detail)
 				s.rejected.WithLabelValues("traces", perr.Reason).Inc()
 				clusters[i].Rejected(perr.Reason, 1, perr.Msg)
 				problems.Add(perr)
@@ -566,7 +537,7 @@ func (s *Signals) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error 
 	if problems.Len() == 0 {
 		return nil
 	}
-	return &Error{Status: http.StatusBadRequest, Reason: "rejected",
+	return &core.Error{Status: http.StatusBadRequest, Reason: "rejected",
 		Msg: fmt.Sprintf("%d spans rejected, nothing of this request was stored: %v", bad, problems.Err())}
 }
 

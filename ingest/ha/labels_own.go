@@ -1,6 +1,6 @@
 //go:build !slicelabels && !dedupelabels
 
-package pipeline
+package ha
 
 import "github.com/prometheus/prometheus/model/labels"
 

@@ -1,4 +1,9 @@
-package pipeline
+// Package ha deduplicates Prometheus HA pairs for the metrics pipeline: it
+// elects one replica per (cluster, HA group), fails over when it goes silent,
+// backfills the takeover gap from the standby's recent samples, keeps
+// operator pins durably, and serves /api/v1/ha (status) and
+// /api/v1/ha/{cluster}/pin (pin and unpin).
+package ha
 
 import (
 	"encoding/json"
@@ -16,13 +21,14 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
-// HAConfig is the HA tracker (the `ha` section): Prometheus HA pairs send the same
+// Config is the HA tracker (the `ha` section): Prometheus HA pairs send the same
 // series with a replica label; fleetgate keeps one replica per (cluster, HA
 // group) and fails over when it goes silent. No external KV store: the
 // election lives in memory and in a small state file.
-type HAConfig struct {
+type Config struct {
 	Enabled bool `yaml:"enabled"`
 	// ReplicaLabels name the replica; the first one present on a series counts
 	// (default __replica__, replica, prometheus_replica).
@@ -49,7 +55,7 @@ type HAConfig struct {
 const DefaultBackfillMaxSamples = 50000
 
 // Validate names the first bad field.
-func (c *HAConfig) Validate() error {
+func (c *Config) Validate() error {
 	for _, l := range c.ReplicaLabels {
 		if l == "" || !model.LabelName(l).IsValid() {
 			return fmt.Errorf("ha.replica_labels: %q is not a valid label name", l)
@@ -84,8 +90,8 @@ type Election struct {
 	Reason string    `json:"reason"` // first, failover, pin, unpin
 }
 
-// HAGroupStatus is what /api/v1/ha shows of one HA group.
-type HAGroupStatus struct {
+// GroupStatus is what /api/v1/ha shows of one HA group.
+type GroupStatus struct {
 	Cluster  string               `json:"cluster"`
 	Group    string               `json:"group,omitempty"`
 	Elected  string               `json:"elected"`
@@ -111,16 +117,10 @@ type haGroup struct {
 	bf   haBackfill // the standbys' recent samples
 }
 
-// HABackfill is one buffered standby sample to append on failover.
-type HABackfill struct {
-	Labels labels.Labels // as Accept returns them
-	Sample Sample
-}
-
 type bfEntry struct {
 	hash    uint64
 	replica string
-	HABackfill
+	pipeline.HABackfill
 }
 
 // haBackfill is a ring of the standbys' most recent samples, oldest first.
@@ -135,16 +135,16 @@ func (b *haBackfill) reset() {
 	b.ring, b.head, b.count = nil, 0, 0
 }
 
-// HATracker elects one replica per (cluster, HA group).
-type HATracker struct {
-	cfg     HAConfig
+// Tracker elects one replica per (cluster, HA group).
+type Tracker struct {
+	cfg     Config
 	timeout time.Duration
 	now     func() time.Time
 
 	mu     sync.RWMutex
 	groups map[haKey]*haGroup
 
-	// Pins are written durably to pinPath before they take effect (ha_pins.go).
+	// Pins are written durably to pinPath before they take effect (pins.go).
 	pinMu   sync.Mutex
 	pinPath string
 	pins    map[haKey]string // replica pinned per group
@@ -160,8 +160,8 @@ type HATracker struct {
 	bfSize         prometheus.Gauge
 }
 
-// NewHATracker builds the tracker; it returns nil when HA is disabled.
-func NewHATracker(cfg HAConfig, r prometheus.Registerer) (*HATracker, error) {
+// New builds the tracker; it returns nil when HA is disabled.
+func New(cfg Config, r prometheus.Registerer) (*Tracker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -174,7 +174,7 @@ func NewHATracker(cfg HAConfig, r prometheus.Registerer) (*HATracker, error) {
 	if cfg.HistorySize == 0 {
 		cfg.HistorySize = 50
 	}
-	t := &HATracker{
+	t := &Tracker{
 		cfg: cfg, timeout: time.Duration(cfg.FailoverTimeout), now: time.Now, groups: map[haKey]*haGroup{},
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetgate_ha_dropped_samples_total",
@@ -219,21 +219,9 @@ func NewHATracker(cfg HAConfig, r prometheus.Registerer) (*HATracker, error) {
 	return t, nil
 }
 
-// SetHATracker makes the pipeline deduplicate HA replicas with t (nil: off).
-func (p *Pipeline) SetHATracker(t *HATracker) { p.ha = t }
-
-// Accept decides whether a stamped series of cluster c is kept: series
-// without a replica label always are; a replica's series only when that
-// replica is the elected one of its group (electing it when the group is
-// new or the elected one has been silent longer than the failover
-// timeout). s is the series: its samples are counted when dropped, and a
-// standby's float samples are kept for backfill. The returned labels lack
-// the replica label unless keep_replica_label is set. When the call elects
-// a new replica on failover, it also returns that replica's buffered
-// samples that fill the gap, to be appended before s.
 // Tracks reports whether ls carries a replica label, i.e. whether Accept
 // decides about it. A nil tracker tracks nothing.
-func (t *HATracker) Tracks(ls labels.Labels) bool {
+func (t *Tracker) Tracks(ls labels.Labels) bool {
 	if t == nil {
 		return false
 	}
@@ -245,7 +233,16 @@ func (t *HATracker) Tracks(ls labels.Labels) bool {
 	return false
 }
 
-func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, s *Series) (labels.Labels, bool, []HABackfill) {
+// Accept decides whether a stamped series of cluster c is kept: series
+// without a replica label always are; a replica's series only when that
+// replica is the elected one of its group (electing it when the group is
+// new or the elected one has been silent longer than the failover
+// timeout). s is the series: its samples are counted when dropped, and a
+// standby's float samples are kept for backfill. The returned labels lack
+// the replica label unless keep_replica_label is set. When the call elects
+// a new replica on failover, it also returns that replica's buffered
+// samples that fill the gap, to be appended before s.
+func (t *Tracker) Accept(c *fleet.Cluster, ls labels.Labels, s *pipeline.Series) (labels.Labels, bool, []pipeline.HABackfill) {
 	if t == nil || c == nil {
 		return ls, true, nil
 	}
@@ -295,7 +292,7 @@ func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, s *Series) (label
 	}
 	g.replicas[replica] = now
 	keep := false
-	var backfill []HABackfill
+	var backfill []pipeline.HABackfill
 	switch {
 	case replica == g.elected:
 		g.lastSeen = now
@@ -317,7 +314,7 @@ func (t *HATracker) Accept(c *fleet.Cluster, ls labels.Labels, s *Series) (label
 	return out, true, backfill
 }
 
-func (t *HATracker) newLast() *sync.Map {
+func (t *Tracker) newLast() *sync.Map {
 	if t.backfillMax == 0 {
 		return nil
 	}
@@ -325,7 +322,7 @@ func (t *HATracker) newLast() *sync.Map {
 }
 
 // noteLast records the elected replica's newest sample time of series out.
-func (t *HATracker) noteLast(last *sync.Map, out labels.Labels, s *Series) {
+func (t *Tracker) noteLast(last *sync.Map, out labels.Labels, s *pipeline.Series) {
 	if last == nil || s == nil {
 		return
 	}
@@ -359,7 +356,7 @@ func (t *HATracker) noteLast(last *sync.Map, out labels.Labels, s *Series) {
 
 // drop counts the samples of a standby replica and keeps its float samples
 // in the group's backfill buffer.
-func (t *HATracker) drop(c *fleet.Cluster, g *haGroup, ls labels.Labels, name, replica string, s *Series, now time.Time) {
+func (t *Tracker) drop(c *fleet.Cluster, g *haGroup, ls labels.Labels, name, replica string, s *pipeline.Series, now time.Time) {
 	if s == nil {
 		return
 	}
@@ -390,7 +387,7 @@ func (t *HATracker) drop(c *fleet.Cluster, g *haGroup, ls labels.Labels, name, r
 			evicted++
 			delta--
 		}
-		b.push(bfEntry{hash: h, replica: replica, HABackfill: HABackfill{Labels: out, Sample: s.Samples[i]}}, t.backfillMax)
+		b.push(bfEntry{hash: h, replica: replica, HABackfill: pipeline.HABackfill{Labels: out, Sample: s.Samples[i]}}, t.backfillMax)
 		delta++
 	}
 	b.mu.Unlock()
@@ -423,14 +420,14 @@ func (b *haBackfill) push(e bfEntry, max int) {
 // takeBackfill empties g's buffer and returns the samples of replica (the
 // new elected one) that are recent and newer than the old elected replica's
 // last sample of the same series, oldest first; t.mu is held.
-func (t *HATracker) takeBackfill(g *haGroup, replica string, now time.Time) []HABackfill {
+func (t *Tracker) takeBackfill(g *haGroup, replica string, now time.Time) []pipeline.HABackfill {
 	if t.backfillMax == 0 {
 		return nil
 	}
 	cutoff := now.UnixMilli() - t.backfillWindow
 	b := &g.bf
 	b.mu.Lock()
-	var out []HABackfill
+	var out []pipeline.HABackfill
 	for i := 0; i < b.count; i++ {
 		e := &b.ring[(b.head+i)%len(b.ring)]
 		if e.replica != replica || e.Sample.T < cutoff {
@@ -452,7 +449,7 @@ func (t *HATracker) takeBackfill(g *haGroup, replica string, now time.Time) []HA
 
 // Backfilled counts the outcome of appending a takeover's backfill: ok
 // samples appended, and refused ones by reason.
-func (t *HATracker) Backfilled(c *fleet.Cluster, ok int, refused map[string]int) {
+func (t *Tracker) Backfilled(c *fleet.Cluster, ok int, refused map[string]int) {
 	if t == nil || c == nil {
 		return
 	}
@@ -469,7 +466,7 @@ func (t *HATracker) Backfilled(c *fleet.Cluster, ok int, refused map[string]int)
 const haRefresh = 100 * time.Millisecond
 
 // accepted returns the labels of an accepted series.
-func (t *HATracker) accepted(ls labels.Labels, name string) (labels.Labels, bool) {
+func (t *Tracker) accepted(ls labels.Labels, name string) (labels.Labels, bool) {
 	if t.cfg.KeepReplicaLabel {
 		return ls, true
 	}
@@ -484,7 +481,7 @@ func (t *HATracker) accepted(ls labels.Labels, name string) (labels.Labels, bool
 var builderPool = sync.Pool{New: func() any { return labels.NewBuilder(labels.EmptyLabels()) }}
 
 // elect records an election; t.mu is held.
-func (t *HATracker) elect(key haKey, g *haGroup, now time.Time, from, to, reason string) {
+func (t *Tracker) elect(key haKey, g *haGroup, now time.Time, from, to, reason string) {
 	g.history = append(g.history, Election{Time: now, From: from, To: to, Reason: reason})
 	if len(g.history) > t.cfg.HistorySize {
 		g.history = g.history[len(g.history)-t.cfg.HistorySize:]
@@ -499,7 +496,7 @@ var ErrBadPin = errors.New("bad pin request")
 // unpinned; an empty replica unpins (normal failover resumes). With a pin
 // file (OpenPins) the change is written durably first: if that fails it does
 // not take effect and the error wraps ErrPinNotSaved.
-func (t *HATracker) Pin(cluster, group, replica string) error {
+func (t *Tracker) Pin(cluster, group, replica string) error {
 	if t == nil {
 		return fmt.Errorf("%w: the HA tracker is disabled (ha.enabled)", ErrBadPin)
 	}
@@ -517,7 +514,7 @@ func (t *HATracker) Pin(cluster, group, replica string) error {
 }
 
 // applyPin makes the pin (or unpin, for an empty replica) take effect.
-func (t *HATracker) applyPin(key haKey, replica string, now time.Time) {
+func (t *Tracker) applyPin(key haKey, replica string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	g := t.groups[key]
@@ -544,15 +541,15 @@ func (t *HATracker) applyPin(key haKey, replica string, now time.Time) {
 }
 
 // Status lists every HA group, sorted by cluster and group.
-func (t *HATracker) Status() []HAGroupStatus {
+func (t *Tracker) Status() []GroupStatus {
 	if t == nil {
-		return []HAGroupStatus{}
+		return []GroupStatus{}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]HAGroupStatus, 0, len(t.groups))
+	out := make([]GroupStatus, 0, len(t.groups))
 	for k, g := range t.groups {
-		st := HAGroupStatus{Cluster: k.cluster, Group: k.group, Elected: g.elected, Pinned: g.pinned, LastSeen: g.lastSeen,
+		st := GroupStatus{Cluster: k.cluster, Group: k.group, Elected: g.elected, Pinned: g.pinned, LastSeen: g.lastSeen,
 			Replicas: make(map[string]time.Time, len(g.replicas)), History: append([]Election(nil), g.history...)}
 		for r, ts := range g.replicas {
 			st.Replicas[r] = ts
@@ -569,7 +566,7 @@ func (t *HATracker) Status() []HAGroupStatus {
 }
 
 // Save writes the elections to path so a restart keeps the elected replicas.
-func (t *HATracker) Save(path string) error {
+func (t *Tracker) Save(path string) error {
 	if t == nil {
 		return nil
 	}
@@ -585,7 +582,7 @@ func (t *HATracker) Save(path string) error {
 }
 
 // Load restores the elections saved by Save; a missing file is no error.
-func (t *HATracker) Load(path string) error {
+func (t *Tracker) Load(path string) error {
 	if t == nil {
 		return nil
 	}
@@ -596,7 +593,7 @@ func (t *HATracker) Load(path string) error {
 	if err != nil {
 		return err
 	}
-	var st []HAGroupStatus
+	var st []GroupStatus
 	if err := json.Unmarshal(b, &st); err != nil {
 		return fmt.Errorf("decoding HA state %s: %w", path, err)
 	}

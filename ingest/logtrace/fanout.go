@@ -1,4 +1,4 @@
-package signals
+package logtrace
 
 import (
 	"encoding/binary"
@@ -12,6 +12,7 @@ import (
 	"github.com/grafana/loki/pkg/push"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/store/seglog"
 )
 
@@ -141,11 +142,11 @@ func tracesKey(td ptrace.Traces) uint64 {
 
 // pushTooLarge refuses a push that no on-disk record could hold, before any
 // sink stores any of it.
-func pushTooLarge(what string, size int) *Error {
+func pushTooLarge(what string, size int) *core.Error {
 	if size <= MaxPushBytes {
 		return nil
 	}
-	return &Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large",
+	return &core.Error{Status: http.StatusRequestEntityTooLarge, Reason: "too_large",
 		Msg: fmt.Sprintf("the %s of this request take %d bytes encoded, more than the %d bytes one push may take in fleetgate's stores and forward queues; send smaller pushes", what, size, MaxPushBytes)}
 }
 

@@ -1,4 +1,4 @@
-package signals
+package logtrace
 
 import (
 	"context"
@@ -80,7 +80,7 @@ func entryLevel(md push.LabelsAdapter) string {
 	return ""
 }
 
-func (s *Signals) clusterState(name string) *clusterDerived {
+func (s *Hub) clusterState(name string) *clusterDerived {
 	d := s.derived[name]
 	if d == nil {
 		c := s.reg.Get(name)
@@ -93,7 +93,7 @@ func (s *Signals) clusterState(name string) *clusterDerived {
 	return d
 }
 
-func (s *Signals) countLogs(k logKey, entries []push.Entry) {
+func (s *Hub) countLogs(k logKey, entries []push.Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.clusterState(k.cluster)
@@ -122,7 +122,7 @@ func (s *Signals) countLogs(k logKey, entries []push.Entry) {
 	}
 }
 
-func (s *Signals) countSpans(cluster string, rs ptrace.ResourceSpans) {
+func (s *Hub) countSpans(cluster string, rs ptrace.ResourceSpans) {
 	service := "unknown_service"
 	if v, ok := rs.Resource().Attributes().Get("service.name"); ok {
 		service = v.AsString()
@@ -186,7 +186,7 @@ func statusCodeName(c ptrace.StatusCode) string {
 }
 
 // Run writes the derived metrics every interval until ctx ends, then once more.
-func (s *Signals) Run(ctx context.Context) error {
+func (s *Hub) Run(ctx context.Context) error {
 	if s.pipe == nil {
 		<-ctx.Done()
 		return nil
@@ -220,7 +220,7 @@ var (
 )
 
 // Flush writes the current cumulative values of the derived metrics at now.
-func (s *Signals) Flush(ctx context.Context, now time.Time) error {
+func (s *Hub) Flush(ctx context.Context, now time.Time) error {
 	if s.pipe == nil {
 		return nil
 	}

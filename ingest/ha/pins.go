@@ -1,4 +1,4 @@
-package pipeline
+package ha
 
 import (
 	"encoding/json"
@@ -25,7 +25,7 @@ type pinRecord struct {
 // before it takes effect, and the pins in it are restored now, over what
 // Load restored (the pin file is newer: it is written on every change, the
 // state file only at shutdown).
-func (t *HATracker) OpenPins(path string) error {
+func (t *Tracker) OpenPins(path string) error {
 	if t == nil {
 		return nil
 	}
@@ -74,7 +74,7 @@ func (t *HATracker) OpenPins(path string) error {
 }
 
 // savePinLocked writes the pins with key's change; t.pinMu is held.
-func (t *HATracker) savePinLocked(key haKey, replica string) error {
+func (t *Tracker) savePinLocked(key haKey, replica string) error {
 	if t.pinPath == "" {
 		return nil
 	}

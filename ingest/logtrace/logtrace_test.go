@@ -1,4 +1,4 @@
-package signals
+package logtrace
 
 import (
 	"context"
@@ -55,7 +55,7 @@ func (l *logSink) PushLogs(_ context.Context, s []push.Stream) error {
 	return nil
 }
 
-func newDev(t *testing.T, cfg Config) (*Signals, *sink, *logSink) {
+func newDev(t *testing.T, cfg Config) (*Hub, *sink, *logSink) {
 	reg, err := fleet.NewRegistry(fleet.Config{})
 	require.NoError(t, err)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))

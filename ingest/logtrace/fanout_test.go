@@ -1,4 +1,4 @@
-package signals
+package logtrace
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/ingest/core"
 	"github.com/fleetgate/fleetgate/store/seglog"
 )
 
@@ -64,7 +64,7 @@ func (f *flakySink) PushTraces(_ context.Context, td ptrace.Traces) error {
 	return nil
 }
 
-func newFanoutSignals(t *testing.T, cfg Config, logs []LogsSink, traces []TracesSink) *Signals {
+func newFanoutHub(t *testing.T, cfg Config, logs []LogsSink, traces []TracesSink) *Hub {
 	t.Helper()
 	reg, err := fleet.NewRegistry(fleet.Config{})
 	require.NoError(t, err)
@@ -82,11 +82,11 @@ func testStreams(now time.Time, line string) []push.Stream {
 // by the second sink only: each sink ends with the lines once.
 func TestLogFanoutRetryStoresOnce(t *testing.T) {
 	first, second := &flakySink{}, &flakySink{failN: 1}
-	sig := newFanoutSignals(t, Config{}, []LogsSink{first, second}, nil)
+	sig := newFanoutHub(t, Config{}, []LogsSink{first, second}, nil)
 	now := time.Now()
 	err := sig.PushLogs(context.Background(), nil, testStreams(now, "x"))
 	require.Error(t, err)
-	require.Equal(t, http.StatusServiceUnavailable, pipeline.ErrorStatus(err), "retryable")
+	require.Equal(t, http.StatusServiceUnavailable, core.ErrorStatus(err), "retryable")
 	require.Equal(t, 2, first.lines)
 	require.Zero(t, second.lines)
 
@@ -116,10 +116,10 @@ func testTraces(name string, now time.Time) ptrace.Traces {
 
 func TestTraceFanoutRetryStoresOnce(t *testing.T) {
 	first, second := &flakySink{failN: 1}, &flakySink{}
-	sig := newFanoutSignals(t, Config{}, nil, []TracesSink{first, second})
+	sig := newFanoutHub(t, Config{}, nil, []TracesSink{first, second})
 	now := time.Now() // the retry resends the same export
 	err := sig.PushTraces(context.Background(), nil, testTraces("op", now))
-	require.Equal(t, http.StatusServiceUnavailable, pipeline.ErrorStatus(err))
+	require.Equal(t, http.StatusServiceUnavailable, core.ErrorStatus(err))
 	require.Equal(t, 1, second.spans)
 	require.NoError(t, sig.PushTraces(context.Background(), nil, testTraces("op", now)))
 	require.Equal(t, 1, first.spans)
@@ -130,9 +130,9 @@ func TestTraceFanoutRetryStoresOnce(t *testing.T) {
 // hold is a 413 naming the limit, and no sink stores any of it.
 func TestOversizedPushRefusedBeforeAnySink(t *testing.T) {
 	first := &flakySink{}
-	sig := newFanoutSignals(t, Config{MaxLineBytes: 64 << 20}, []LogsSink{first}, nil)
+	sig := newFanoutHub(t, Config{MaxLineBytes: 64 << 20}, []LogsSink{first}, nil)
 	err := sig.PushLogs(context.Background(), nil, testStreams(time.Now(), strings.Repeat("x", MaxPushBytes/2)))
-	require.Equal(t, http.StatusRequestEntityTooLarge, pipeline.ErrorStatus(err))
+	require.Equal(t, http.StatusRequestEntityTooLarge, core.ErrorStatus(err))
 	require.ErrorContains(t, err, "58720256 bytes")
 	require.Zero(t, first.pushes)
 }

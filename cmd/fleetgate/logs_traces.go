@@ -18,22 +18,22 @@ import (
 	lokifwd "github.com/fleetgate/fleetgate/forward/loki"
 	otlpfwd "github.com/fleetgate/fleetgate/forward/otlp"
 	"github.com/fleetgate/fleetgate/forward/queue"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	lokiin "github.com/fleetgate/fleetgate/ingest/loki"
 	"github.com/fleetgate/fleetgate/ingest/otlp"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
-	"github.com/fleetgate/fleetgate/ingest/signals"
 	"github.com/fleetgate/fleetgate/query/lokiapi"
 	"github.com/fleetgate/fleetgate/query/tempoapi"
 	"github.com/fleetgate/fleetgate/store/logs"
 	"github.com/fleetgate/fleetgate/store/traces"
 )
 
-// logsTracesConfig is the part of Config owned by the logs and traces
-// signals (issue 5): OTLP and Loki receivers, embedded stores, forwarders.
+// logsTracesConfig is the part of Config owned by logs and traces
+// (issue 5): OTLP and Loki receivers, embedded stores, forwarders.
 type logsTracesConfig struct {
 	OTLP          otlp.Config        `yaml:"otlp"`
 	LokiPush      lokiin.Config      `yaml:"loki_push"`
-	Signals       signals.Config     `yaml:"logs_traces"`
+	LogsTraces    logtrace.Config    `yaml:"logs_traces"`
 	LogsStorage   logs.Config        `yaml:"logs_storage"`
 	TracesStorage traces.Config      `yaml:"traces_storage"`
 	ForwardLogs   []queue.HTTPConfig `yaml:"forward_logs"`
@@ -42,7 +42,7 @@ type logsTracesConfig struct {
 
 // Validate names the first bad field.
 func (c *logsTracesConfig) Validate() error {
-	for _, v := range []interface{ Validate() error }{&c.OTLP, &c.LokiPush, &c.Signals, &c.LogsStorage, &c.TracesStorage} {
+	for _, v := range []interface{ Validate() error }{&c.OTLP, &c.LokiPush, &c.LogsTraces, &c.LogsStorage, &c.TracesStorage} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -84,8 +84,8 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return run(ctx) }, func(error) { cancel() })
 	}
-	var logSinks []signals.LogsSink
-	var traceSinks []signals.TracesSink
+	var logSinks []logtrace.LogsSink
+	var traceSinks []logtrace.TracesSink
 
 	// Embedded stores (the default), with the Loki and Tempo read APIs.
 	if !cfg.LogsStorage.Disabled {
@@ -140,7 +140,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 	// Identity, limits, fan-out and derived metrics. Log lines and spans
 	// are refused beyond ingest.max_future and, with an embedded store,
 	// older than its retention.
-	sc := cfg.Signals
+	sc := cfg.LogsTraces
 	sc.MaxFuture = pipe.MaxFuture()
 	if !cfg.LogsStorage.Disabled {
 		sc.LogsMaxAge = orDefault(time.Duration(cfg.LogsStorage.Retention), 7*24*time.Hour) // logs.Config's default
@@ -148,7 +148,7 @@ func setupLogsTraces(f *flags, cfg *logsTracesConfig, fleetReg *fleet.Registry, 
 	if !cfg.TracesStorage.Disabled {
 		sc.TracesMaxAge = orDefault(time.Duration(cfg.TracesStorage.Retention), 72*time.Hour) // traces.Config's default
 	}
-	sig, err := signals.New(sc, fleetReg, pipe, logSinks, traceSinks, reg, logger)
+	sig, err := logtrace.New(sc, fleetReg, pipe, logSinks, traceSinks, reg, logger)
 	if err != nil {
 		return closeAll, err
 	}
