@@ -76,7 +76,7 @@ func (q *QueryEndpoint) Validate(prefix string) error {
 		return fmt.Errorf("%s.tls: cert_file and key_file must be set together", prefix)
 	}
 	for _, l := range q.ReplicaLabels {
-		if !model.LabelName(l).IsValid() || l == "" {
+		if !model.UTF8Validation.IsValidLabelName(l) || l == "" {
 			return fmt.Errorf("%s.replica_labels: %q is not a valid label name", prefix, l)
 		}
 	}

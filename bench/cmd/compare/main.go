@@ -31,16 +31,16 @@ type system struct {
 }
 
 type row struct {
-	system                      string
-	steadyRate, totalRate       float64
-	rss, baseRSS                int64
-	writeP99                    time.Duration
-	qP50, qP99                  time.Duration
-	qN, qErr, qEmpty, rwErr     int
-	acked, sent                 int64
-	load                        string
-	cpuSteady, cpuTotal, wallRW time.Duration
-	note                        string
+	system                string
+	steadyRate, totalRate float64
+	rss, baseRSS          int64
+	writeP99              time.Duration
+	qP50, qP99            time.Duration
+	qN, qErr, qEmpty      int
+	acked, sent           int64
+	load                  string
+	cpuSteady, cpuTotal   time.Duration
+	note                  string
 }
 
 func main() {
