@@ -11,8 +11,12 @@ PROM3_VERSION ?= v0.316.0
 PROM3_RELEASE ?= 3.16.0
 PROM3_DIR     ?= $(HOME)/.cache/fleetgate/prom3
 PROM3         := $(PROM3_DIR)/prometheus
+# golangci-lint for `make lint`, installed outside the repository by `make lint-deps`.
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT_DIR     ?= $(HOME)/.cache/fleetgate/bin
+GOLANGCI_LINT         := $(GOLANGCI_LINT_DIR)/golangci-lint
 
-.PHONY: build run test unit fuzz e2e e2e-deps bench bench-compare prom3 rw-diff lint fmt vet clean
+.PHONY: build run test unit fuzz e2e e2e-deps bench bench-compare prom3 rw-diff lint lint-deps fmt vet clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/fleetgate
@@ -79,11 +83,26 @@ rw-diff: prom3 build
 	$(GO) test -tags promdiff -count=1 -timeout 30m -v -run '^TestPromDiff$$' ./ingest/promrw/ \
 	  -args -rwdiff.prometheus=$(PROM3) -rwdiff.fleetgate=$(CURDIR)/$(BIN) $(RW_DIFF_ARGS)
 
-lint: vet
+## lint: golangci-lint (.golangci.yml: govet, errcheck, staticcheck, unused, ineffassign, depguard, goimports;
+## with the e2e and promdiff build tags), gofmt over every file (whatever its build tags), and the import
+## rules of docs/architecture.md (internal/arch); fails on any finding
+lint: lint-deps
+	$(GOLANGCI_LINT) run ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) test -count=1 ./internal/arch/
 
-fmt:
+## lint-deps: install golangci-lint $(GOLANGCI_LINT_VERSION) into $(GOLANGCI_LINT_DIR) when it is missing or
+## another version (building it takes several minutes on 2 cores; never committed)
+lint-deps:
+	@if [ "$$($(GOLANGCI_LINT) version --short 2>/dev/null)" != "$(patsubst v%,%,$(GOLANGCI_LINT_VERSION))" ]; then \
+	  echo "installing golangci-lint $(GOLANGCI_LINT_VERSION) into $(GOLANGCI_LINT_DIR)"; \
+	  GOBIN=$(GOLANGCI_LINT_DIR) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	fi
+
+## fmt: gofmt every file, then goimports (fleetgate's own imports in their own group) through golangci-lint
+fmt: lint-deps
 	gofmt -w $$(git ls-files '*.go')
+	$(GOLANGCI_LINT) fmt ./...
 
 clean:
 	rm -rf bin data e2e.out

@@ -369,7 +369,8 @@ signals:
 	var last uint64
 	for _, d := range ds {
 		var id uint64
-		fmt.Sscan(d.event, &id)
+		_, err := fmt.Sscan(d.event, &id)
+		require.NoError(t, err, "event id %q", d.event)
 		require.GreaterOrEqual(t, id, last, "in order")
 		last = id
 	}

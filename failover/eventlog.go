@@ -72,8 +72,7 @@ func OpenEventLog(path string, keep int) (*EventLog, error) {
 			break // a line without newline is torn: dropped below
 		}
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("reading failover event log %s: %w", path, err)
+			return nil, errors.Join(fmt.Errorf("reading failover event log %s: %w", path, err), f.Close())
 		}
 		var ev Event
 		if jerr := json.Unmarshal(bytes.TrimSpace(line), &ev); jerr != nil {
@@ -84,12 +83,10 @@ func OpenEventLog(path string, keep int) (*EventLog, error) {
 		l.lines++
 	}
 	if err := f.Truncate(good); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("truncating torn tail of %s: %w", path, err)
+		return nil, errors.Join(fmt.Errorf("truncating torn tail of %s: %w", path, err), f.Close())
 	}
 	if _, err := f.Seek(good, io.SeekStart); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("failover event log: %w", err)
+		return nil, errors.Join(fmt.Errorf("failover event log: %w", err), f.Close())
 	}
 	l.f, l.off = f, good
 	return l, nil
@@ -200,9 +197,9 @@ func (l *EventLog) compact() error {
 		return fmt.Errorf("compacting failover event log: %w", err)
 	}
 	fail := func(err error) error {
-		f.Close()
+		cerr := f.Close()
 		_ = os.Remove(tmp)
-		return fmt.Errorf("compacting failover event log: %w", err)
+		return fmt.Errorf("compacting failover event log: %w", errors.Join(err, cerr))
 	}
 	cw := &countingWriter{w: f}
 	w := bufio.NewWriter(cw)
@@ -223,7 +220,7 @@ func (l *EventLog) compact() error {
 	}
 	// The new file is in place (the old one holds every event too): write
 	// on to it; until its directory entry is durable, appends are refused.
-	l.f.Close()
+	_ = l.f.Close() // the old file: its appends were fsynced when they returned, a close error loses nothing
 	l.f, l.lines, l.off = f, len(l.events), cw.n
 	if err := l.syncDir(filepath.Dir(l.path)); err != nil {
 		l.renamed = true

@@ -137,7 +137,7 @@ func (cl *ClusterConfig) validate(field string, defaults Limits, seen map[string
 	}
 	// In key order, so that the same file always names the same key.
 	for _, k := range slices.Sorted(maps.Keys(cl.Labels)) {
-		if !model.LabelName(k).IsValidLegacy() || strings.HasPrefix(k, "__") {
+		if !model.LegacyValidation.IsValidLabelName(k) || strings.HasPrefix(k, "__") {
 			return fmt.Errorf("%s.labels: %q is not a valid label name", field, k)
 		}
 		if k == ClusterLabel {

@@ -70,7 +70,7 @@ func (q *QueryEndpoint) Validate(prefix string) error {
 		return fmt.Errorf("%s.probe_interval: must not be negative, got %s", prefix, q.ProbeInterval)
 	}
 	for _, l := range q.ReplicaLabels {
-		if !model.LabelName(l).IsValid() || l == "" {
+		if !model.UTF8Validation.IsValidLabelName(l) || l == "" {
 			return fmt.Errorf("%s.replica_labels: %q is not a valid label name", prefix, l)
 		}
 	}

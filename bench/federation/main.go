@@ -36,8 +36,8 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
 }
 
 // proc is a child process; stop ends it.
@@ -54,11 +54,16 @@ func start(dir, name, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		log.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
+		return nil, errors.Join(fmt.Errorf("starting %s: %w", name, err), log.Close())
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); log.Close(); close(p.done) }()
+	go func() {
+		_ = cmd.Wait() // stop ends it with a signal: its exit status says nothing
+		if err := log.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "closing %s.log: %v\n", name, err)
+		}
+		close(p.done)
+	}()
 	return p, nil
 }
 
@@ -98,7 +103,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "removing the work directory:", err)
+		}
+	}()
 
 	pp, err := freePort()
 	if err != nil {

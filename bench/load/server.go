@@ -55,13 +55,15 @@ func (s *Server) WaitReady(ctx context.Context, url string) error {
 	}
 }
 
-// Stop ends the server: SIGTERM, then SIGKILL after a minute.
-func (s *Server) Stop() {
+// Stop ends the server: SIGTERM, then SIGKILL after a minute. It returns
+// the server's exit error (nil when it exited with status 0).
+func (s *Server) Stop() error {
 	_ = s.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-s.exited:
+	case err := <-s.exited:
+		return err
 	case <-time.After(time.Minute):
 		_ = s.Cmd.Process.Kill()
-		<-s.exited
+		return <-s.exited
 	}
 }

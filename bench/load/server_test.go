@@ -24,7 +24,7 @@ func TestServer(t *testing.T) {
 	s, err := StartServer(sleep, []string{"600"}, io.Discard)
 	require.NoError(t, err)
 	require.NoError(t, s.WaitReady(context.Background(), ready.URL))
-	s.Stop()
+	require.ErrorContains(t, s.Stop(), "signal: terminated")
 	require.NotNil(t, s.Cmd.ProcessState, "stopped and reaped")
 
 	// Exits before it is ready: WaitReady says so, and Stop still returns.
@@ -32,7 +32,7 @@ func TestServer(t *testing.T) {
 	require.NoError(t, err)
 	err = s.WaitReady(context.Background(), "http://127.0.0.1:1/")
 	require.ErrorContains(t, err, "exited before it was ready")
-	s.Stop()
+	require.NoError(t, s.Stop(), "sleep 0 exited with status 0")
 
 	// Never ready: the context bounds the wait.
 	s, err = StartServer(sleep, []string{"600"}, io.Discard)
@@ -40,5 +40,5 @@ func TestServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, s.WaitReady(ctx, "http://127.0.0.1:1/"), context.DeadlineExceeded)
-	s.Stop()
+	require.ErrorContains(t, s.Stop(), "signal: terminated")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -86,8 +87,7 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 	outbox, err := failover.OpenOutbox(filepath.Join(dir, "outbox"), time.Duration(cfg.Signals.Retry.MinBackoff),
 		time.Duration(cfg.Signals.Retry.MaxBackoff), reg, logger.With("component", "outbox"))
 	if err != nil {
-		evlog.Close()
-		return err
+		return errors.Join(err, evlog.Close())
 	}
 	ext := cfg.Signals.ExternalURL
 	if ext == "" {
@@ -106,16 +106,14 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 	for i, am := range cfg.Signals.Alertmanagers {
 		s, err := failover.NewAlertmanagerSink(am, resend, ext)
 		if err != nil {
-			evlog.Close()
-			return httpclient.At(fmt.Sprintf("signals.alertmanagers[%d]", i), err)
+			return errors.Join(httpclient.At(fmt.Sprintf("signals.alertmanagers[%d]", i), err), evlog.Close())
 		}
 		sinks = append(sinks, s)
 	}
 	for i, wc := range cfg.Signals.Webhooks {
 		s, err := failover.NewWebhookSink(wc, ext)
 		if err != nil {
-			evlog.Close()
-			return httpclient.At(fmt.Sprintf("signals.webhooks[%d]", i), err)
+			return errors.Join(httpclient.At(fmt.Sprintf("signals.webhooks[%d]", i), err), evlog.Close())
 		}
 		sinks = append(sinks, s)
 	}
@@ -124,22 +122,19 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 		klog.SetSlogLogger(logger.With("component", "client-go")) // client-go logs through klog
 		rc, err := clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
 		if err != nil {
-			evlog.Close()
-			return fmt.Errorf("signals.kubernetes: %w", err)
+			return errors.Join(fmt.Errorf("signals.kubernetes: %w", err), evlog.Close())
 		}
 		if k.DNSEndpoints {
 			dc, err := dynamic.NewForConfig(rc)
 			if err != nil {
-				evlog.Close()
-				return fmt.Errorf("signals.kubernetes: %w", err)
+				return errors.Join(fmt.Errorf("signals.kubernetes: %w", err), evlog.Close())
 			}
 			sinks = append(sinks, failover.NewDNSSink(dc, cfg.Failover))
 		}
 		if k.LeaderElection.Enabled {
 			cs, err := kubernetes.NewForConfig(rc)
 			if err != nil {
-				evlog.Close()
-				return fmt.Errorf("signals.kubernetes: %w", err)
+				return errors.Join(fmt.Errorf("signals.kubernetes: %w", err), evlog.Close())
 			}
 			host, _ := os.Hostname()
 			ll := failover.NewLeaseLeader(k.LeaderElection, cs, fmt.Sprintf("%s-%d", host, os.Getpid()), logger.With("component", "leader"))
@@ -153,8 +148,7 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 		Resend: resend, ExternalURL: ext, Registerer: reg, Logger: logger.With("component", "failover"),
 	})
 	if err != nil {
-		evlog.Close()
-		return err
+		return errors.Join(err, evlog.Close())
 	}
 	eval.Subscribe(ctrl.OnResults)
 	{
@@ -164,7 +158,11 @@ func setupHealthFailover(cfg *Config, fleetReg *fleet.Registry, local health.Que
 	{
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			defer evlog.Close()
+			defer func() {
+				if err := evlog.Close(); err != nil {
+					logger.Error("closing the failover event log", "err", err)
+				}
+			}()
 			return ctrl.Run(ctx)
 		}, func(error) { cancel() })
 	}
@@ -224,7 +222,10 @@ func drillCommand(args []string) int {
 		return 1
 	}
 	if *asJSON {
-		os.Stdout.Write(body)
+		if _, err := os.Stdout.Write(body); err != nil {
+			fmt.Fprintln(os.Stderr, "fleetgate drill:", err)
+			return 1
+		}
 		return 0
 	}
 	printDrill(os.Stdout, env.Data)

@@ -73,7 +73,7 @@ func serveWith(t *testing.T, a *testApp, args ...string) string {
 	go func() { done <- l.Serve() }()
 	t.Cleanup(func() {
 		_ = l.srv.Close()
-		<-done
+		require.NoError(t, <-done, "Serve after Close")
 	})
 	return l.Addr().String()
 }

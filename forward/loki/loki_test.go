@@ -45,7 +45,7 @@ func (s *lokiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.mu.Unlock()
 	if s.refuse {
 		s.refused++
-		http.Error(w, "overloaded", 503)
+		http.Error(w, "overloaded", http.StatusServiceUnavailable)
 		return
 	}
 	s.got = append(s.got, req.Streams...)
@@ -98,7 +98,7 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 		require.NoError(t, fw.PushLogs(context.Background(), batch(i)))
 		sent = append(sent, batch(i)...)
 	}
-	require.Eventually(t, func() bool { return len(dest.received()) == 3 && fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(dest.received()) == 3 && fw.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 
 	// Destination down: pushes are still accepted (queued on disk).
 	require.NoError(t, dest.srv.Close())
@@ -114,7 +114,7 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 	require.NoError(t, fw.Close())
 	fw, err = New(cfg, dir, m, logger)
 	require.NoError(t, err)
-	require.Positive(t, fw.Queue.Pending())
+	require.Positive(t, fw.Pending())
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	go func() { done <- fw.Run(ctx) }()
@@ -145,7 +145,7 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 		require.True(t, sent[i].Entries[0].Timestamp.Equal(got[i].Entries[0].Timestamp))
 		require.Equal(t, sent[i].Entries[0].StructuredMetadata, got[i].Entries[0].StructuredMetadata)
 	}
-	require.Eventually(t, func() bool { return fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return fw.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 	dest.srv.Close()
 	fw.Close()
 }
@@ -174,7 +174,7 @@ func TestRefusedIsDropped(t *testing.T) {
 	// The delivery loop persists its cursor: stop it before the directory goes.
 	defer func() { cancel(); <-runDone }()
 	require.NoError(t, fw.PushLogs(ctx, batch(1)))
-	require.Eventually(t, func() bool { return fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return fw.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 	mu.Lock()
 	require.Equal(t, 1, calls) // not retried
 	mu.Unlock()

@@ -69,7 +69,7 @@ func TestForwardTracesAcrossDestinationRestart(t *testing.T) {
 	defer func() { cancel(); <-runDone }()
 	require.NoError(t, fw.PushTraces(ctx, traces(1)))
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 }, 5*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return fw.Queue.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return fw.Pending() == 0 }, 5*time.Second, 10*time.Millisecond)
 	srv.Close()
 	require.NoError(t, fw.PushTraces(ctx, traces(2)))
 	require.NoError(t, fw.PushTraces(ctx, traces(3)))

@@ -57,14 +57,14 @@ const DefaultBackfillMaxSamples = 50000
 // Validate names the first bad field.
 func (c *Config) Validate() error {
 	for _, l := range c.ReplicaLabels {
-		if l == "" || !model.LabelName(l).IsValid() {
+		if l == "" || !model.UTF8Validation.IsValidLabelName(l) {
 			return fmt.Errorf("ha.replica_labels: %q is not a valid label name", l)
 		}
 		if l == fleet.ClusterLabel {
 			return fmt.Errorf("ha.replica_labels: %q is the cluster identity label", l)
 		}
 	}
-	if c.GroupLabel != "" && !model.LabelName(c.GroupLabel).IsValid() {
+	if c.GroupLabel != "" && !model.UTF8Validation.IsValidLabelName(c.GroupLabel) {
 		return fmt.Errorf("ha.group_label: %q is not a valid label name", c.GroupLabel)
 	}
 	if c.FailoverTimeout < 0 {

@@ -2,11 +2,13 @@ package otlp
 
 import (
 	"context"
-	"crypto/x509"
 	"net/http"
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -20,9 +22,6 @@ import (
 
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/ingest/core"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // RegisterGRPC registers the three OTLP services on s.
@@ -61,8 +60,7 @@ func credentialFromGRPC(ctx context.Context) fleet.Credential {
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 {
-			var cert *x509.Certificate = ti.State.PeerCertificates[0]
-			c.PeerCert = cert
+			c.PeerCert = ti.State.PeerCertificates[0]
 		}
 	}
 	return c

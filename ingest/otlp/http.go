@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strconv"
 
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -12,9 +15,6 @@ import (
 
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/ingest/core"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
-	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 )
 
 // maxErrorMessage bounds an error status message; the messages themselves

@@ -1,13 +1,13 @@
 package otlp
 
 import (
-	"github.com/prometheus/prometheus/model/labels"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/grafana/loki/pkg/push"
+	"github.com/prometheus/prometheus/model/labels"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 )

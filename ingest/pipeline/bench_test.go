@@ -3,7 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"math/rand"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"

@@ -107,11 +107,15 @@ func (tg target) start(t *testing.T) string {
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
+		var werr error
 		select {
-		case <-exited:
+		case werr = <-exited:
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			werr = <-exited
+		}
+		if werr != nil {
+			t.Logf("%s exited: %v", tg.name, werr)
 		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", tg.name, logs.String())

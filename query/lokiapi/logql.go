@@ -376,16 +376,6 @@ type metricSeries struct {
 	pts []point
 }
 
-func lookback(e metricExpr) time.Duration {
-	switch m := e.(type) {
-	case *rangeExpr:
-		return m.rng
-	case *aggExpr:
-		return lookback(m.inner)
-	}
-	return 0
-}
-
 func evalMetric(ctx context.Context, st LogStore, e metricExpr, steps []int64) ([]metricSeries, error) {
 	switch m := e.(type) {
 	case *rangeExpr:

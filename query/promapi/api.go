@@ -239,7 +239,7 @@ func New(engine *promql.Engine, o Options) (*API, error) {
 // self-metrics span every cluster and are refused to a scoped reader.
 func (a *API) Register(mux httpapi.Mux) {
 	a.registerQuery(mux)
-	var status http.Handler = withRequestOptions(a.router)
+	status := withRequestOptions(a.router)
 	if a.noTSDB {
 		// Like Prometheus in agent mode: a clear 422, not an internal error.
 		status = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -35,7 +35,7 @@ func parseRequestOptions(r *http.Request) (federation.RequestOptions, error) {
 	}
 	for _, name := range []string{"replicaLabels[]", "replicaLabels"} {
 		for _, l := range r.Form[name] {
-			if !model.LabelName(l).IsValid() || l == "" {
+			if !model.UTF8Validation.IsValidLabelName(l) || l == "" {
 				return o, fmt.Errorf("invalid parameter %q: %q is not a valid label name", name, l)
 			}
 			o.ReplicaLabels = append(o.ReplicaLabels, l)

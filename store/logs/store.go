@@ -109,7 +109,7 @@ func Open(dir string, cfg Config, r prometheus.Registerer, logger *slog.Logger) 
 	if r != nil {
 		for _, c := range []prometheus.Collector{s.lines, s.bytes, s.evicted, s.diskBytes} {
 			if err := r.Register(c); err != nil {
-				return nil, fmt.Errorf("registering log store metrics: %w", err)
+				return nil, errors.Join(fmt.Errorf("registering log store metrics: %w", err), l.Close())
 			}
 		}
 	}
@@ -121,8 +121,7 @@ func Open(dir string, cfg Config, r prometheus.Registerer, logger *slog.Logger) 
 		return s.index(string(lstr), minT, maxT)
 	})
 	if err != nil {
-		l.Close()
-		return nil, fmt.Errorf("rebuilding log stream index: %w", err)
+		return nil, errors.Join(fmt.Errorf("rebuilding log stream index: %w", err), l.Close())
 	}
 	return s, nil
 }

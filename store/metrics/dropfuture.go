@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -140,13 +142,13 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 	var head *tsdb.DBReadOnly
 	defer func() {
 		for _, q := range queriers { // before the blocks: closing a block waits for its readers
-			q.Close()
+			closeOrWarn(q, "a querier of the moved data", logger)
 		}
 		for _, b := range blocks {
-			b.Close()
+			closeOrWarn(b, "a moved block", logger)
 		}
 		if head != nil {
-			head.Close()
+			closeOrWarn(head, "the moved head", logger)
 		}
 	}()
 	for _, m := range poisoned {
@@ -166,7 +168,7 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 		if err != nil {
 			return rep, err
 		}
-		defer os.RemoveAll(sandbox)
+		defer removeSandbox(sandbox, logger)
 		if head, err = tsdb.OpenDBReadOnly(filepath.Join(pdir, "head"), sandbox, logger); err != nil {
 			return rep, fmt.Errorf("reading the moved head: %w", err)
 		}
@@ -193,6 +195,22 @@ func DropFuture(dir string, before time.Time, blockDuration time.Duration, logge
 	return rep, nil
 }
 
+// closeOrWarn closes c, opened read-only for drop-future: its close error
+// changes no answer, so it is logged rather than returned.
+func closeOrWarn(c io.Closer, what string, logger *slog.Logger) {
+	if err := c.Close(); err != nil {
+		logger.Warn("closing "+what, "err", err)
+	}
+}
+
+// removeSandbox deletes the scratch directory of a read-only head replay; one
+// left behind holds nothing fleetgate reads, but the operator should know.
+func removeSandbox(dir string, logger *slog.Logger) {
+	if err := os.RemoveAll(dir); err != nil {
+		logger.Warn("removing drop-future's scratch directory", "dir", dir, "err", err)
+	}
+}
+
 // headHasFuture replays the head of dir read-only and reports whether it
 // holds a sample at or after cutoff.
 func headHasFuture(dir string, cutoff int64, logger *slog.Logger) (bool, error) {
@@ -203,18 +221,18 @@ func headHasFuture(dir string, cutoff int64, logger *slog.Logger) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	defer os.RemoveAll(sandbox)
+	defer removeSandbox(sandbox, logger)
 	ro, err := tsdb.OpenDBReadOnly(dir, sandbox, logger)
 	if err != nil {
 		return false, fmt.Errorf("reading the head: %w", err)
 	}
-	defer ro.Close()
+	defer closeOrWarn(ro, "the head", logger)
 	q, err := ro.Querier(cutoff, math.MaxInt64)
 	if err != nil {
 		return false, fmt.Errorf("reading the head: %w", err)
 	}
-	defer q.Close()
-	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".*"))
+	defer closeOrWarn(q, "a querier of the head", logger)
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".*"))
 	found := ss.Next()
 	return found, ss.Err()
 }
@@ -256,7 +274,7 @@ func (w *windowWriter) appender(t int64, apps map[int64]storage.AppenderV2) (sto
 // copy appends every sample of q in [from, cutoff) to the window writers and
 // counts the samples at or after cutoff as dropped.
 func (w *windowWriter) copy(q storage.Querier, from, cutoff int64, rep *DropFutureReport) error {
-	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".*"))
+	ss := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, ".*"))
 	var it chunkenc.Iterator
 	for ss.Next() {
 		s := ss.At()

@@ -190,7 +190,7 @@ func (i *instance) walMark() (walPos, error) {
 	}
 	if i.segF == nil || i.segN != seg {
 		if i.segF != nil {
-			i.segF.Close()
+			_ = i.segF.Close() // opened read-only (to stat it): a close error loses nothing
 		}
 		f, err := os.Open(wlog.SegmentName(i.walDir, seg))
 		if err != nil {
@@ -201,8 +201,8 @@ func (i *instance) walMark() (walPos, error) {
 	}
 	fi, err := i.segF.Stat()
 	if err != nil {
-		i.segF.Close()
-		i.segF = nil // opened again next time
+		_ = i.segF.Close() // read-only, as above
+		i.segF = nil       // opened again next time
 		return walPos{}, err
 	}
 	return walPos{seg: seg, size: fi.Size()}, nil
@@ -213,7 +213,7 @@ func (i *instance) closeWAL() {
 	i.ackMu.Lock()
 	defer i.ackMu.Unlock()
 	if i.segF != nil {
-		i.segF.Close()
+		_ = i.segF.Close() // read-only, as in walMark
 		i.segF = nil
 	}
 }
@@ -384,7 +384,9 @@ func (g *guard) start(open func(reg prometheus.Registerer) (*instance, error)) e
 	g.mu.Lock()
 	g.installLocked(inst)
 	g.mu.Unlock()
-	g.checkSpace()
+	if _, err := g.checkSpace(); err != nil {
+		g.logger.Warn("checking free space", "err", err)
+	}
 	return nil
 }
 
@@ -621,12 +623,10 @@ func writeCutMark(path string, p walPos, set bool) error {
 		return err
 	}
 	if _, err := f.WriteAt(b[:], 0); err != nil {
-		f.Close()
-		return err
+		return errors.Join(err, f.Close())
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+		return errors.Join(err, f.Close())
 	}
 	return f.Close()
 }

@@ -3,6 +3,7 @@ package seglog
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -138,13 +139,11 @@ func writeFileSync(name string, b []byte, sync bool) error {
 		return err
 	}
 	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
+		return errors.Join(err, f.Close())
 	}
 	if sync {
 		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
+			return errors.Join(err, f.Close())
 		}
 	}
 	return f.Close()

@@ -181,13 +181,18 @@ func Open(dir string, opts Options) (*Log, error) {
 }
 
 // recover scans the headers of a segment, truncating after the last valid record.
-func (l *Log) recover(s *segment) error {
+func (l *Log) recover(s *segment) (err error) {
 	p := s.path(l.dir)
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("opening segment: %w", err)
 	}
-	defer f.Close()
+	defer func() {
+		// the segment may have been truncated: its close error counts
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing segment %s: %w", p, cerr)
+		}
+	}()
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat segment: %w", err)
@@ -239,9 +244,9 @@ func (l *Log) startSegment(n uint64) error {
 	}
 	if !l.opts.NoSync {
 		if err := durable.SyncDir(l.dir); err != nil {
-			f.Close()
+			cerr := f.Close()
 			_ = os.Remove(s.path(l.dir))
-			return fmt.Errorf("creating segment: %w", err)
+			return fmt.Errorf("creating segment: %w", errors.Join(err, cerr))
 		}
 	}
 	if l.f != nil {
@@ -484,7 +489,7 @@ func (l *Log) scanSegment(s segView, from int64, mint, maxt int64, fn func(pos P
 		}
 		return fmt.Errorf("seglog: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only: a close error loses nothing
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
 		return fmt.Errorf("seglog: %w", err)
 	}

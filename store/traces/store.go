@@ -106,7 +106,7 @@ func Open(dir string, cfg Config, r prometheus.Registerer, logger *slog.Logger) 
 	if r != nil {
 		for _, c := range []prometheus.Collector{s.spans, s.size} {
 			if err := r.Register(c); err != nil {
-				return nil, fmt.Errorf("registering trace store metrics: %w", err)
+				return nil, errors.Join(fmt.Errorf("registering trace store metrics: %w", err), l.Close())
 			}
 		}
 	}
@@ -126,8 +126,7 @@ func Open(dir string, cfg Config, r prometheus.Registerer, logger *slog.Logger) 
 		return nil
 	})
 	if err != nil {
-		l.Close()
-		return nil, fmt.Errorf("rebuilding trace index: %w", err)
+		return nil, errors.Join(fmt.Errorf("rebuilding trace index: %w", err), l.Close())
 	}
 	return s, nil
 }

@@ -31,16 +31,16 @@ type system struct {
 }
 
 type row struct {
-	system                      string
-	steadyRate, totalRate       float64
-	rss, baseRSS                int64
-	writeP99                    time.Duration
-	qP50, qP99                  time.Duration
-	qN, qErr, qEmpty, rwErr     int
-	acked, sent                 int64
-	load                        string
-	cpuSteady, cpuTotal, wallRW time.Duration
-	note                        string
+	system                string
+	steadyRate, totalRate float64
+	rss, baseRSS          int64
+	writeP99              time.Duration
+	qP50, qP99            time.Duration
+	qN, qErr, qEmpty      int
+	acked, sent           int64
+	load                  string
+	cpuSteady, cpuTotal   time.Duration
+	note                  string
 }
 
 func main() {
@@ -82,7 +82,7 @@ func main() {
 			fatal(err)
 		}
 		dir = d
-		cleanup = func() { os.RemoveAll(d) }
+		cleanup = func() { warn(os.RemoveAll(d)) }
 		defer cleanup()
 	}
 	if *fgBin == "" && strings.Contains(*systems, "fleetgate") {
@@ -143,7 +143,7 @@ func main() {
 		}
 		rows = append(rows, r)
 		if *workDir == "" {
-			os.RemoveAll(filepath.Join(sdir, "data"))
+			warn(os.RemoveAll(filepath.Join(sdir, "data")))
 		}
 	}
 	host, _ := os.Hostname()
@@ -187,12 +187,12 @@ func runSystem(sys system, dir, addr string, cfg load.RWConfig, queryAt time.Tim
 	if err != nil {
 		return row{}, err
 	}
-	defer logf.Close()
+	defer func() { warn(logf.Close()) }()
 	srv, err := load.StartServer(sys.bin, sys.args(dir, addr), logf)
 	if err != nil {
 		return row{}, err
 	}
-	defer srv.Stop()
+	defer func() { warn(srv.Stop()) }()
 	base := "http://" + addr
 	if err := srv.WaitReady(ctx, base+sys.ready); err != nil {
 		return row{}, fmt.Errorf("%w (log: %s)", err, filepath.Join(dir, "log"))
@@ -275,6 +275,13 @@ func cpuModel() string {
 
 // cleanup removes the temporary work dir, also when fatal exits.
 var cleanup = func() {}
+
+// warn reports a failed cleanup step (the measurement stands).
+func warn(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compare: warning:", err)
+	}
+}
 
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "compare:", err)

@@ -85,7 +85,7 @@ func main() {
 			fatal(err)
 		}
 		dir = d
-		cleanup = func() { os.RemoveAll(d) }
+		cleanup = func() { warn(os.RemoveAll(d)) }
 		defer cleanup()
 	}
 	if *fgBin == "" {
@@ -170,13 +170,13 @@ func runPhase(ph phase, bin, dir, addr string, dur time.Duration, version, nicen
 	if err != nil {
 		return result{}, err
 	}
-	defer logf.Close()
+	defer func() { warn(logf.Close()) }()
 	srv, err := load.StartServer(bin, []string{"--config.file=" + filepath.Join(dir, "fleetgate.yml"), "--storage.path=" + filepath.Join(dir, "data"),
 		"--web.listen-address=" + addr, "--otlp.grpc-listen-address=", "--otlp.http-listen-address=", "--log.level=warn"}, logf)
 	if err != nil {
 		return result{}, err
 	}
-	defer srv.Stop()
+	defer func() { warn(srv.Stop()) }()
 	base := "http://" + addr
 	readyCtx, readyCancel := context.WithTimeout(context.Background(), time.Minute)
 	defer readyCancel()
@@ -362,6 +362,13 @@ func activeSeries(base, cluster string) (string, error) {
 
 // cleanup removes the temporary work dir, also when fatal exits.
 var cleanup = func() {}
+
+// warn reports a failed cleanup step (the measurement stands).
+func warn(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "neighbour: warning:", err)
+	}
+}
 
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "neighbour:", err)
