@@ -132,19 +132,32 @@ func rawQuery(t *testing.T, base string, params url.Values, drop ...string) map[
 	return out
 }
 
-func requireSameAnswers(t *testing.T, what string, want, got map[string][][2]float64) {
-	t.Helper()
-	require.NotEmptyf(t, want, "%s: Prometheus returned nothing", what)
-	require.Equalf(t, len(want), len(got), "%s: series count\nprometheus: %v\nfleetgate: %v", what, want, got)
+// sameAnswers says how got (fleetgate's answer) differs from want (Prometheus's), nil when it does not.
+func sameAnswers(what string, want, got map[string][][2]float64) error {
+	if len(want) == 0 {
+		return fmt.Errorf("%s: Prometheus returned nothing", what)
+	}
+	if len(want) != len(got) {
+		return fmt.Errorf("%s: series count %d, fleetgate %d\nprometheus: %v\nfleetgate: %v", what, len(want), len(got), want, got)
+	}
 	for k, wv := range want {
 		gv, ok := got[k]
-		require.Truef(t, ok, "%s: fleetgate lacks series %s (has %v)", what, k, got)
-		require.Equalf(t, len(wv), len(gv), "%s %s: points\nprometheus %v\nfleetgate %v", what, k, wv, gv)
+		if !ok {
+			return fmt.Errorf("%s: fleetgate lacks series %s (has %v)", what, k, got)
+		}
+		if len(wv) != len(gv) {
+			return fmt.Errorf("%s %s: points\nprometheus %v\nfleetgate %v", what, k, wv, gv)
+		}
 		for i := range wv {
-			require.Equalf(t, wv[i][0], gv[i][0], "%s %s: timestamp %d", what, k, i)
-			require.Truef(t, sameFloat(wv[i][1], gv[i][1]), "%s %s at %v: prometheus %v, fleetgate %v", what, k, wv[i][0], wv[i][1], gv[i][1])
+			if wv[i][0] != gv[i][0] {
+				return fmt.Errorf("%s %s: timestamp %d: prometheus %v, fleetgate %v", what, k, i, wv[i][0], gv[i][0])
+			}
+			if !sameFloat(wv[i][1], gv[i][1]) {
+				return fmt.Errorf("%s %s at %v: prometheus %v, fleetgate %v", what, k, wv[i][0], wv[i][1], gv[i][1])
+			}
 		}
 	}
+	return nil
 }
 
 // TestPrometheusRemoteWriteSameAnswers: Debian's Prometheus scrapes itself and
@@ -182,9 +195,22 @@ remote_write:
 	// (2.42) and left-open (3.x) range boundaries select the same samples.
 	start := first + 12.5
 	end := start + 10
-	for time.Now().Unix() < int64(end)+6 {
-		time.Sleep(500 * time.Millisecond)
-	}
+	// The window is complete once Prometheus has scraped after it and
+	// fleetgate has that scrape.
+	eventually(t, 60*time.Second, "a scrape after the window in Prometheus and in fleetgate", func() error {
+		for _, base := range []string{promURL, fg.URL} {
+			last := rawQuery(t, base, url.Values{"query": {`timestamp(up{job="prometheus"})`}}, "cluster", "region")
+			if len(last) != 1 {
+				return fmt.Errorf("%s: %d series of up", base, len(last))
+			}
+			for _, pts := range last {
+				if len(pts) != 1 || pts[0][1] <= end {
+					return fmt.Errorf("%s: last scrape %v, the window ends at %.3f", base, pts, end)
+				}
+			}
+		}
+		return nil
+	})
 
 	queries := []string{
 		`up`,
@@ -199,12 +225,21 @@ remote_write:
 		`sum by (handler) (prometheus_http_requests_total)`,
 		`max_over_time(scrape_duration_seconds[10s]) > 0`,
 	}
-	for _, q := range queries {
-		inst := url.Values{"query": {q}, "time": {fmt.Sprintf("%.3f", end)}}
-		requireSameAnswers(t, "instant "+q, rawQuery(t, promURL, inst), rawQuery(t, fg.URL, inst, "cluster", "region"))
-		rng := url.Values{"query": {q}, "start": {fmt.Sprintf("%.3f", start)}, "end": {fmt.Sprintf("%.3f", end)}, "step": {"1"}}
-		requireSameAnswers(t, "range "+q, rawQuery(t, promURL, rng), rawQuery(t, fg.URL, rng, "cluster", "region"))
-	}
+	// Remote-write shards may deliver other series of that scrape a little
+	// later: the answers must agree within a few batch deadlines.
+	eventually(t, 15*time.Second, "fleetgate answers as Prometheus", func() error {
+		for _, q := range queries {
+			inst := url.Values{"query": {q}, "time": {fmt.Sprintf("%.3f", end)}}
+			if err := sameAnswers("instant "+q, rawQuery(t, promURL, inst), rawQuery(t, fg.URL, inst, "cluster", "region")); err != nil {
+				return err
+			}
+			rng := url.Values{"query": {q}, "start": {fmt.Sprintf("%.3f", start)}, "end": {fmt.Sprintf("%.3f", end)}, "step": {"1"}}
+			if err := sameAnswers("range "+q, rawQuery(t, promURL, rng), rawQuery(t, fg.URL, rng, "cluster", "region")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 
 	// Every series carries the proven identity.
 	got := query(t, fg.URL, `up`, time.Unix(int64(end), 0))

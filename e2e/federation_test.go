@@ -127,10 +127,11 @@ remote_write:
 		replicas[r], replicaURL[r] = startPrometheus(t, "prometheus-us-1-"+r, pair(r))
 	}
 
-	// Wait until both clusters answer through fleetgate.
+	// Wait until both clusters answer through fleetgate at now-2s, the time
+	// the subtests below evaluate at.
 	eventually(t, 60*time.Second, "both clusters visible", func() error {
 		got := map[string]int{}
-		for _, s := range query(t, fg.URL, "up", time.Now()) {
+		for _, s := range query(t, fg.URL, "up", time.Now().Add(-2*time.Second)) {
 			got[s.Metric["cluster"]]++
 		}
 		if got["eu-1"] != 1 || got["us-1"] != 2 || got["us-1-raw"] != 2 {
@@ -138,7 +139,6 @@ remote_write:
 		}
 		return nil
 	})
-	time.Sleep(2 * time.Second)
 
 	t.Run("federated answer equals the union of the clusters' own answers", func(t *testing.T) {
 		for _, q := range []string{"up", `prometheus_build_info`, `count by (job) (up)`} {
@@ -265,9 +265,17 @@ remote_write:
 		// the timeout; Prometheus 2.42 pushes in bursts of up to a few seconds.
 		require.LessOrEqual(t, took, failover+2*time.Second)
 
-		// Gaps in a series both replicas scrape (fleetgate's own up).
-		time.Sleep(5 * time.Second)
+		// Gaps in a series both replicas scrape (fleetgate's own up), once
+		// the new replica's samples after the takeover have arrived.
 		sel := fmt.Sprintf(`up{cluster="us-1",instance=%q}`, fgAddr)
+		eventually(t, 30*time.Second, "samples of the new replica after the takeover", func() error {
+			for _, ts := range rawSamples(t, fg.URL, sel, time.Now(), 60*time.Second) {
+				if len(ts) > 0 && ts[len(ts)-1] >= tookOver.Add(3*time.Second).UnixMilli() {
+					return nil
+				}
+			}
+			return fmt.Errorf("no sample 3s after the takeover at %s yet", tookOver.Format(time.RFC3339Nano))
+		})
 		series := rawSamples(t, fg.URL, sel, time.Now(), 60*time.Second)
 		require.Len(t, series, 1, "one series across the failover: the replica label is dropped")
 		for _, ts := range series {
@@ -463,7 +471,7 @@ remote_write:
 	start := time.Now()
 	vm.Stop(syscall.SIGTERM)
 	t.Log("victoria-metrics stopped for a minute")
-	time.Sleep(time.Minute)
+	time.Sleep(time.Minute) // the test is about an outage of this length: fleetgate queues meanwhile
 	vm.Start()
 	waitReady(t, vm, vmURL+"/health", 60*time.Second)
 	end := time.Now()

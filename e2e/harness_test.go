@@ -152,24 +152,25 @@ func (p *Proc) Log() string {
 	return string(b)
 }
 
-// waitReady polls url until it answers 200, failing fast when the process exits.
+// waitReady waits until url answers 200, failing fast when the process exits.
 func waitReady(t *testing.T, p *Proc, u string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if p != nil && p.Exited() {
-			t.Fatalf("%s exited before it was ready:\n%s", p.Name, tail(p.Log(), 4000))
+	client := &http.Client{Timeout: 2 * time.Second}
+	readyOrExited := func() bool {
+		if p.Exited() {
+			return true // reported below, without waiting out the timeout
 		}
-		resp, err := http.Get(u)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		resp, err := client.Get(u)
+		if err != nil {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	}
-	t.Fatalf("%s not ready at %s after %s", p.Name, u, timeout)
+	require.Eventually(t, readyOrExited, timeout, 100*time.Millisecond, "%s not ready at %s after %s", p.Name, u, timeout)
+	if p.Exited() {
+		t.Fatalf("%s exited before it was ready:\n%s", p.Name, tail(p.Log(), 4000))
+	}
 }
 
 func tail(s string, n int) string {
@@ -338,7 +339,10 @@ func postJSON(t *testing.T, u string, v any, header http.Header) (int, []byte) {
 	return resp.StatusCode, body
 }
 
-// eventually retries f until it returns nil or the timeout passes.
+// eventually retries f until it returns nil or the timeout passes. f runs
+// on the test's goroutine, unlike require.EventuallyWithT's condition,
+// because the helpers it calls (query, apiGet, ...) fail the test through t,
+// which only the test's goroutine may do; the sleep is the poll interval.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

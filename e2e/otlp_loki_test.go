@@ -483,18 +483,24 @@ forward_logs:
 	pushN(20, 10)
 	fg.Restart(t, syscall.SIGTERM) // fleetgate restarts while the destination is down
 	pushN(30, 10)
-	time.Sleep(500 * time.Millisecond)
+	// The restarted fleetgate tries the destination, fails and keeps the
+	// lines queued on disk.
+	eventually(t, 30*time.Second, "a failed delivery after the restart, lines queued", func() error {
+		failed := metricValue(t, fg.URL, `fleetgate_forward_failed_total{destination="loki/loki"}`)
+		pending := metricValue(t, fg.URL, `fleetgate_forward_pending_bytes{destination="loki/loki"}`)
+		if failed == 0 || pending == 0 {
+			return fmt.Errorf("%g failed deliveries, %g bytes pending", failed, pending)
+		}
+		return nil
+	})
 	require.Equal(t, 10, dest.unique())
-	// Destination back on the same address.
+	// Destination back on the same address, once the port is free again.
 	var ln net.Listener
 	var err error
-	for range 50 {
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		ln, err = net.Listen("tcp", addr)
+		return err == nil
+	}, 5*time.Second, 100*time.Millisecond, "listening on %s again", addr)
 	dest.srv = &http.Server{Handler: dest.srv.Handler}
 	go func() { _ = dest.srv.Serve(ln) }()
 	waitTotal(40)

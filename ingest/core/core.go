@@ -9,5 +9,7 @@
 //     limits.go), label counts and lengths (identity.go);
 //   - one status-carrying error (Error) that each receiver maps to its
 //     protocol's answer in one place, and bounded error messages (Problems);
-//   - one bounded request body reader on http.MaxBytesReader (body.go).
+//   - one bounded request body reader on http.MaxBytesReader (body.go);
+//   - the time bounds: ingest.max_future for every path, 1970 and the
+//     stores' retention for log lines and spans (TimeBounds, timebounds.go).
 package core

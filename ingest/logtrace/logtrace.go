@@ -152,6 +152,10 @@ type Hub struct {
 	limits *core.Limiter
 	now    func() time.Time
 
+	// The time bounds of log lines and of spans (ingest/core): the same
+	// max_future, each store's retention as its max age.
+	logBounds, traceBounds core.TimeBounds
+
 	mu      sync.Mutex
 	derived map[string]*clusterDerived // by cluster name
 
@@ -186,6 +190,8 @@ func New(cfg Config, reg *fleet.Registry, pipe *pipeline.Pipeline, logs []LogsSi
 			Name: "fleetgate_signal_sink_errors_total", Help: "Failed pushes to a log or trace sink, by signal.",
 		}, []string{"signal"}),
 	}
+	s.logBounds = core.TimeBounds{MaxFuture: s.cfg.MaxFuture, MaxAge: s.cfg.LogsMaxAge, MaxAgeKey: "logs_storage.retention"}
+	s.traceBounds = core.TimeBounds{MaxFuture: s.cfg.MaxFuture, MaxAge: s.cfg.TracesMaxAge, MaxAgeKey: "traces_storage.retention"}
 	if r != nil {
 		for _, c := range []prometheus.Collector{s.lines, s.bytes, s.spans, s.rejected, s.sinkErrors} {
 			if err := r.Register(c); err != nil {
@@ -255,8 +261,8 @@ func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now 
 		return badRequest("line_too_long", "stream %s: line at %s is %d bytes, more than logs_traces.max_line_bytes (%d)",
 			core.Abbrev(ls), e.Timestamp.UTC().Format(time.RFC3339Nano), len(e.Line), s.cfg.MaxLineBytes)
 	}
-	if reason, detail := s.timeProblem(e.Timestamp, now, s.cfg.LogsMaxAge, "logs_storage.retention"); reason != "" {
-		return badRequest(reason, "stream %s: line %s", core.Abbrev(ls), detail)
+	if perr := s.logBounds.Check(e.Timestamp, now); perr != nil {
+		return badRequest(perr.Reason, "stream %s: line %s", core.Abbrev(ls), perr.Msg)
 	}
 	for i := range e.StructuredMetadata {
 		md := &e.StructuredMetadata[i]
@@ -276,26 +282,6 @@ func (s *Hub) checkEntry(c *fleet.Cluster, ls labels.Labels, e *push.Entry, now 
 		}
 	}
 	return nil
-}
-
-// epoch is the earliest time a log line or span may have: 1970 and before
-// is a missing or broken timestamp.
-var epoch = time.Unix(0, 0)
-
-// timeProblem says why t is refused: after now+max_future, at or before
-// 1970, or older than maxAge (the store's retention, named by ageKey) when
-// set. The reason is empty when t is fine.
-func (s *Hub) timeProblem(t, now time.Time, maxAge time.Duration, ageKey string) (reason, detail string) {
-	switch {
-	case t.After(now.Add(s.cfg.MaxFuture)):
-		return "too_far_in_future", fmt.Sprintf("timestamp %s is more than ingest.max_future (%s) ahead of now",
-			t.UTC().Format(time.RFC3339Nano), model.Duration(s.cfg.MaxFuture))
-	case !t.After(epoch):
-		return "too_old", fmt.Sprintf("timestamp %s (%d ns) is not after 1970-01-01", t.UTC().Format(time.RFC3339Nano), t.UnixNano())
-	case maxAge > 0 && t.Before(now.Add(-maxAge)):
-		return "too_old", fmt.Sprintf("timestamp %s is older than %s (%s)", t.UTC().Format(time.RFC3339Nano), ageKey, model.Duration(maxAge))
-	}
-	return "", ""
 }
 
 // PushLogs stamps identity on the streams of one request sent with the
@@ -501,8 +487,9 @@ func (s *Hub) PushTraces(ctx context.Context, c *fleet.Cluster, td ptrace.Traces
 	return nil
 }
 
-// checkSpans refuses spans that start or end more than max_future ahead,
-// start at or before 1970, or end before the trace store's retention.
+// checkSpans refuses spans whose start or end is out of the trace time
+// bounds (core.TimeBounds): more than max_future ahead, at or before 1970,
+// or older than the trace store's retention.
 func (s *Hub) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
 	now := s.now()
 	var (
@@ -517,16 +504,16 @@ func (s *Hub) checkSpans(td ptrace.Traces, clusters []*fleet.Cluster) error {
 			spans := sss.At(j).Spans()
 			for k := range spans.Len() {
 				sp := spans.At(k)
-				reason, detail := s.timeProblem(nanosTime(sp.StartTimestamp()), now, s.cfg.TracesMaxAge, "traces_storage.retention")
+				terr := s.traceBounds.Check(nanosTime(sp.StartTimestamp()), now)
 				what := "start"
-				if reason == "" {
-					reason, detail = s.timeProblem(nanosTime(sp.EndTimestamp()), now, s.cfg.TracesMaxAge, "traces_storage.retention")
+				if terr == nil {
+					terr = s.traceBounds.Check(nanosTime(sp.EndTimestamp()), now)
 					what = "end"
 				}
-				if reason == "" {
+				if terr == nil {
 					continue
 				}
-				perr := badRequest(reason, "span %s: %s %s", core.Abbrev(spanLabels(rs.Resource(), sp)), what, detail)
+				perr := badRequest(terr.Reason, "span %s: %s %s", core.Abbrev(spanLabels(rs.Resource(), sp)), what, terr.Msg)
 				s.rejected.WithLabelValues("traces", perr.Reason).Inc()
 				clusters[i].Rejected(perr.Reason, 1, perr.Msg)
 				problems.Add(perr)

@@ -40,7 +40,7 @@ func (b *Batch) appendExemplars(c *fleet.Cluster, ref storage.SeriesRef, ls labe
 	for _, e := range s.Exemplars {
 		if e.Ts > maxT {
 			b.refuseExemplar(c, "invalid_exemplar", 1, fmt.Errorf("exemplar of series %s at %s: %w: more than %s ahead of now",
-				core.Abbrev(s.labels()), time.UnixMilli(e.Ts).UTC().Format(time.RFC3339Nano), storage.ErrOutOfBounds, b.p.cfg.MaxFuture))
+				core.Abbrev(s.labels()), time.UnixMilli(e.Ts).UTC().Format(time.RFC3339Nano), storage.ErrOutOfBounds, b.p.bounds.FutureBound()))
 			continue
 		}
 		ex = append(ex, e)

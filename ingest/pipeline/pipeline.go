@@ -117,6 +117,9 @@ type Pipeline struct {
 	limits  *core.Limiter
 	tracker *SeriesTracker // forward-only series limit; nil: off
 
+	// bounds is ingest.max_future, the time rule logs and traces share.
+	bounds core.TimeBounds
+
 	samples    *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
 	commitTime prometheus.Histogram
@@ -144,6 +147,7 @@ func New(cfg Config, reg *fleet.Registry, sink storage.AppendableV2, meta Metada
 			NativeHistogramBucketFactor: 1.1,
 		}),
 	}
+	p.bounds = core.TimeBounds{MaxFuture: time.Duration(p.cfg.MaxFuture)}
 	p.refs = newRefCache(p.cfg.SeriesCacheBytes)
 	var err error
 	if p.limits, err = core.NewLimiter(reg, r); err != nil {
@@ -166,7 +170,7 @@ func (p *Pipeline) Registry() *fleet.Registry { return p.reg }
 func (p *Pipeline) MaxSeriesPerRequest() int { return p.cfg.MaxSeriesPerRequest }
 
 // MaxFuture is ingest.max_future: how far ahead of now data may be.
-func (p *Pipeline) MaxFuture() time.Duration { return time.Duration(p.cfg.MaxFuture) }
+func (p *Pipeline) MaxFuture() time.Duration { return p.bounds.MaxFuture }
 
 // Limiter enforces the per-cluster request limits for every receiver.
 func (p *Pipeline) Limiter() *core.Limiter { return p.limits }
@@ -268,7 +272,7 @@ type Batch struct {
 // Begin starts a batch for cluster c (nil in dev mode without a claimed cluster).
 func (p *Pipeline) Begin(ctx context.Context, c *fleet.Cluster) *Batch {
 	b := &Batch{p: p, ctx: ctx, cluster: c, app: p.sink.AppenderV2(ctx), sb: labels.NewScratchBuilder(16),
-		maxT: p.now().Add(time.Duration(p.cfg.MaxFuture)).UnixMilli()}
+		maxT: p.bounds.LatestMillis(p.now())}
 	if c != nil {
 		b.stamps = c.StampLabels()
 	}
@@ -516,7 +520,8 @@ func (b *Batch) Add(s *Series) error {
 }
 
 // dropFuture removes from s the samples and histograms more than
-// ingest.max_future ahead of the batch's start, rejecting them as
+// ingest.max_future ahead of the batch's start (b.maxT, from the time bounds
+// of ingest/core that logs and traces share), rejecting them as
 // too_far_in_future, and returns how many it removed. Far-future exemplars
 // are left to appendExemplars, which drops them without failing the request
 // as Prometheus's receiver does. A series without such data costs one
@@ -545,9 +550,9 @@ func (b *Batch) dropFuture(c *fleet.Cluster, s *Series, ls labels.Labels) int {
 	if ls.IsEmpty() {
 		ls = s.labels()
 	}
-	b.reject(c, "too_far_in_future", bad, &core.Error{Status: http.StatusBadRequest, Reason: "too_far_in_future",
-		Msg: fmt.Sprintf("series %s: %d samples from %s on are more than ingest.max_future (%s) ahead of now", core.Abbrev(ls), bad,
-			formatMillis(first), b.p.cfg.MaxFuture)})
+	b.reject(c, core.ReasonTooFarInFuture, bad, &core.Error{Status: http.StatusBadRequest, Reason: core.ReasonTooFarInFuture,
+		Msg: fmt.Sprintf("series %s: %d samples from %s on are more than %s ahead of now", core.Abbrev(ls), bad,
+			formatMillis(first), b.p.bounds.FutureBound())})
 	return bad
 }
 
