@@ -54,27 +54,28 @@ type Config struct {
 // DefaultBackfillMaxSamples is ha.backfill_max_samples when not set.
 const DefaultBackfillMaxSamples = 50000
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	for _, l := range c.ReplicaLabels {
 		if l == "" || !model.LabelName(l).IsValid() {
-			return fmt.Errorf("ha.replica_labels: %q is not a valid label name", l)
+			return fmt.Errorf("replica_labels: %q is not a valid label name", l)
 		}
 		if l == fleet.ClusterLabel {
-			return fmt.Errorf("ha.replica_labels: %q is the cluster identity label", l)
+			return fmt.Errorf("replica_labels: %q is the cluster identity label", l)
 		}
 	}
 	if c.GroupLabel != "" && !model.LabelName(c.GroupLabel).IsValid() {
-		return fmt.Errorf("ha.group_label: %q is not a valid label name", c.GroupLabel)
+		return fmt.Errorf("group_label: %q is not a valid label name", c.GroupLabel)
 	}
 	if c.FailoverTimeout < 0 {
-		return fmt.Errorf("ha.failover_timeout: must not be negative, got %s", c.FailoverTimeout)
+		return fmt.Errorf("failover_timeout: must not be negative, got %s", c.FailoverTimeout)
 	}
 	if c.HistorySize < 0 {
-		return fmt.Errorf("ha.history_size: must not be negative, got %d", c.HistorySize)
+		return fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize)
 	}
 	if c.BackfillMaxSamples != nil && *c.BackfillMaxSamples < 0 {
-		return fmt.Errorf("ha.backfill_max_samples: must not be negative, got %d", *c.BackfillMaxSamples)
+		return fmt.Errorf("backfill_max_samples: must not be negative, got %d", *c.BackfillMaxSamples)
 	}
 	return nil
 }

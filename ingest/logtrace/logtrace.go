@@ -73,30 +73,32 @@ type Config struct {
 	MovedLogsBurstBytes *int `yaml:"logs_burst_bytes"`
 }
 
-// Validate names the first bad field, in the order of the struct's fields.
+// Validate names the first bad field, in the order of the struct's fields,
+// by its key relative to the section (cmd/fleetgate puts the section's path
+// in front).
 func (c *Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
 	}{
-		{"logs_traces.max_line_bytes", c.MaxLineBytes},
-		{"logs_traces.max_streams_per_request", c.MaxStreamsPerRequest},
-		{"logs_traces.span_metrics_max_series", c.SpanMetricsMaxSeries},
-		{"logs_traces.log_metrics_max_series", c.LogMetricsMaxSeries},
+		{"max_line_bytes", c.MaxLineBytes},
+		{"max_streams_per_request", c.MaxStreamsPerRequest},
+		{"span_metrics_max_series", c.SpanMetricsMaxSeries},
+		{"log_metrics_max_series", c.LogMetricsMaxSeries},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("%s: must not be negative, got %d", f.name, f.v)
 		}
 	}
 	if c.DerivedInterval < 0 {
-		return fmt.Errorf("logs_traces.derived_metrics_interval: must not be negative, got %s", c.DerivedInterval)
+		return fmt.Errorf("derived_metrics_interval: must not be negative, got %s", c.DerivedInterval)
 	}
 	for i, b := range c.SpanDurationBuckets {
 		if math.IsNaN(b) {
-			return fmt.Errorf("logs_traces.span_duration_buckets: NaN is not a bucket boundary")
+			return fmt.Errorf("span_duration_buckets: NaN is not a bucket boundary")
 		}
 		if i > 0 && b <= c.SpanDurationBuckets[i-1] {
-			return fmt.Errorf("logs_traces.span_duration_buckets: must be strictly increasing, %g follows %g", b, c.SpanDurationBuckets[i-1])
+			return fmt.Errorf("span_duration_buckets: must be strictly increasing, %g follows %g", b, c.SpanDurationBuckets[i-1])
 		}
 	}
 	for _, f := range []struct {
@@ -107,7 +109,7 @@ func (c *Config) Validate() error {
 		{"logs_burst_bytes", c.MovedLogsBurstBytes},
 	} {
 		if f.v != nil {
-			return fmt.Errorf("logs_traces.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
+			return fmt.Errorf("%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
 		}
 	}
 	return nil

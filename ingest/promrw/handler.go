@@ -34,13 +34,14 @@ type Config struct {
 	MaxDecodedBytes int `yaml:"max_decoded_bytes"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.MaxRequestBytes < 0 {
-		return fmt.Errorf("remote_write.max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
+		return fmt.Errorf("max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
 	}
 	if c.MaxDecodedBytes < 0 {
-		return fmt.Errorf("remote_write.max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
+		return fmt.Errorf("max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
 	}
 	return nil
 }

@@ -56,18 +56,22 @@ var DefaultConfig = Config{
 	LookbackDelta: model.Duration(5 * time.Minute),
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.Timeout < 0 {
-		return fmt.Errorf("query.timeout: must not be negative, got %s", c.Timeout)
+		return fmt.Errorf("timeout: must not be negative, got %s", c.Timeout)
 	}
 	if c.MaxSamples < 0 {
-		return fmt.Errorf("query.max_samples: must not be negative, got %d", c.MaxSamples)
+		return fmt.Errorf("max_samples: must not be negative, got %d", c.MaxSamples)
 	}
 	if c.LookbackDelta < 0 {
-		return fmt.Errorf("query.lookback_delta: must not be negative, got %s", c.LookbackDelta)
+		return fmt.Errorf("lookback_delta: must not be negative, got %s", c.LookbackDelta)
 	}
-	return c.ResultsCache.Validate()
+	if err := c.ResultsCache.Validate(); err != nil {
+		return fmt.Errorf("results_cache.%w", err)
+	}
+	return nil
 }
 
 func (c Config) withDefaults() Config {

@@ -40,16 +40,17 @@ type CacheConfig struct {
 	MaxFreshness model.Duration `yaml:"max_freshness"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *CacheConfig) Validate() error {
 	if c.MaxSizeBytes < 0 {
-		return fmt.Errorf("query.results_cache.max_size_bytes: must not be negative, got %d", c.MaxSizeBytes)
+		return fmt.Errorf("max_size_bytes: must not be negative, got %d", c.MaxSizeBytes)
 	}
 	if c.MaxSizeBytes > 0 && c.MaxSizeBytes < 32<<20 {
-		return fmt.Errorf("query.results_cache.max_size_bytes: must be at least 33554432 (32 MiB, fastcache's minimum), got %d", c.MaxSizeBytes)
+		return fmt.Errorf("max_size_bytes: must be at least 33554432 (32 MiB, fastcache's minimum), got %d", c.MaxSizeBytes)
 	}
 	if c.MaxFreshness < 0 {
-		return fmt.Errorf("query.results_cache.max_freshness: must not be negative, got %s", c.MaxFreshness)
+		return fmt.Errorf("max_freshness: must not be negative, got %s", c.MaxFreshness)
 	}
 	return nil
 }

@@ -39,16 +39,17 @@ type Config struct {
 	MaxStreams int `yaml:"max_streams"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.MaxBytes < 0 {
-		return fmt.Errorf("logs_storage.max_bytes: must not be negative, got %d", c.MaxBytes)
+		return fmt.Errorf("max_bytes: must not be negative, got %d", c.MaxBytes)
 	}
 	if c.Retention < 0 {
-		return fmt.Errorf("logs_storage.retention: must not be negative, got %s", c.Retention)
+		return fmt.Errorf("retention: must not be negative, got %s", c.Retention)
 	}
 	if c.MaxStreams < 0 {
-		return fmt.Errorf("logs_storage.max_streams: must not be negative, got %d", c.MaxStreams)
+		return fmt.Errorf("max_streams: must not be negative, got %d", c.MaxStreams)
 	}
 	return nil
 }

@@ -37,16 +37,17 @@ type Config struct {
 	MaxTraces int `yaml:"max_traces"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.MaxBytes < 0 {
-		return fmt.Errorf("traces_storage.max_bytes: must not be negative, got %d", c.MaxBytes)
+		return fmt.Errorf("max_bytes: must not be negative, got %d", c.MaxBytes)
 	}
 	if c.Retention < 0 {
-		return fmt.Errorf("traces_storage.retention: must not be negative, got %s", c.Retention)
+		return fmt.Errorf("retention: must not be negative, got %s", c.Retention)
 	}
 	if c.MaxTraces < 0 {
-		return fmt.Errorf("traces_storage.max_traces: must not be negative, got %d", c.MaxTraces)
+		return fmt.Errorf("max_traces: must not be negative, got %d", c.MaxTraces)
 	}
 	return nil
 }
