@@ -80,6 +80,10 @@ var DefaultSignals = []SignalConfig{
 
 var signalNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config { return Config{}.WithDefaults() }
+
 // WithDefaults fills unset fields.
 func (c Config) WithDefaults() Config {
 	if c.Interval == 0 {

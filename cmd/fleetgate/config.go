@@ -19,11 +19,16 @@ import (
 	"github.com/fleetgate/fleetgate/forward/remotewrite"
 	"github.com/fleetgate/fleetgate/health"
 	"github.com/fleetgate/fleetgate/ingest/ha"
+	"github.com/fleetgate/fleetgate/ingest/logtrace"
+	lokiin "github.com/fleetgate/fleetgate/ingest/loki"
+	"github.com/fleetgate/fleetgate/ingest/otlp"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 	"github.com/fleetgate/fleetgate/ingest/promrw"
 	"github.com/fleetgate/fleetgate/internal/httpclient"
 	"github.com/fleetgate/fleetgate/query/promapi"
+	"github.com/fleetgate/fleetgate/store/logs"
 	"github.com/fleetgate/fleetgate/store/metrics"
+	"github.com/fleetgate/fleetgate/store/traces"
 )
 
 // Config is the whole configuration file. Each part is owned and validated
@@ -51,10 +56,27 @@ func (c *Config) fleet() fleet.Config {
 	return fleet.Config{Clusters: c.Clusters, OnConflict: c.Identity.OnConflict, DevDefaultCluster: c.Identity.DevDefaultCluster, Limits: &lim}
 }
 
-// newConfig is the configuration before the file is read: the defaults
-// that a key left out keeps, where 0 does not mean "default".
+// newConfig is the configuration before the file is read: each section's
+// DefaultConfig(), the values a key left out keeps. (The constructors still
+// read 0 as the default, so a key set to 0 means the same.)
 func newConfig() *Config {
-	return &Config{Limits: fleet.DefaultLimits()}
+	return &Config{
+		Limits:      fleet.DefaultLimits(),
+		Ingest:      pipeline.DefaultConfig(),
+		RemoteWrite: promrw.DefaultConfig(),
+		Storage:     metrics.DefaultConfig(),
+		Query:       promapi.DefaultConfig(),
+		Health:      health.DefaultConfig(),
+		HA:          ha.DefaultConfig(),
+		Forward:     remotewrite.DefaultConfig(),
+		logsTracesConfig: logsTracesConfig{
+			OTLP:          otlp.DefaultConfig(),
+			LokiPush:      lokiin.DefaultConfig(),
+			LogsTraces:    logtrace.DefaultConfig(),
+			LogsStorage:   logs.DefaultConfig(),
+			TracesStorage: traces.DefaultConfig(),
+		},
+	}
 }
 
 // A configCheck is one validation of the file: path is the YAML path of

@@ -71,6 +71,10 @@ type QueueConfig struct {
 	RetryOnRateLimit  *bool          `yaml:"retry_on_http_429"`
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config { return Config{FlushDeadline: model.Duration(time.Minute)} }
+
 // Validate names the first bad field by its path relative to the forward:
 // section ("destinations[0] (mimir).url: ...").
 func (c *Config) Validate() error {
@@ -210,7 +214,7 @@ func New(cfg Config, dir string, r prometheus.Registerer, logger *slog.Logger) (
 func NewStorage(cfg Config, dir string, r prometheus.Registerer, logger *slog.Logger) *remote.Storage {
 	fd := time.Duration(cfg.FlushDeadline)
 	if fd == 0 {
-		fd = time.Minute
+		fd = time.Duration(DefaultConfig().FlushDeadline)
 	}
 	return remote.NewStorage(logger, r, func() (int64, error) { return 0, nil }, dir, fd, nil, false)
 }

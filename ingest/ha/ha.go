@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -161,6 +162,17 @@ type Tracker struct {
 	bfSize         prometheus.Gauge
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+// (backfill_max_samples left out is 50000; set to 0 it disables the backfill).
+func DefaultConfig() Config {
+	return Config{
+		ReplicaLabels:   slices.Clone(DefaultReplicaLabels),
+		FailoverTimeout: model.Duration(30 * time.Second),
+		HistorySize:     50,
+	}
+}
+
 // New builds the tracker; it returns nil when HA is disabled.
 func New(cfg Config, r prometheus.Registerer) (*Tracker, error) {
 	if err := cfg.Validate(); err != nil {
@@ -173,7 +185,7 @@ func New(cfg Config, r prometheus.Registerer) (*Tracker, error) {
 		cfg.ReplicaLabels = DefaultReplicaLabels
 	}
 	if cfg.HistorySize == 0 {
-		cfg.HistorySize = 50
+		cfg.HistorySize = DefaultConfig().HistorySize
 	}
 	t := &Tracker{
 		cfg: cfg, timeout: time.Duration(cfg.FailoverTimeout), now: time.Now, groups: map[haKey]*haGroup{},

@@ -250,7 +250,7 @@ func TestHAElectionAppliesToCachedSeries(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close() })
 	p, err := pipeline.New(pipeline.Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	require.Positive(t, pipeline.DefaultConfig.SeriesCacheBytes, "the series cache is on by default")
+	require.Positive(t, pipeline.DefaultConfig().SeriesCacheBytes, "the series cache is on by default")
 	tr, err := New(Config{Enabled: true, FailoverTimeout: model.Duration(time.Second)}, nil)
 	require.NoError(t, err)
 	clock := time.Now()

@@ -115,28 +115,42 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{
+		MaxLineBytes:         256 << 10,
+		MaxStreamsPerRequest: 10_000,
+		DerivedInterval:      model.Duration(15 * time.Second),
+		SpanMetricsMaxSeries: 2000,
+		LogMetricsMaxSeries:  1000,
+		// The spanmetrics connector's defaults, in seconds.
+		SpanDurationBuckets: []float64{0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1, 1.4, 2, 5, 10, 15},
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.MaxLineBytes == 0 {
-		c.MaxLineBytes = 256 << 10
+		c.MaxLineBytes = d.MaxLineBytes
 	}
 	if c.MaxStreamsPerRequest == 0 {
-		c.MaxStreamsPerRequest = 10_000
+		c.MaxStreamsPerRequest = d.MaxStreamsPerRequest
 	}
 	if c.DerivedInterval == 0 {
-		c.DerivedInterval = model.Duration(15 * time.Second)
+		c.DerivedInterval = d.DerivedInterval
 	}
 	if c.SpanMetricsMaxSeries == 0 {
-		c.SpanMetricsMaxSeries = 2000
+		c.SpanMetricsMaxSeries = d.SpanMetricsMaxSeries
 	}
 	if c.LogMetricsMaxSeries == 0 {
-		c.LogMetricsMaxSeries = 1000
+		c.LogMetricsMaxSeries = d.LogMetricsMaxSeries
 	}
 	if c.MaxFuture <= 0 {
 		c.MaxFuture = pipeline.DefaultMaxFuture
 	}
 	if len(c.SpanDurationBuckets) == 0 {
-		// The spanmetrics connector's defaults, in seconds.
-		c.SpanDurationBuckets = []float64{0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1, 1.4, 2, 5, 10, 15}
+		c.SpanDurationBuckets = d.SpanDurationBuckets
 	}
 	return c
 }

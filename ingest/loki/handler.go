@@ -51,16 +51,22 @@ type Handler struct {
 	requests *prometheus.CounterVec
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20}
+}
+
 // NewHandler builds the receiver. r may be nil.
 func NewHandler(cfg Config, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = 16 << 20
+		cfg.MaxRequestBytes = DefaultConfig().MaxRequestBytes
 	}
 	if cfg.MaxDecodedBytes == 0 {
-		cfg.MaxDecodedBytes = 64 << 20
+		cfg.MaxDecodedBytes = DefaultConfig().MaxDecodedBytes
 	}
 	h := &Handler{cfg: cfg, sig: sig, logger: logger,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -113,16 +113,22 @@ type Receiver struct {
 	items    *prometheus.CounterVec
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20}
+}
+
 // New builds the receiver. r may be nil.
 func New(cfg Config, pipe *pipeline.Pipeline, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = 16 << 20
+		cfg.MaxRequestBytes = DefaultConfig().MaxRequestBytes
 	}
 	if cfg.MaxDecodedBytes == 0 {
-		cfg.MaxDecodedBytes = 64 << 20
+		cfg.MaxDecodedBytes = DefaultConfig().MaxDecodedBytes
 	}
 	strategy, _ := cfg.strategy()
 	promote := cfg.PromoteResourceAttributes

@@ -47,11 +47,14 @@ type Config struct {
 // DefaultMaxFuture is ingest.max_future when not set.
 const DefaultMaxFuture = 10 * time.Minute
 
-// DefaultConfig is used for fields left zero.
-var DefaultConfig = Config{
-	MaxSeriesPerRequest: 100_000,
-	MaxFuture:           model.Duration(DefaultMaxFuture),
-	SeriesCacheBytes:    256 << 20,
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{
+		MaxSeriesPerRequest: 100_000,
+		MaxFuture:           model.Duration(DefaultMaxFuture),
+		SeriesCacheBytes:    256 << 20,
+	}
 }
 
 // Validate names the first bad field, in the order of the struct's fields,
@@ -88,7 +91,7 @@ func (c *Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
-	d := DefaultConfig
+	d := DefaultConfig()
 	if c.MaxSeriesPerRequest > 0 {
 		d.MaxSeriesPerRequest = c.MaxSeriesPerRequest
 	}

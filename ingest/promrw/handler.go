@@ -159,16 +159,22 @@ func (st *decodeState) labelsV2(refs []uint32, symbols []string) (labels.Labels,
 	return st.ls, nil
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: defaultMaxRequestBytes, MaxDecodedBytes: defaultMaxDecodedBytes}
+}
+
 // NewHandler builds the receiver. r may be nil.
 func NewHandler(cfg Config, p *pipeline.Pipeline, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = defaultMaxRequestBytes
+		cfg.MaxRequestBytes = DefaultConfig().MaxRequestBytes
 	}
 	if cfg.MaxDecodedBytes == 0 {
-		cfg.MaxDecodedBytes = defaultMaxDecodedBytes
+		cfg.MaxDecodedBytes = DefaultConfig().MaxDecodedBytes
 	}
 	h := &Handler{
 		cfg: cfg, pipe: p, logger: logger,

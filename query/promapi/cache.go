@@ -85,11 +85,11 @@ func newResultsCache(cfg CacheConfig, engine promql.QueryEngine, q storage.Query
 	}
 	size := cfg.MaxSizeBytes
 	if size == 0 {
-		size = 128 << 20
+		size = DefaultConfig().ResultsCache.MaxSizeBytes
 	}
 	fresh := time.Duration(cfg.MaxFreshness)
 	if fresh == 0 {
-		fresh = 10 * time.Minute
+		fresh = time.Duration(DefaultConfig().ResultsCache.MaxFreshness)
 	}
 	c := &resultsCache{
 		c: fastcache.New(size), engine: engine, queryable: q, parser: p, fresh: fresh, now: time.Now, logger: logger,

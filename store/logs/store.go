@@ -54,15 +54,22 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxBytes: 1 << 30, Retention: model.Duration(7 * 24 * time.Hour), MaxStreams: 100_000}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.MaxBytes == 0 {
-		c.MaxBytes = 1 << 30
+		c.MaxBytes = d.MaxBytes
 	}
 	if c.Retention == 0 {
-		c.Retention = model.Duration(7 * 24 * time.Hour)
+		c.Retention = d.Retention
 	}
 	if c.MaxStreams == 0 {
-		c.MaxStreams = 100_000
+		c.MaxStreams = d.MaxStreams
 	}
 	return c
 }

@@ -58,6 +58,13 @@ type Config struct {
 	Embedded *bool `yaml:"embedded"`
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+// Retention is also the --storage.retention flag's default.
+func DefaultConfig() Config {
+	return Config{Retention: model.Duration(15 * 24 * time.Hour), MaxExemplars: 100_000}
+}
+
 // Validate names the first bad field by its key relative to the section
 // (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {

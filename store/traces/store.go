@@ -52,15 +52,22 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxBytes: 1 << 30, Retention: model.Duration(72 * time.Hour), MaxTraces: 1_000_000}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.MaxBytes == 0 {
-		c.MaxBytes = 1 << 30
+		c.MaxBytes = d.MaxBytes
 	}
 	if c.Retention == 0 {
-		c.Retention = model.Duration(72 * time.Hour)
+		c.Retention = d.Retention
 	}
 	if c.MaxTraces == 0 {
-		c.MaxTraces = 1_000_000
+		c.MaxTraces = d.MaxTraces
 	}
 	return c
 }
