@@ -35,33 +35,39 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 		{Name: "us-1", Credentials: fleet.Credentials{BearerTokenEnv: "Y"}},
 	}
 	tok := PrincipalConfig{Name: "a", BearerTokenEnv: "A"}
+	validate := func(c Config, clusters []fleet.ClusterConfig) error {
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		return c.CheckClusters(clusters)
+	}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
 		want string
 	}{
-		{"reader without clusters", Config{Readers: []PrincipalConfig{tok}}, "auth.readers[0].clusters: must be set"},
-		{"no name", Config{Admins: []PrincipalConfig{{BearerTokenEnv: "A"}}}, "auth.admins[0].name: must be set"},
-		{"no credential", Config{Admins: []PrincipalConfig{{Name: "a"}}}, "auth.admins[0]: needs bearer_token_file"},
-		{"file and env", Config{Admins: []PrincipalConfig{{Name: "a", BearerTokenEnv: "A", BearerTokenFile: "/f"}}}, "auth.admins[0]: set only one"},
-		{"duplicate name", Config{Admins: []PrincipalConfig{tok}, Readers: []PrincipalConfig{{Name: "a", BearerTokenEnv: "B", Clusters: []string{"eu-1"}}}}, `auth.readers[0].name: "a" is already used by auth.admins[0]`},
-		{"unknown cluster", Config{Readers: []PrincipalConfig{{Name: "r", BearerTokenEnv: "B", Clusters: []string{"eu-9"}}}}, `auth.readers[0].clusters[0]: unknown cluster "eu-9"`},
-		{"star not alone", Config{Readers: []PrincipalConfig{{Name: "r", BearerTokenEnv: "B", Clusters: []string{"eu-1", "*"}}}}, "auth.readers[0].clusters[1]"},
-		{"admin with clusters", Config{Admins: []PrincipalConfig{{Name: "a", BearerTokenEnv: "A", Clusters: []string{"eu-1"}}}}, "auth.admins[0].clusters: admins see every cluster"},
-		{"cluster tls name", Config{Admins: []PrincipalConfig{{Name: "a", TLSNames: []string{"eu-1.example.com"}}}}, `auth.admins[0].tls_names[0]: "eu-1.example.com" already proves cluster "eu-1"`},
-		{"duplicate user", Config{Admins: []PrincipalConfig{{Name: "a", BasicAuthUsers: []string{"u"}}, {Name: "b", BasicAuthUsers: []string{"u"}}}}, "auth.admins[1].basic_auth_users[0]"},
+		{"reader without clusters", Config{Readers: []PrincipalConfig{tok}}, "readers[0].clusters: must be set"},
+		{"no name", Config{Admins: []PrincipalConfig{{BearerTokenEnv: "A"}}}, "admins[0].name: must be set"},
+		{"no credential", Config{Admins: []PrincipalConfig{{Name: "a"}}}, "admins[0]: needs bearer_token_file"},
+		{"file and env", Config{Admins: []PrincipalConfig{{Name: "a", BearerTokenEnv: "A", BearerTokenFile: "/f"}}}, "admins[0]: set only one"},
+		{"duplicate name", Config{Admins: []PrincipalConfig{tok}, Readers: []PrincipalConfig{{Name: "a", BearerTokenEnv: "B", Clusters: []string{"eu-1"}}}}, `readers[0].name: "a" is already used by admins[0]`},
+		{"unknown cluster", Config{Readers: []PrincipalConfig{{Name: "r", BearerTokenEnv: "B", Clusters: []string{"eu-9"}}}}, `readers[0].clusters[0]: unknown cluster "eu-9"`},
+		{"star not alone", Config{Readers: []PrincipalConfig{{Name: "r", BearerTokenEnv: "B", Clusters: []string{"eu-1", "*"}}}}, "readers[0].clusters[1]"},
+		{"admin with clusters", Config{Admins: []PrincipalConfig{{Name: "a", BearerTokenEnv: "A", Clusters: []string{"eu-1"}}}}, "admins[0].clusters: admins see every cluster"},
+		{"cluster tls name", Config{Admins: []PrincipalConfig{{Name: "a", TLSNames: []string{"eu-1.example.com"}}}}, `admins[0].tls_names[0]: "eu-1.example.com" already proves cluster "eu-1"`},
+		{"duplicate user", Config{Admins: []PrincipalConfig{{Name: "a", BasicAuthUsers: []string{"u"}}, {Name: "b", BasicAuthUsers: []string{"u"}}}}, "admins[1].basic_auth_users[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cfg.Validate(clusters)
+			err := validate(tc.cfg, clusters)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 		})
 	}
 	ok := Config{Admins: []PrincipalConfig{tok}, Readers: []PrincipalConfig{{Name: "r", BearerTokenEnv: "B", Clusters: []string{"*"}}}}
-	require.NoError(t, ok.Validate(clusters))
+	require.NoError(t, validate(ok, clusters))
 	// Dev mode: any cluster name may be scoped.
 	dev := Config{Readers: []PrincipalConfig{{Name: "r", BearerTokenEnv: "B", Clusters: []string{"later"}}}}
-	require.NoError(t, dev.Validate(nil))
+	require.NoError(t, validate(dev, nil))
 }
 
 func TestNewRejectsSharedTokens(t *testing.T) {

@@ -41,22 +41,14 @@ type PrincipalConfig struct {
 	Clusters []string `yaml:"clusters"`
 }
 
-// Validate checks the section against the configured clusters and names
-// the exact YAML key of the first problem. Secrets are read by New.
-func (c *Config) Validate(clusters []fleet.ClusterConfig) error {
-	known := map[string]bool{}
-	clusterTLS := map[string]string{}
-	for _, cl := range clusters {
-		known[cl.Name] = true
-		for _, n := range cl.Credentials.TLSNames {
-			clusterTLS[n] = cl.Name
-		}
-	}
+// Validate checks the section and names the first problem by its path
+// relative to the auth: section ("readers[0].clusters: ..."). How it
+// meets the clusters: section is CheckClusters's. Secrets are read by New.
+func (c *Config) Validate() error {
 	names := map[string]string{}
 	tlsNames := map[string]string{}
 	users := map[string]string{}
-	check := func(kind string, i int, p PrincipalConfig) error {
-		field := fmt.Sprintf("auth.%s[%d]", kind, i)
+	return c.each(func(kind string, field string, p PrincipalConfig) error {
 		if p.Name == "" {
 			return fmt.Errorf("%s.name: must be set", field)
 		}
@@ -73,9 +65,6 @@ func (c *Config) Validate(clusters []fleet.ClusterConfig) error {
 		for j, n := range p.TLSNames {
 			if n == "" {
 				return fmt.Errorf("%s.tls_names[%d]: must not be empty", field, j)
-			}
-			if cl, ok := clusterTLS[n]; ok {
-				return fmt.Errorf("%s.tls_names[%d]: %q already proves cluster %q (cluster credentials do not grant read or admin)", field, j, n, cl)
 			}
 			if other, ok := tlsNames[n]; ok {
 				return fmt.Errorf("%s.tls_names[%d]: %q is already given to %s", field, j, n, other)
@@ -108,20 +97,50 @@ func (c *Config) Validate(clusters []fleet.ClusterConfig) error {
 				}
 			case cl == "":
 				return fmt.Errorf("%s.clusters[%d]: must not be empty", field, j)
-			case len(clusters) > 0 && !known[cl]:
+			}
+		}
+		return nil
+	})
+}
+
+// CheckClusters checks the section against the clusters: section (none:
+// dev mode, where clusters appear as they send) and names the first
+// problem by its path relative to the auth: section.
+func (c *Config) CheckClusters(clusters []fleet.ClusterConfig) error {
+	known := map[string]bool{}
+	clusterTLS := map[string]string{}
+	for _, cl := range clusters {
+		known[cl.Name] = true
+		for _, n := range cl.Credentials.TLSNames {
+			clusterTLS[n] = cl.Name
+		}
+	}
+	return c.each(func(_ string, field string, p PrincipalConfig) error {
+		for j, n := range p.TLSNames {
+			if cl, ok := clusterTLS[n]; ok {
+				return fmt.Errorf("%s.tls_names[%d]: %q already proves cluster %q (cluster credentials do not grant read or admin)", field, j, n, cl)
+			}
+		}
+		for j, cl := range p.Clusters {
+			if cl != "*" && cl != "" && len(clusters) > 0 && !known[cl] {
 				return fmt.Errorf("%s.clusters[%d]: unknown cluster %q", field, j, cl)
 			}
 		}
 		return nil
-	}
-	for i, p := range c.Admins {
-		if err := check("admins", i, p); err != nil {
-			return err
-		}
-	}
-	for i, p := range c.Readers {
-		if err := check("readers", i, p); err != nil {
-			return err
+	})
+}
+
+// each calls check on every principal, admins first, with its path
+// ("admins[0]") until one fails.
+func (c *Config) each(check func(kind, field string, p PrincipalConfig) error) error {
+	for _, l := range []struct {
+		kind string
+		ps   []PrincipalConfig
+	}{{"admins", c.Admins}, {"readers", c.Readers}} {
+		for i, p := range l.ps {
+			if err := check(l.kind, fmt.Sprintf("%s[%d]", l.kind, i), p); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

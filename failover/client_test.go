@@ -92,10 +92,10 @@ webhooks:
 
 func TestSignalsClientConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
-		{"alertmanagers: [{url: http://am, tls_config: {cert_file: /c}}]", "signals.alertmanagers[0].tls_config: exactly one of key or key_file"},
-		{"alertmanagers: [{url: http://am, basic_auth: {username: u}, authorization: {credentials_file: /x}}]", "signals.alertmanagers[0]: at most one of basic_auth, oauth2 & authorization"},
-		{"webhooks: [{name: w, url: http://w, oauth2: {client_id: x}}]", "signals.webhooks[0].oauth2: oauth2 token_url must be configured"},
-		{"webhooks: [{name: w, url: http://w, http_headers: {Content-Type: {values: [x]}}}]", "signals.webhooks[0].http_headers: setting header \"Content-Type\" is not allowed"},
+		{"alertmanagers: [{url: http://am, tls_config: {cert_file: /c}}]", "alertmanagers[0].tls_config: exactly one of key or key_file"},
+		{"alertmanagers: [{url: http://am, basic_auth: {username: u}, authorization: {credentials_file: /x}}]", "alertmanagers[0]: at most one of basic_auth, oauth2 & authorization"},
+		{"webhooks: [{name: w, url: http://w, oauth2: {client_id: x}}]", "webhooks[0].oauth2: oauth2 token_url must be configured"},
+		{"webhooks: [{name: w, url: http://w, http_headers: {Content-Type: {values: [x]}}}]", "webhooks[0].http_headers: setting header \"Content-Type\" is not allowed"},
 	} {
 		var c SignalsConfig
 		dec := yaml.NewDecoder(bytes.NewReader([]byte(tc.text)))

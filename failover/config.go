@@ -6,7 +6,9 @@ package failover
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -125,11 +127,13 @@ func (g GroupConfig) WithDefaults() GroupConfig {
 	return g
 }
 
-// Validate names the first bad field. known reports whether a cluster exists.
-func (c *Config) Validate(known func(string) bool) error {
+// Validate names the first bad field by its path relative to the failover:
+// section ("groups[0] (eu).mode: ..."). Whether the clusters exist is
+// CheckClusters's.
+func (c *Config) Validate() error {
 	names := map[string]bool{}
 	for i, g := range c.Groups {
-		f := fmt.Sprintf("failover.groups[%d]", i)
+		f := fmt.Sprintf("groups[%d]", i)
 		if !groupNameRE.MatchString(g.Name) {
 			return fmt.Errorf("%s.name: %q is not a valid group name", f, g.Name)
 		}
@@ -149,17 +153,11 @@ func (c *Config) Validate(known func(string) bool) error {
 		if g.Mode == ActiveActive && len(g.Standby) > 0 {
 			return fmt.Errorf("%s.standby: active-active groups have no standbys; use mode hybrid", f)
 		}
+		members := append(append([]string{}, g.Clusters...), g.Standby...)
 		seen := map[string]bool{}
-		for j, cl := range append(append([]string{}, g.Clusters...), g.Standby...) {
-			field := fmt.Sprintf("%s.clusters[%d]", f, j)
-			if j >= len(g.Clusters) {
-				field = fmt.Sprintf("%s.standby[%d]", f, j-len(g.Clusters))
-			}
-			if known != nil && !known(cl) {
-				return fmt.Errorf("%s: unknown cluster %q", field, cl)
-			}
+		for j, cl := range members {
 			if seen[cl] {
-				return fmt.Errorf("%s: cluster %q is listed twice", field, cl)
+				return fmt.Errorf("%s: cluster %q is listed twice", memberField(f, g, j), cl)
 			}
 			seen[cl] = true
 		}
@@ -199,15 +197,17 @@ func (c *Config) Validate(known func(string) bool) error {
 			case dn.TTL < 0:
 				return fmt.Errorf("%s.dns.ttl: must be positive, got %d", f, dn.TTL)
 			}
-			for cl, ts := range dn.Targets {
+			// In key order and in the group's order, so that the same file
+			// always names the same cluster.
+			for _, cl := range slices.Sorted(maps.Keys(dn.Targets)) {
 				if !seen[cl] {
-					return fmt.Errorf("%s.dns.targets: cluster %q is not in the group", f, cl)
+					return fmt.Errorf("%s.dns.targets.%s: cluster %q is not in the group", f, cl, cl)
 				}
-				if len(ts) == 0 {
-					return fmt.Errorf("%s.dns.targets[%s]: no targets", f, cl)
+				if len(dn.Targets[cl]) == 0 {
+					return fmt.Errorf("%s.dns.targets.%s: no targets", f, cl)
 				}
 			}
-			for cl := range seen {
+			for _, cl := range members {
 				if _, ok := dn.Targets[cl]; !ok {
 					return fmt.Errorf("%s.dns.targets: cluster %q of the group has no targets", f, cl)
 				}
@@ -215,4 +215,27 @@ func (c *Config) Validate(known func(string) bool) error {
 		}
 	}
 	return nil
+}
+
+// CheckClusters names the first cluster of a group that known (the
+// clusters: section) does not have, by its path relative to the failover:
+// section ("groups[0] (eu).standby[1]: unknown cluster ...").
+func (c *Config) CheckClusters(known func(string) bool) error {
+	for i, g := range c.Groups {
+		f := fmt.Sprintf("groups[%d] (%s)", i, g.Name)
+		for j, cl := range append(append([]string{}, g.Clusters...), g.Standby...) {
+			if !known(cl) {
+				return fmt.Errorf("%s: unknown cluster %q", memberField(f, g, j), cl)
+			}
+		}
+	}
+	return nil
+}
+
+// memberField is the path of the group's j-th member: clusters then standby.
+func memberField(f string, g GroupConfig, j int) string {
+	if j >= len(g.Clusters) {
+		return fmt.Sprintf("%s.standby[%d]", f, j-len(g.Clusters))
+	}
+	return fmt.Sprintf("%s.clusters[%d]", f, j)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/fleetgate/fleetgate/health"
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // SignalsConfig is the `signals:` section: where decisions go.
@@ -45,33 +46,34 @@ type KubernetesConfig struct {
 // Enabled reports whether fleetgate needs a Kubernetes client.
 func (k KubernetesConfig) Enabled() bool { return k.DNSEndpoints || k.LeaderElection.Enabled }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its path relative to the signals:
+// section (webhooks[0].url, kubernetes.leader_election.namespace, ...).
 func (c *SignalsConfig) Validate() error {
 	if c.ExternalURL != "" {
 		if u, err := url.Parse(c.ExternalURL); err != nil || u.Scheme == "" || u.Host == "" {
-			return fmt.Errorf("signals.external_url: %q is not an absolute URL", c.ExternalURL)
+			return fmt.Errorf("external_url: %q is not an absolute URL", c.ExternalURL)
 		}
 	}
 	for i, am := range c.Alertmanagers {
 		u, err := url.Parse(am.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("signals.alertmanagers[%d].url: %q is not an http(s) URL", i, am.URL)
+			return fmt.Errorf("alertmanagers[%d].url: %q is not an http(s) URL", i, am.URL)
 		}
 		if am.Timeout < 0 {
-			return fmt.Errorf("signals.alertmanagers[%d].timeout: must not be negative", i)
+			return fmt.Errorf("alertmanagers[%d].timeout: must not be negative", i)
 		}
-		if err := am.Client.Validate(fmt.Sprintf("signals.alertmanagers[%d]", i)); err != nil {
-			return err
+		if err := am.Client.Validate(); err != nil {
+			return httpclient.Under(fmt.Sprintf("alertmanagers[%d]", i), err)
 		}
 	}
 	if c.AlertmanagerResendInterval < 0 {
-		return fmt.Errorf("signals.alertmanager_resend_interval: must not be negative")
+		return fmt.Errorf("alertmanager_resend_interval: must not be negative")
 	}
 	names := map[string]bool{}
 	for i := range c.Webhooks {
-		f := fmt.Sprintf("signals.webhooks[%d]", i)
-		if err := c.Webhooks[i].Validate(f); err != nil {
-			return err
+		f := fmt.Sprintf("webhooks[%d]", i)
+		if err := c.Webhooks[i].Validate(); err != nil {
+			return httpclient.Under(f, err)
 		}
 		if names[c.Webhooks[i].Name] {
 			return fmt.Errorf("%s.name: %q is used twice", f, c.Webhooks[i].Name)
@@ -79,9 +81,12 @@ func (c *SignalsConfig) Validate() error {
 		names[c.Webhooks[i].Name] = true
 	}
 	if c.Retry.MinBackoff < 0 || c.Retry.MaxBackoff < 0 || (c.Retry.MaxBackoff != 0 && c.Retry.MaxBackoff < c.Retry.MinBackoff) {
-		return fmt.Errorf("signals.retry: min_backoff and max_backoff must be positive with min_backoff <= max_backoff")
+		return fmt.Errorf("retry: min_backoff and max_backoff must be positive with min_backoff <= max_backoff")
 	}
-	return c.Kubernetes.LeaderElection.Validate()
+	if err := c.Kubernetes.LeaderElection.Validate(); err != nil {
+		return fmt.Errorf("kubernetes.leader_election.%w", err)
+	}
+	return nil
 }
 
 // Controller runs failover: it feeds health evaluations to the engine,

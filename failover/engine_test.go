@@ -200,7 +200,7 @@ func TestEngineTimelines(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Config{Groups: []GroupConfig{tc.group}}
-			require.NoError(t, cfg.Validate(nil))
+			require.NoError(t, cfg.Validate())
 			e := NewEngine(cfg)
 			tc.check(t, run(e, tc.timeline), e)
 		})
@@ -266,7 +266,7 @@ func TestValidate(t *testing.T) {
 		g    GroupConfig
 		want string
 	}{
-		{GroupConfig{Name: "", Mode: ActiveActive, Clusters: []string{"a"}}, "failover.groups[0].name"},
+		{GroupConfig{Name: "", Mode: ActiveActive, Clusters: []string{"a"}}, "groups[0].name"},
 		{GroupConfig{Name: "g", Mode: "chaos", Clusters: []string{"a"}}, ".mode"},
 		{GroupConfig{Name: "g", Mode: ActiveActive}, ".clusters"},
 		{GroupConfig{Name: "g", Mode: ActiveActive, Clusters: []string{"mars"}}, "unknown cluster \"mars\""},
@@ -276,7 +276,10 @@ func TestValidate(t *testing.T) {
 		{GroupConfig{Name: "g", Mode: ActivePassive, Clusters: []string{"a"}, DNS: &DNSConfig{Namespace: "x", Hostname: "a.example.com"}}, "dns.targets"},
 	} {
 		c := Config{Groups: []GroupConfig{tc.g}}
-		err := c.Validate(known)
+		err := c.Validate()
+		if err == nil {
+			err = c.CheckClusters(known)
+		}
 		require.Error(t, err)
 		require.Contains(t, err.Error(), tc.want)
 	}

@@ -43,7 +43,8 @@ func (c LeaderElectionConfig) WithDefaults() LeaderElectionConfig {
 	return c
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the block
+// (signals.kubernetes.leader_election).
 func (c *LeaderElectionConfig) Validate() error {
 	if !c.Enabled {
 		return nil
@@ -51,13 +52,13 @@ func (c *LeaderElectionConfig) Validate() error {
 	d := c.WithDefaults()
 	switch {
 	case c.Namespace == "":
-		return fmt.Errorf("signals.kubernetes.leader_election.namespace: empty")
+		return fmt.Errorf("namespace: empty")
 	case !dnsLabelRE.MatchString(d.LeaseName):
-		return fmt.Errorf("signals.kubernetes.leader_election.lease_name: %q is not a valid object name", d.LeaseName)
+		return fmt.Errorf("lease_name: %q is not a valid object name", d.LeaseName)
 	case d.RenewDeadline >= d.LeaseDuration:
-		return fmt.Errorf("signals.kubernetes.leader_election.renew_deadline: must be below lease_duration (%s)", d.LeaseDuration)
+		return fmt.Errorf("renew_deadline: must be below lease_duration (%s)", d.LeaseDuration)
 	case d.RetryPeriod <= 0 || d.RetryPeriod >= d.RenewDeadline:
-		return fmt.Errorf("signals.kubernetes.leader_election.retry_period: must be positive and below renew_deadline (%s)", d.RenewDeadline)
+		return fmt.Errorf("retry_period: must be positive and below renew_deadline (%s)", d.RenewDeadline)
 	}
 	return nil
 }

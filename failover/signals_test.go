@@ -235,7 +235,7 @@ func TestDNSEndpointWriting(t *testing.T) {
 		DNS: &DNSConfig{Namespace: "fleet", Hostname: "web.example.com", TTL: 10,
 			Targets: map[string][]string{"eu-1": {"10.0.0.1"}, "eu-2": {"10.0.0.2", "10.0.0.3"}}}}
 	cfg := Config{Groups: []GroupConfig{g}}
-	require.NoError(t, cfg.Validate(nil))
+	require.NoError(t, cfg.Validate())
 	s := NewDNSSink(client, cfg)
 	ctx := context.Background()
 
@@ -310,7 +310,7 @@ func TestLeaseLeaderElection(t *testing.T) {
 	require.NoError(t, <-doneB)
 
 	bad := LeaderElectionConfig{Enabled: true}
-	require.ErrorContains(t, bad.Validate(), "leader_election.namespace")
+	require.ErrorContains(t, bad.Validate(), "namespace: empty")
 }
 
 func TestDrillDoesNotEmit(t *testing.T) {

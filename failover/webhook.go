@@ -49,27 +49,27 @@ func (c *WebhookConfig) UnmarshalYAML(unmarshal func(any) error) error {
 	return c.Client.Decoded(unmarshal((*plain)(c)))
 }
 
-// Validate names the first bad field; field is the config path of the webhook.
-func (c *WebhookConfig) Validate(field string) error {
+// Validate names the first bad field by its key relative to the webhook.
+func (c *WebhookConfig) Validate() error {
 	if !groupNameRE.MatchString(c.Name) {
-		return fmt.Errorf("%s.name: %q is not a valid name", field, c.Name)
+		return fmt.Errorf("name: %q is not a valid name", c.Name)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%s.url: %q is not an http(s) URL", field, c.URL)
+		return fmt.Errorf("url: %q is not an http(s) URL", c.URL)
 	}
 	switch c.Format {
 	case "", FormatAlertmanager, FormatCloudEvents:
 	default:
-		return fmt.Errorf("%s.format: %q is not one of alertmanager, cloudevents", field, c.Format)
+		return fmt.Errorf("format: %q is not one of alertmanager, cloudevents", c.Format)
 	}
 	if c.SecretFile != "" && c.SecretEnv != "" {
-		return fmt.Errorf("%s: set secret_file or secret_env, not both", field)
+		return fmt.Errorf("secret_file: set secret_file or secret_env, not both")
 	}
 	if c.Timeout < 0 {
-		return fmt.Errorf("%s.timeout: must not be negative", field)
+		return fmt.Errorf("timeout: must not be negative")
 	}
-	return c.Client.Validate(field)
+	return c.Client.Validate()
 }
 
 // WebhookSink posts signed decisions to a URL.

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
 // Role of a cluster in a failover group.
@@ -87,27 +89,53 @@ type Credentials struct {
 
 var clusterNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,62})$`)
 
-// Validate checks the config and names the first bad field by its path in
-// fleetgate's YAML (identity.on_conflict, clusters[1].role, ...; a cluster's
-// errors end with its name).
-func (c *Config) Validate() error {
+// IdentityConfig is the identity: section of fleetgate's configuration.
+type IdentityConfig struct {
+	// OnConflict is reject (default) or overwrite.
+	OnConflict ConflictPolicy `yaml:"on_conflict"`
+	// DevDefaultCluster names data that carries no identity at all in dev mode.
+	DevDefaultCluster string `yaml:"dev_default_cluster"`
+}
+
+// Validate names the first bad key (on_conflict, dev_default_cluster).
+func (c *IdentityConfig) Validate() error {
 	switch c.OnConflict {
 	case "", ConflictReject, ConflictOverwrite:
 	default:
-		return fmt.Errorf("identity.on_conflict: %q is not one of reject, overwrite", c.OnConflict)
+		return fmt.Errorf("on_conflict: %q is not one of reject, overwrite", c.OnConflict)
 	}
 	if c.DevDefaultCluster != "" && !clusterNameRE.MatchString(c.DevDefaultCluster) {
-		return fmt.Errorf("identity.dev_default_cluster: %q is not a valid cluster name", c.DevDefaultCluster)
+		return fmt.Errorf("dev_default_cluster: %q is not a valid cluster name", c.DevDefaultCluster)
 	}
-	defaults := c.defaults()
-	if err := defaults.Validate("limits"); err != nil {
+	return nil
+}
+
+// Validate checks the registry's config (NewRegistry calls it), naming the
+// first bad field by its key in Config (on_conflict, limits.max_series,
+// clusters[1].role, ...). fleetgate's config file validates the same parts
+// as its identity:, limits: and clusters: sections (cmd/fleetgate).
+func (c *Config) Validate() error {
+	id := IdentityConfig{OnConflict: c.OnConflict, DevDefaultCluster: c.DevDefaultCluster}
+	if err := id.Validate(); err != nil {
 		return err
 	}
+	defaults := c.defaults()
+	if err := defaults.Validate(); err != nil {
+		return httpclient.Under("limits", err)
+	}
+	return httpclient.Under("clusters", ValidateClusters(c.Clusters, defaults))
+}
+
+// ValidateClusters checks the clusters: list, whose limits: blocks override
+// defaults (the limits: section), and names the first bad field by its
+// index and key ("[1].name: ...", "[1].limits.max_series: ..."); the error
+// of a named cluster ends with its name.
+func ValidateClusters(clusters []ClusterConfig, defaults Limits) error {
 	seen := map[string]bool{}
 	tlsSeen := map[string]string{}
-	for i := range c.Clusters {
-		cl := &c.Clusters[i]
-		if err := cl.validate(fmt.Sprintf("clusters[%d]", i), defaults, seen, tlsSeen); err != nil {
+	for i := range clusters {
+		cl := &clusters[i]
+		if err := cl.validate(fmt.Sprintf("[%d]", i), defaults, seen, tlsSeen); err != nil {
 			if cl.Name == "" {
 				return err
 			}
@@ -117,8 +145,8 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// validate checks one cluster; field is its YAML path (clusters[i]). seen
-// and tlsSeen are the names and TLS names of the clusters before it.
+// validate checks one cluster; field is its index ([i]). seen and tlsSeen
+// are the names and TLS names of the clusters before it.
 func (cl *ClusterConfig) validate(field string, defaults Limits, seen map[string]bool, tlsSeen map[string]string) error {
 	if cl.Name == "" {
 		return fmt.Errorf("%s.name: must be set", field)
@@ -149,8 +177,8 @@ func (cl *ClusterConfig) validate(field string, defaults Limits, seen map[string
 		return fmt.Errorf("%s.credentials: set only one of bearer_token_file and bearer_token_env", field)
 	}
 	if cl.Query != nil {
-		if err := cl.Query.Validate(field + ".query"); err != nil {
-			return err
+		if err := cl.Query.Validate(); err != nil {
+			return httpclient.Under(field+".query", err)
 		}
 	}
 	if cr.BearerTokenFile == "" && cr.BearerTokenEnv == "" && len(cr.TLSNames) == 0 && cl.Query == nil {
@@ -164,8 +192,8 @@ func (cl *ClusterConfig) validate(field string, defaults Limits, seen map[string
 	}
 	if cl.Limits != nil {
 		l := cl.Limits.Apply(defaults)
-		if err := l.Validate(field + ".limits"); err != nil {
-			return err
+		if err := l.Validate(); err != nil {
+			return httpclient.Under(field+".limits", err)
 		}
 	}
 	return nil

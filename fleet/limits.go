@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -72,18 +73,19 @@ func (l *Limits) Values() []LimitValue {
 	}
 }
 
-// Validate names the first bad field; prefix is its YAML path ("limits").
-func (l *Limits) Validate(prefix string) error {
+// Validate names the first bad field in field order, by its key relative to
+// the limits block (max_series, ...).
+func (l *Limits) Validate() error {
 	for _, f := range l.Values() {
 		if f.Value < 0 || math.IsNaN(f.Value) || math.IsInf(f.Value, 0) {
-			return fmt.Errorf("%s.%s: must be 0 (unlimited) or positive, got %v", prefix, f.Key, f.Value)
+			return fmt.Errorf("%s: must be 0 (unlimited) or positive, got %v", f.Key, f.Value)
 		}
 	}
 	if l.IngestionRate == 0 && l.IngestionBurst > 0 {
-		return fmt.Errorf("%s.ingestion_burst: set without ingestion_rate", prefix)
+		return errors.New("ingestion_burst: set without ingestion_rate")
 	}
 	if l.LogsRateBytes == 0 && l.LogsBurstBytes > 0 {
-		return fmt.Errorf("%s.logs_burst_bytes: set without logs_rate_bytes", prefix)
+		return errors.New("logs_burst_bytes: set without logs_rate_bytes")
 	}
 	return nil
 }

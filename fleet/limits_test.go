@@ -15,16 +15,16 @@ func TestLimitsValidateAndApply(t *testing.T) {
 		l    Limits
 		want string
 	}{
-		{Limits{MaxSeries: -1}, "limits.max_series: must be 0 (unlimited) or positive, got -1"},
-		{Limits{IngestionRate: -0.5}, "limits.ingestion_rate"},
-		{Limits{IngestionBurst: 5}, "limits.ingestion_burst: set without ingestion_rate"},
-		{Limits{LogsBurstBytes: 5}, "limits.logs_burst_bytes: set without logs_rate_bytes"},
-		{Limits{MaxOTLPAttributes: -3}, "limits.max_otlp_attributes"},
+		{Limits{MaxSeries: -1}, "max_series: must be 0 (unlimited) or positive, got -1"},
+		{Limits{IngestionRate: -0.5}, "ingestion_rate"},
+		{Limits{IngestionBurst: 5}, "ingestion_burst: set without ingestion_rate"},
+		{Limits{LogsBurstBytes: 5}, "logs_burst_bytes: set without logs_rate_bytes"},
+		{Limits{MaxOTLPAttributes: -3}, "max_otlp_attributes"},
 	} {
-		require.ErrorContains(t, tc.l.Validate("limits"), tc.want)
+		require.ErrorContains(t, tc.l.Validate(), tc.want)
 	}
 	d := DefaultLimits()
-	require.NoError(t, d.Validate("limits"))
+	require.NoError(t, d.Validate())
 
 	rate, series, zero := 10.0, 5, 0
 	got := (&LimitOverrides{IngestionRate: &rate, MaxSeries: &series, MaxLabelsPerSeries: &zero}).Apply(Limits{IngestionRate: 1, IngestionBurst: 3, MaxLabelsPerSeries: 64, MaxOTLPAttributes: 7})

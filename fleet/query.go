@@ -49,32 +49,33 @@ func (q *QueryEndpoint) UnmarshalYAML(unmarshal func(any) error) error {
 	return q.Client.Decoded(unmarshal((*plain)(q)))
 }
 
-// Validate names the first bad field under prefix.
-func (q *QueryEndpoint) Validate(prefix string) error {
+// Validate names the first bad field by its key relative to the endpoint
+// (url, timeout, tls_config, ...).
+func (q *QueryEndpoint) Validate() error {
 	switch q.Type {
 	case "", QueryRemoteRead, QueryPrometheus:
 	default:
-		return fmt.Errorf("%s.type: %q is not one of remote_read, prometheus", prefix, q.Type)
+		return fmt.Errorf("type: %q is not one of remote_read, prometheus", q.Type)
 	}
 	if q.URL == "" {
-		return fmt.Errorf("%s.url: must be set", prefix)
+		return fmt.Errorf("url: must be set")
 	}
 	u, err := url.Parse(q.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%s.url: %q is not an http(s) URL", prefix, q.URL)
+		return fmt.Errorf("url: %q is not an http(s) URL", q.URL)
 	}
 	if q.Timeout < 0 {
-		return fmt.Errorf("%s.timeout: must not be negative, got %s", prefix, q.Timeout)
+		return fmt.Errorf("timeout: must not be negative, got %s", q.Timeout)
 	}
 	if q.ProbeInterval < 0 {
-		return fmt.Errorf("%s.probe_interval: must not be negative, got %s", prefix, q.ProbeInterval)
+		return fmt.Errorf("probe_interval: must not be negative, got %s", q.ProbeInterval)
 	}
 	for _, l := range q.ReplicaLabels {
 		if !model.UTF8Validation.IsValidLabelName(l) || l == "" {
-			return fmt.Errorf("%s.replica_labels: %q is not a valid label name", prefix, l)
+			return fmt.Errorf("replica_labels: %q is not a valid label name", l)
 		}
 	}
-	return q.Client.Validate(prefix)
+	return q.Client.Validate()
 }
 
 // TimeoutOrDefault is the per-request timeout.

@@ -29,7 +29,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"bad label", Config{Clusters: []ClusterConfig{{Name: "a", Labels: map[string]string{"1x": "b"}, Credentials: tok}}}, "not a valid label name"},
 		// Of several bad labels, always the first by name (not map order).
 		{"bad labels", Config{Clusters: []ClusterConfig{{Name: "a", Labels: map[string]string{"z-": "b", "1x": "b", "y-": "c", "__x": "d"}, Credentials: tok}}}, `clusters[0].labels: "1x" is not a valid label name (cluster a)`},
-		{"policy", Config{OnConflict: "ignore"}, "identity.on_conflict: \"ignore\""},
+		{"policy", Config{OnConflict: "ignore"}, "on_conflict: \"ignore\""},
 		{"shared tls name", Config{Clusters: []ClusterConfig{{Name: "a", Credentials: Credentials{TLSNames: []string{"x"}}}, {Name: "b", Credentials: Credentials{TLSNames: []string{"x"}}}}}, `"x" already proves cluster "a"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -80,6 +80,10 @@ var DefaultSignals = []SignalConfig{
 
 var signalNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config { return Config{}.WithDefaults() }
+
 // WithDefaults fills unset fields.
 func (c Config) WithDefaults() Config {
 	if c.Interval == 0 {
@@ -113,37 +117,38 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	d := c.WithDefaults()
 	switch {
 	case d.Interval < 0:
-		return fmt.Errorf("health.interval: must be positive, got %s", c.Interval)
+		return fmt.Errorf("interval: must be positive, got %s", c.Interval)
 	case d.SuspectInterval < 0 || d.SuspectInterval > d.Interval:
-		return fmt.Errorf("health.suspect_interval: must be positive and at most health.interval (%s), got %s", d.Interval, c.SuspectInterval)
+		return fmt.Errorf("suspect_interval: must be positive and at most interval (%s), got %s", d.Interval, c.SuspectInterval)
 	case d.QueryTimeout < 0:
-		return fmt.Errorf("health.query_timeout: must be positive, got %s", c.QueryTimeout)
+		return fmt.Errorf("query_timeout: must be positive, got %s", c.QueryTimeout)
 	case d.HealthyAbove <= 0 || d.HealthyAbove > 100:
-		return fmt.Errorf("health.healthy_above: must be in (0, 100], got %g", c.HealthyAbove)
+		return fmt.Errorf("healthy_above: must be in (0, 100], got %g", c.HealthyAbove)
 	case d.DownBelow <= 0 || d.DownBelow >= d.HealthyAbove:
-		return fmt.Errorf("health.down_below: must be in (0, healthy_above=%g), got %g", d.HealthyAbove, c.DownBelow)
+		return fmt.Errorf("down_below: must be in (0, healthy_above=%g), got %g", d.HealthyAbove, c.DownBelow)
 	case d.Freshness.Weight < 0:
-		return fmt.Errorf("health.freshness.weight: must not be negative, got %g", c.Freshness.Weight)
+		return fmt.Errorf("freshness.weight: must not be negative, got %g", c.Freshness.Weight)
 	case d.Freshness.CadenceFactor < 1:
-		return fmt.Errorf("health.freshness.cadence_factor: must be at least 1, got %g", c.Freshness.CadenceFactor)
+		return fmt.Errorf("freshness.cadence_factor: must be at least 1, got %g", c.Freshness.CadenceFactor)
 	case d.Freshness.MinStaleAfter < 0:
-		return fmt.Errorf("health.freshness.min_stale_after: must be positive, got %s", c.Freshness.MinStaleAfter)
+		return fmt.Errorf("freshness.min_stale_after: must be positive, got %s", c.Freshness.MinStaleAfter)
 	case d.Freshness.MaxStaleAfter < d.Freshness.MinStaleAfter:
-		return fmt.Errorf("health.freshness.max_stale_after: must be at least min_stale_after (%s), got %s", d.Freshness.MinStaleAfter, c.Freshness.MaxStaleAfter)
+		return fmt.Errorf("freshness.max_stale_after: must be at least min_stale_after (%s), got %s", d.Freshness.MinStaleAfter, c.Freshness.MaxStaleAfter)
 	}
 	if c.QueryURL != "" {
 		if u, err := url.Parse(c.QueryURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("health.query_url: %q is not an http(s) URL", c.QueryURL)
+			return fmt.Errorf("query_url: %q is not an http(s) URL", c.QueryURL)
 		}
 	}
 	seen := map[string]bool{FreshnessSignal: true}
 	for i, s := range c.Signals {
-		field := fmt.Sprintf("health.signals[%d]", i)
+		field := fmt.Sprintf("signals[%d]", i)
 		if !signalNameRE.MatchString(s.Name) {
 			return fmt.Errorf("%s.name: %q is not a valid signal name (letters, digits, _)", field, s.Name)
 		}

@@ -160,15 +160,15 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Interval: model.Duration(time.Second), SuspectInterval: model.Duration(2 * time.Second)}, "health.suspect_interval"},
-		{Config{HealthyAbove: 120}, "health.healthy_above"},
-		{Config{DownBelow: 90}, "health.down_below"},
-		{Config{Freshness: FreshnessConfig{CadenceFactor: 0.5}}, "health.freshness.cadence_factor"},
-		{Config{Signals: []SignalConfig{{Name: "bad name", Expr: "up", Good: 1}}}, "health.signals[0].name"},
-		{Config{Signals: []SignalConfig{{Name: "x", Expr: "sum(", Good: 1}}}, "health.signals[0] (x).expr"},
+		{Config{Interval: model.Duration(time.Second), SuspectInterval: model.Duration(2 * time.Second)}, "suspect_interval"},
+		{Config{HealthyAbove: 120}, "healthy_above"},
+		{Config{DownBelow: 90}, "down_below"},
+		{Config{Freshness: FreshnessConfig{CadenceFactor: 0.5}}, "freshness.cadence_factor"},
+		{Config{Signals: []SignalConfig{{Name: "bad name", Expr: "up", Good: 1}}}, "signals[0].name"},
+		{Config{Signals: []SignalConfig{{Name: "x", Expr: "sum(", Good: 1}}}, "signals[0] (x).expr"},
 		{Config{Signals: []SignalConfig{{Name: "x", Expr: "up", Good: 1, Bad: 1}}}, "good/bad"},
 		{Config{Signals: []SignalConfig{{Name: "freshness", Expr: "up", Good: 1}}}, "used twice"},
-		{Config{QueryURL: "ftp://x"}, "health.query_url"},
+		{Config{QueryURL: "ftp://x"}, "query_url"},
 	} {
 		err := tc.cfg.Validate()
 		require.Error(t, err)

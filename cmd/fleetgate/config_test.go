@@ -149,9 +149,9 @@ func TestConfigErrorsNameTheYAMLPath(t *testing.T) {
 		"ingestion_burst":  {"5", "ingestion_burst: set without ingestion_rate"},
 		"logs_burst_bytes": {"5", "logs_burst_bytes: set without logs_rate_bytes"},
 	}
-	// Duration keys are left out: yaml.v3 reports the error of a type's own
-	// UnmarshalYAML (model.Duration's "not a valid duration string") with
-	// neither key nor line, and a negative duration does not parse.
+	// A duration does not parse when negative; one that does not parse is
+	// named by loadConfig with its line (yaml.v3 gives neither for the
+	// error of a type's own UnmarshalYAML).
 	sections := []struct {
 		section string
 		typ     reflect.Type
@@ -159,7 +159,7 @@ func TestConfigErrorsNameTheYAMLPath(t *testing.T) {
 	}{
 		{"ingest", reflect.TypeFor[pipeline.Config](), map[string]bad{
 			"max_series_per_request": {"-1", "ingest.max_series_per_request: must not be negative, got -1"},
-			"max_future":             {},
+			"max_future":             {"5x", `ingest.max_future (line 1): unknown unit "x" in duration "5x"`},
 			"series_cache_bytes":     {"-1", "ingest.series_cache_bytes: must not be negative, got -1"},
 			"max_labels_per_series":  {"30", "ingest.max_labels_per_series: moved to limits.max_labels_per_series"},
 			"max_label_name_length":  {"30", "ingest.max_label_name_length: moved to limits.max_label_name_length"},
@@ -168,7 +168,7 @@ func TestConfigErrorsNameTheYAMLPath(t *testing.T) {
 		{"logs_traces", reflect.TypeFor[logtrace.Config](), map[string]bad{
 			"max_line_bytes":           {"-1", "logs_traces.max_line_bytes: must not be negative, got -1"},
 			"max_streams_per_request":  {"-1", "logs_traces.max_streams_per_request: must not be negative, got -1"},
-			"derived_metrics_interval": {},
+			"derived_metrics_interval": {"-5m", `logs_traces.derived_metrics_interval (line 1): not a valid duration string: "-5m"`},
 			"span_metrics_max_series":  {"-1", "logs_traces.span_metrics_max_series: must not be negative, got -1"},
 			"log_metrics_max_series":   {"-1", "logs_traces.log_metrics_max_series: must not be negative, got -1"},
 			"span_duration_buckets":    {"[1, 0.5]", "logs_traces.span_duration_buckets: must be strictly increasing"},
@@ -200,9 +200,6 @@ func TestConfigErrorsNameTheYAMLPath(t *testing.T) {
 		for _, key := range yamlKeys(s.typ) {
 			c, ok := s.cases[key]
 			require.True(t, ok, "no case for %s.%s", s.section, key)
-			if c.want == "" {
-				continue // a duration, see above
-			}
 			t.Run(s.section+"."+key, func(t *testing.T) {
 				check(t, s.section+": {"+key+": "+c.value+"}\n", c.want)
 			})
@@ -217,4 +214,104 @@ func TestConfigErrorsNameTheYAMLPath(t *testing.T) {
 	}
 	// A cluster's error ends with its name.
 	check(t, clusters("max_series: -1"), "clusters[1].limits.max_series: must be 0 (unlimited) or positive, got -1 (cluster us-1)")
+}
+
+// TestConfigSectionErrorsNameTheYAMLPath loads a bad file for every section
+// of Config and checks the message names the bad key by its exact path in
+// the file, from `fleetgate check config` too. Each row is loaded several
+// times: the same file always gives the same message.
+func TestConfigSectionErrorsNameTheYAMLPath(t *testing.T) {
+	tok := writeFile(t, "tok", "secret")
+	tok2 := writeFile(t, "tok2", "secret2")
+	clusters := "clusters:\n  - name: eu-1\n    credentials: {bearer_token_file: " + tok + "}\n  - name: us-1\n    credentials: {bearer_token_file: " + tok2 + "}\n"
+	dnsGroup := "failover:\n  groups:\n    - name: web\n      mode: active-active\n      clusters: [eu-1, us-1]\n" +
+		"      dns: {namespace: fleet, hostname: web.example.com, targets: {eu-1: [10.0.0.1], us-1: [10.0.0.2]"
+	for _, tc := range []struct{ yaml, want string }{
+		{clusters + "    limits: {max_series: -1}\n", "clusters[1].limits.max_series: must be 0 (unlimited) or positive, got -1 (cluster us-1)"},
+		{"clusters:\n  - name: eu-1\n    query: {url: 'http://q', tls_config: {cert_file: /c}}\n", "clusters[0].query.tls_config: exactly one of key or key_file"},
+		// A destination keeps the decode errors of its own keys for Validate
+		// (internal/httpclient's Decoded): they name the destination.
+		{"clusters:\n  - name: eu-1\n    query: {url: 'http://q', timeout: 5x}\n", `clusters[0].query: unknown unit "x" in duration "5x"`},
+		{"identity: {on_conflict: maybe}\n", `identity.on_conflict: "maybe" is not one of reject, overwrite`},
+		{"limits: {max_series: -1}\n", "limits.max_series: must be 0 (unlimited) or positive, got -1"},
+		{"ingest: {series_cache_bytes: -1, max_series_per_request: -2}\n", "ingest.max_series_per_request: must not be negative, got -2"},
+		{"ingest:\n  max_future: 5x\n", `ingest.max_future (line 2): unknown unit "x" in duration "5x"`},
+		{"remote_write: {max_decoded_bytes: -1}\n", "remote_write.max_decoded_bytes: must not be negative, got -1"},
+		{"storage: {min_free_bytes: -1}\n", "storage.min_free_bytes: must not be negative, got -1"},
+		{"storage:\n  out_of_order_window: 10m\n  retention: 5x\n", `storage.retention (line 3): unknown unit "x" in duration "5x"`},
+		{"query: {results_cache: {max_size_bytes: 1000}}\n", "query.results_cache.max_size_bytes: must be at least 33554432"},
+		{"query: {max_samples: -1}\n", "query.max_samples: must not be negative, got -1"},
+		{"health: {healthy_above: 120}\n", "health.healthy_above: must be in (0, 100], got 120"},
+		{"health:\n  signals:\n    - {name: errs, expr: 'sum(', good: 1}\n", "health.signals[0] (errs).expr:"},
+		{"failover:\n  groups:\n    - {name: web, mode: chaos, clusters: [a]}\n", `failover.groups[0] (web).mode: "chaos" is not one of`},
+		{clusters + "failover:\n  groups:\n    - {name: web, mode: active-passive, clusters: [eu-1], standby: [mars]}\n", `failover.groups[0] (web).standby[0]: unknown cluster "mars"`},
+		{clusters + dnsGroup + "}}\n", "failover.groups[0] (web).dns: needs signals.kubernetes.dns_endpoints: true"},
+		{clusters + dnsGroup + ", mars: [1.1.1.1], jupiter: [2.2.2.2]}}\nsignals: {kubernetes: {dns_endpoints: true}}\n",
+			`failover.groups[0] (web).dns.targets.jupiter: cluster "jupiter" is not in the group`},
+		{"signals:\n  webhooks:\n    - {name: w, url: 'ftp://x'}\n", `signals.webhooks[0].url: "ftp://x" is not an http(s) URL`},
+		{"signals:\n  alertmanagers:\n    - {url: 'http://am', tls_config: {cert_file: /c}}\n", "signals.alertmanagers[0].tls_config: exactly one of key or key_file"},
+		{"signals: {kubernetes: {leader_election: {enabled: true}}}\n", "signals.kubernetes.leader_election.namespace: empty"},
+		{"ha: {replica_labels: [replica, cluster]}\n", `ha.replica_labels: "cluster" is the cluster identity label`},
+		{"forward:\n  destinations:\n    - {name: mimir, url: 'http://m', tls_config: {cert_file: /c}}\n", "forward.destinations[0] (mimir).tls_config: exactly one of key or key_file"},
+		{"forward:\n  destinations:\n    - {name: m, url: 'http://m', queue: {max_samples_per_send: -1, max_shards: -1, capacity: -1}}\n", "forward.destinations[0] (m).queue.capacity: must not be negative, got -1"},
+		{"forward: {query: {url: 'ftp://q'}}\n", `forward.query.url: "ftp://q" is not an http(s) URL`},
+		{"auth:\n  readers:\n    - {name: r, bearer_token_env: R}\n", "auth.readers[0].clusters: must be set"},
+		{clusters + "auth:\n  readers:\n    - {name: r, bearer_token_env: R, clusters: [eu-1, mars]}\n", `auth.readers[0].clusters[1]: unknown cluster "mars"`},
+		{"otlp: {translation_strategy: Nope}\n", `otlp.translation_strategy: "Nope" is not one of`},
+		{"loki_push: {max_request_bytes: -1}\n", "loki_push.max_request_bytes: must not be negative, got -1"},
+		{"logs_traces: {span_metrics_max_series: -5}\n", "logs_traces.span_metrics_max_series: must not be negative, got -5"},
+		{"logs_storage: {max_bytes: -1}\n", "logs_storage.max_bytes: must not be negative, got -1"},
+		{"traces_storage: {max_traces: -1}\n", "traces_storage.max_traces: must not be negative, got -1"},
+		{"forward_logs:\n  - {name: loki, url: 'ftp://x'}\n", `forward_logs[0] (loki).url: "ftp://x" is not an http(s) URL`},
+		{"forward_logs:\n  - {name: l, url: 'http://x', headers: {Authorization: x}}\n", `forward_logs[0] (l).headers: setting header "Authorization" is not allowed`},
+		{"forward_traces:\n  - {name: a, url: 'http://x'}\n  - {name: a, url: 'http://y'}\n", `forward_traces[1] (a).name: duplicate destination name "a"`},
+		{"forward_traces:\n  - {name: 'a b', url: 'http://x'}\n", `forward_traces[0].name: "a b" must be`},
+	} {
+		name, _, _ := strings.Cut(tc.want, ":")
+		t.Run(name, func(t *testing.T) {
+			file := writeFile(t, "fleetgate.yml", tc.yaml)
+			for range 5 {
+				_, err := loadConfig(file)
+				require.Error(t, err)
+				// "config <file>: <path>: ..." or "parsing config <file>: <path> (line n): ...".
+				_, msg, _ := strings.Cut(err.Error(), ".yml: ")
+				require.True(t, strings.HasPrefix(msg, tc.want), "%q does not start with %q", msg, tc.want)
+			}
+			require.Contains(t, checkConfigOutput(t, file), ".yml: "+tc.want)
+		})
+	}
+}
+
+// checkConfigOutput runs `fleetgate check config file` and returns what it
+// printed on stderr.
+func checkConfigOutput(t *testing.T, file string) string {
+	t.Helper()
+	out, err := os.CreateTemp(t.TempDir(), "stderr")
+	require.NoError(t, err)
+	defer out.Close()
+	stderr := os.Stderr
+	os.Stderr = out
+	rc := checkCommand([]string{"config", file})
+	os.Stderr = stderr
+	require.Equal(t, 1, rc)
+	b, err := os.ReadFile(out.Name())
+	require.NoError(t, err)
+	return string(b)
+}
+
+// Every section of Config is checked by Config.Validate (a table in
+// config.go), and TestConfigSectionErrorsNameTheYAMLPath has a bad file for it.
+func TestConfigChecksCoverEverySection(t *testing.T) {
+	checked := map[string]bool{}
+	for _, ch := range (&Config{}).checks() {
+		checked[ch.path] = true
+	}
+	src, err := os.ReadFile("config_test.go")
+	require.NoError(t, err)
+	for key := range yamlFields(reflect.TypeFor[Config]()) {
+		require.True(t, checked[key], "section %s: no check in Config.checks", key)
+		require.True(t, strings.Contains(string(src), "\""+key+".") || strings.Contains(string(src), "\""+key+"[") ||
+			strings.Contains(string(src), "`"+key+".") || strings.Contains(string(src), "`"+key+"["),
+			"section %s: no row in TestConfigSectionErrorsNameTheYAMLPath", key)
+	}
 }

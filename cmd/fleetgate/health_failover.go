@@ -29,31 +29,26 @@ import (
 	"github.com/fleetgate/fleetgate/internal/httpclient"
 )
 
-// validateHealthFailover checks the health:, failover: and signals: sections.
-func (c *Config) validateHealthFailover() error {
-	if err := c.Health.Validate(); err != nil {
-		return err
+// knownCluster says whether the clusters: section has name; with no
+// clusters (dev mode) every name is known, as clusters appear as they send.
+func (c *Config) knownCluster(name string) bool {
+	if len(c.Clusters) == 0 {
+		return true
 	}
-	known := func(name string) bool {
-		if len(c.Clusters) == 0 {
-			return true // dev mode: clusters appear as they send
+	for _, cl := range c.Clusters {
+		if cl.Name == name {
+			return true
 		}
-		for _, cl := range c.Clusters {
-			if cl.Name == name {
-				return true
-			}
-		}
-		return false
 	}
-	if err := c.Failover.Validate(known); err != nil {
-		return err
-	}
-	if err := c.Signals.Validate(); err != nil {
-		return err
-	}
+	return false
+}
+
+// checkFailoverDNS checks the failover: section against the signals:
+// section; the path is relative to failover:.
+func (c *Config) checkFailoverDNS() error {
 	for i, g := range c.Failover.Groups {
 		if g.DNS != nil && !c.Signals.Kubernetes.DNSEndpoints {
-			return fmt.Errorf("failover.groups[%d] (%s).dns: needs signals.kubernetes.dns_endpoints: true", i, g.Name)
+			return fmt.Errorf("groups[%d] (%s).dns: needs signals.kubernetes.dns_endpoints: true", i, g.Name)
 		}
 	}
 	return nil

@@ -40,33 +40,6 @@ type logsTracesConfig struct {
 	ForwardTraces []queue.HTTPConfig `yaml:"forward_traces"`
 }
 
-// Validate names the first bad field.
-func (c *logsTracesConfig) Validate() error {
-	for _, v := range []interface{ Validate() error }{&c.OTLP, &c.LokiPush, &c.LogsTraces, &c.LogsStorage, &c.TracesStorage} {
-		if err := v.Validate(); err != nil {
-			return err
-		}
-	}
-	for _, fl := range []struct {
-		field string
-		list  []queue.HTTPConfig
-	}{{"forward_logs", c.ForwardLogs}, {"forward_traces", c.ForwardTraces}} {
-		seen := map[string]bool{}
-		list := fl.list
-		for i := range list {
-			f := fmt.Sprintf("%s[%d]", fl.field, i)
-			if err := list[i].Validate(f); err != nil {
-				return err
-			}
-			if seen[list[i].Name] {
-				return fmt.Errorf("%s.name: duplicate destination name %q", f, list[i].Name)
-			}
-			seen[list[i].Name] = true
-		}
-	}
-	return nil
-}
-
 // setupLogsTraces builds the log and trace parts, mounts their HTTP
 // endpoints on mux and adds their actors (stores, forwarders, derived
 // metrics, OTLP listeners) to g. The returned function closes the stores.

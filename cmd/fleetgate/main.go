@@ -198,10 +198,10 @@ func applyFlags(cfg *Config, f *flags) error {
 		cfg.Storage.Retention = d
 	}
 	if cfg.Storage.Retention == 0 {
-		cfg.Storage.Retention = model.Duration(15 * 24 * time.Hour)
+		cfg.Storage.Retention = metrics.DefaultConfig().Retention
 	}
 	if cfg.Storage.MaxExemplars == 0 {
-		cfg.Storage.MaxExemplars = 100_000
+		cfg.Storage.MaxExemplars = metrics.DefaultConfig().MaxExemplars
 	}
 	if f.queryTimeout != "" {
 		d, err := model.ParseDuration(f.queryTimeout)
@@ -266,7 +266,7 @@ func serve(f *flags) error {
 	// HTTP server.
 	queryTimeout := time.Duration(cfg.Query.Timeout)
 	if queryTimeout == 0 {
-		queryTimeout = time.Duration(promapi.DefaultConfig.Timeout)
+		queryTimeout = time.Duration(promapi.DefaultConfig().Timeout)
 	}
 	l, err := listen(f, f.listenAddress, a.routes, queryTimeout+writeMargin, logger)
 	if err != nil {

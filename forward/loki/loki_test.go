@@ -82,7 +82,7 @@ func TestForwardSurvivesDestinationAndSelfRestart(t *testing.T) {
 	dest := &lokiServer{}
 	addr := dest.start(t, "127.0.0.1:0")
 	cfg := Config{Name: "loki-a", URL: "http://" + addr + "/loki/api/v1/push", MinBackoff: model.Duration(10 * time.Millisecond), MaxBackoff: model.Duration(50 * time.Millisecond)}
-	require.NoError(t, cfg.Validate("forward_logs[0]"))
+	require.NoError(t, cfg.Validate())
 	dir := t.TempDir()
 	reg := prometheus.NewRegistry()
 	m, err := queue.NewMetrics(reg)

@@ -22,7 +22,7 @@ func loadHTTPConfig(t *testing.T, text string) HTTPConfig {
 	dec := yaml.NewDecoder(bytes.NewReader([]byte(text)))
 	dec.KnownFields(true)
 	require.NoError(t, dec.Decode(&c))
-	require.NoError(t, c.Validate("forward_logs[0]"))
+	require.NoError(t, c.Validate())
 	return c
 }
 
@@ -67,14 +67,14 @@ func TestHTTPSenderBasicAuthAndHeaders(t *testing.T) {
 
 func TestHTTPConfigClientErrors(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
-		{"{name: loki, url: http://l, headers: {Authorization: x}}", `forward_logs[0] (loki).headers: setting header "Authorization" is not allowed`},
-		{"{name: loki, url: http://l, tls: {cert_file: /c}}", "forward_logs[0] (loki).tls: exactly one of key or key_file"},
-		{"{name: loki, url: http://l, bearer_token_file: /t, basic_auth: {username: u}}", "forward_logs[0] (loki): at most one of basic_auth, oauth2, bearer_token & bearer_token_file"},
+		{"{name: loki, url: http://l, headers: {Authorization: x}}", `[0] (loki).headers: setting header "Authorization" is not allowed`},
+		{"{name: loki, url: http://l, tls: {cert_file: /c}}", "[0] (loki).tls: exactly one of key or key_file"},
+		{"{name: loki, url: http://l, bearer_token_file: /t, basic_auth: {username: u}}", "[0] (loki): at most one of basic_auth, oauth2, bearer_token & bearer_token_file"},
 	} {
 		var c HTTPConfig
 		dec := yaml.NewDecoder(bytes.NewReader([]byte(tc.text)))
 		dec.KnownFields(true)
 		require.NoError(t, dec.Decode(&c), tc.text)
-		require.ErrorContains(t, c.Validate("forward_logs[0]"), tc.want, tc.text)
+		require.ErrorContains(t, ValidateList([]HTTPConfig{c}), tc.want, tc.text)
 	}
 }

@@ -45,22 +45,51 @@ func (c *HTTPConfig) UnmarshalYAML(unmarshal func(any) error) error {
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
-// Validate names the first bad field, prefixed with field (e.g. "forward_logs[0]").
-func (c *HTTPConfig) Validate(field string) error {
+// Validate names the first bad field by its key relative to the
+// destination ("url: ...", "tls_config: ..."; a *httpclient.FieldError for
+// the client block). ValidateList puts the destination's index and name in
+// front.
+func (c *HTTPConfig) Validate() error {
 	if !nameRE.MatchString(c.Name) {
-		return fmt.Errorf("%s.name: %q must be 1-63 letters, digits, '.', '_' or '-'", field, c.Name)
+		return fmt.Errorf("name: %q must be 1-63 letters, digits, '.', '_' or '-'", c.Name)
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%s (%s).url: %q is not an http(s) URL", field, c.Name, c.URL)
+		return fmt.Errorf("url: %q is not an http(s) URL", c.URL)
 	}
-	if c.Timeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.QueueMaxBytes < 0 {
-		return fmt.Errorf("%s (%s): timeout, min_backoff, max_backoff and queue_max_bytes must not be negative", field, c.Name)
+	for _, f := range []struct {
+		key string
+		v   int64
+	}{{"timeout", int64(c.Timeout)}, {"min_backoff", int64(c.MinBackoff)}, {"max_backoff", int64(c.MaxBackoff)}, {"queue_max_bytes", c.QueueMaxBytes}} {
+		if f.v < 0 {
+			return fmt.Errorf("%s: must not be negative", f.key)
+		}
 	}
 	if c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
-		return fmt.Errorf("%s (%s).min_backoff: %s is more than max_backoff %s", field, c.Name, c.MinBackoff, c.MaxBackoff)
+		return fmt.Errorf("min_backoff: %s is more than max_backoff %s", c.MinBackoff, c.MaxBackoff)
 	}
-	return c.Client.Validate(fmt.Sprintf("%s (%s)", field, c.Name))
+	return c.Client.Validate()
+}
+
+// ValidateList checks a list of destinations (forward_logs:,
+// forward_traces:) and names the first bad field by its path relative to
+// the list: "[0].name: ..." or, once the name is known, "[1] (loki).url: ...".
+func ValidateList(list []HTTPConfig) error {
+	seen := map[string]bool{}
+	for i := range list {
+		f := fmt.Sprintf("[%d]", i)
+		if nameRE.MatchString(list[i].Name) {
+			f = fmt.Sprintf("[%d] (%s)", i, list[i].Name)
+		}
+		if err := list[i].Validate(); err != nil {
+			return httpclient.Under(f, err)
+		}
+		if seen[list[i].Name] {
+			return fmt.Errorf("%s.name: duplicate destination name %q", f, list[i].Name)
+		}
+		seen[list[i].Name] = true
+	}
+	return nil
 }
 
 // Options returns the queue options of the config.

@@ -128,10 +128,10 @@ destinations:
 
 func TestForwardClientConfigErrors(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
-		{"destinations: [{name: a, url: http://x, tls_config: {cert_file: /c}}]", "forward.destinations[0] (a).tls_config: exactly one of key or key_file"},
-		{"destinations: [{name: a, url: http://x, bearer_token_env: T, bearer_token_file: /t}]", "forward.destinations[0] (a).bearer_token_env: set only one of"},
-		{"destinations: [{name: a, url: http://x, tls: {ca_file: /a}, tls_config: {ca_file: /b}}]", "forward.destinations[0] (a).tls: set tls or tls_config, not both"},
-		{"query: {url: http://q, basic_auth: {username: u, password: p, password_file: /p}}", "forward.query.basic_auth: at most one of basic_auth password"},
+		{"destinations: [{name: a, url: http://x, tls_config: {cert_file: /c}}]", "destinations[0] (a).tls_config: exactly one of key or key_file"},
+		{"destinations: [{name: a, url: http://x, bearer_token_env: T, bearer_token_file: /t}]", "destinations[0] (a).bearer_token_env: set only one of"},
+		{"destinations: [{name: a, url: http://x, tls: {ca_file: /a}, tls_config: {ca_file: /b}}]", "destinations[0] (a).tls: set tls or tls_config, not both"},
+		{"query: {url: http://q, basic_auth: {username: u, password: p, password_file: /p}}", "query.basic_auth: at most one of basic_auth password"},
 	} {
 		var c Config
 		dec := yaml.NewDecoder(bytes.NewReader([]byte(tc.text)))

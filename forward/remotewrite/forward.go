@@ -71,15 +71,20 @@ type QueueConfig struct {
 	RetryOnRateLimit  *bool          `yaml:"retry_on_http_429"`
 }
 
-// Validate names the first bad field.
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config { return Config{FlushDeadline: model.Duration(time.Minute)} }
+
+// Validate names the first bad field by its path relative to the forward:
+// section ("destinations[0] (mimir).url: ...").
 func (c *Config) Validate() error {
 	names := map[string]bool{}
 	for i, d := range c.Destinations {
-		field := fmt.Sprintf("forward.destinations[%d]", i)
+		field := fmt.Sprintf("destinations[%d]", i)
 		if d.Name == "" {
 			return fmt.Errorf("%s.name: must be set", field)
 		}
-		field = fmt.Sprintf("forward.destinations[%d] (%s)", i, d.Name)
+		field = fmt.Sprintf("destinations[%d] (%s)", i, d.Name)
 		if names[d.Name] {
 			return fmt.Errorf("%s.name: duplicate destination name %q", field, d.Name)
 		}
@@ -88,8 +93,8 @@ func (c *Config) Validate() error {
 		if d.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%s.url: %q is not an http(s) URL", field, d.URL)
 		}
-		if err := d.Client.Validate(field); err != nil {
-			return err
+		if err := d.Client.Validate(); err != nil {
+			return httpclient.Under(field, err)
 		}
 		switch d.Protocol {
 		case "", "1.0", "2.0":
@@ -100,26 +105,33 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s.timeout: must not be negative, got %s", field, d.Timeout)
 		}
 		q := d.Queue
-		for name, v := range map[string]int{"capacity": q.Capacity, "min_shards": q.MinShards, "max_shards": q.MaxShards, "max_samples_per_send": q.MaxSamplesPerSend} {
-			if v < 0 {
-				return fmt.Errorf("%s.queue.%s: must not be negative, got %d", field, name, v)
+		// In field order, so that the same file always names the same key.
+		for _, f := range []struct {
+			key string
+			v   int
+		}{{"capacity", q.Capacity}, {"min_shards", q.MinShards}, {"max_shards", q.MaxShards}, {"max_samples_per_send", q.MaxSamplesPerSend}} {
+			if f.v < 0 {
+				return fmt.Errorf("%s.queue.%s: must not be negative, got %d", field, f.key, f.v)
 			}
 		}
 		if q.MaxShards > 0 && q.MinShards > q.MaxShards {
 			return fmt.Errorf("%s.queue.min_shards: %d is more than max_shards %d", field, q.MinShards, q.MaxShards)
 		}
-		for name, v := range map[string]model.Duration{"batch_send_deadline": q.BatchSendDeadline, "min_backoff": q.MinBackoff, "max_backoff": q.MaxBackoff} {
-			if v < 0 {
-				return fmt.Errorf("%s.queue.%s: must not be negative, got %s", field, name, v)
+		for _, f := range []struct {
+			key string
+			v   model.Duration
+		}{{"batch_send_deadline", q.BatchSendDeadline}, {"min_backoff", q.MinBackoff}, {"max_backoff", q.MaxBackoff}} {
+			if f.v < 0 {
+				return fmt.Errorf("%s.queue.%s: must not be negative, got %s", field, f.key, f.v)
 			}
 		}
 	}
 	if c.FlushDeadline < 0 {
-		return fmt.Errorf("forward.flush_deadline: must not be negative, got %s", c.FlushDeadline)
+		return fmt.Errorf("flush_deadline: must not be negative, got %s", c.FlushDeadline)
 	}
 	if c.Query != nil {
-		if err := c.Query.Validate("forward.query"); err != nil {
-			return err
+		if err := c.Query.Validate(); err != nil {
+			return httpclient.Under("query", err)
 		}
 	}
 	return nil
@@ -202,7 +214,7 @@ func New(cfg Config, dir string, r prometheus.Registerer, logger *slog.Logger) (
 func NewStorage(cfg Config, dir string, r prometheus.Registerer, logger *slog.Logger) *remote.Storage {
 	fd := time.Duration(cfg.FlushDeadline)
 	if fd == 0 {
-		fd = time.Minute
+		fd = time.Duration(DefaultConfig().FlushDeadline)
 	}
 	return remote.NewStorage(logger, r, func() (int64, error) { return 0, nil }, dir, fd, nil, false)
 }

@@ -143,8 +143,8 @@ func TestForwardConfigValidate(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{Destinations: []Destination{{URL: "http://x"}}}, "forward.destinations[0].name"},
-		{Config{Destinations: []Destination{{Name: "a", URL: "ftp://x"}}}, "forward.destinations[0] (a).url"},
+		{Config{Destinations: []Destination{{URL: "http://x"}}}, "destinations[0].name"},
+		{Config{Destinations: []Destination{{Name: "a", URL: "ftp://x"}}}, "destinations[0] (a).url"},
 		{Config{Destinations: []Destination{{Name: "a", URL: "http://x"}, {Name: "a", URL: "http://y"}}}, "duplicate"},
 		{Config{Destinations: []Destination{{Name: "a", URL: "http://x", Protocol: "3"}}}, "protocol"},
 		{Config{Destinations: []Destination{{Name: "a", URL: "http://x", Queue: QueueConfig{MinShards: 5, MaxShards: 2}}}}, "queue.min_shards"},

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -54,27 +55,28 @@ type Config struct {
 // DefaultBackfillMaxSamples is ha.backfill_max_samples when not set.
 const DefaultBackfillMaxSamples = 50000
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	for _, l := range c.ReplicaLabels {
 		if l == "" || !model.UTF8Validation.IsValidLabelName(l) {
-			return fmt.Errorf("ha.replica_labels: %q is not a valid label name", l)
+			return fmt.Errorf("replica_labels: %q is not a valid label name", l)
 		}
 		if l == fleet.ClusterLabel {
-			return fmt.Errorf("ha.replica_labels: %q is the cluster identity label", l)
+			return fmt.Errorf("replica_labels: %q is the cluster identity label", l)
 		}
 	}
 	if c.GroupLabel != "" && !model.UTF8Validation.IsValidLabelName(c.GroupLabel) {
-		return fmt.Errorf("ha.group_label: %q is not a valid label name", c.GroupLabel)
+		return fmt.Errorf("group_label: %q is not a valid label name", c.GroupLabel)
 	}
 	if c.FailoverTimeout < 0 {
-		return fmt.Errorf("ha.failover_timeout: must not be negative, got %s", c.FailoverTimeout)
+		return fmt.Errorf("failover_timeout: must not be negative, got %s", c.FailoverTimeout)
 	}
 	if c.HistorySize < 0 {
-		return fmt.Errorf("ha.history_size: must not be negative, got %d", c.HistorySize)
+		return fmt.Errorf("history_size: must not be negative, got %d", c.HistorySize)
 	}
 	if c.BackfillMaxSamples != nil && *c.BackfillMaxSamples < 0 {
-		return fmt.Errorf("ha.backfill_max_samples: must not be negative, got %d", *c.BackfillMaxSamples)
+		return fmt.Errorf("backfill_max_samples: must not be negative, got %d", *c.BackfillMaxSamples)
 	}
 	return nil
 }
@@ -160,6 +162,17 @@ type Tracker struct {
 	bfSize         prometheus.Gauge
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+// (backfill_max_samples left out is 50000; set to 0 it disables the backfill).
+func DefaultConfig() Config {
+	return Config{
+		ReplicaLabels:   slices.Clone(DefaultReplicaLabels),
+		FailoverTimeout: model.Duration(30 * time.Second),
+		HistorySize:     50,
+	}
+}
+
 // New builds the tracker; it returns nil when HA is disabled.
 func New(cfg Config, r prometheus.Registerer) (*Tracker, error) {
 	if err := cfg.Validate(); err != nil {
@@ -172,7 +185,7 @@ func New(cfg Config, r prometheus.Registerer) (*Tracker, error) {
 		cfg.ReplicaLabels = DefaultReplicaLabels
 	}
 	if cfg.HistorySize == 0 {
-		cfg.HistorySize = 50
+		cfg.HistorySize = DefaultConfig().HistorySize
 	}
 	t := &Tracker{
 		cfg: cfg, timeout: time.Duration(cfg.FailoverTimeout), now: time.Now, groups: map[haKey]*haGroup{},

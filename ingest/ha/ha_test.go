@@ -138,7 +138,7 @@ func TestHAPinAndState(t *testing.T) {
 	require.Error(t, tr.Pin("eu-1", "g", "a"), "group without group_label")
 
 	// State survives a restart.
-	path := filepath.Join(t.TempDir(), "ha.json")
+	path := filepath.Join(t.TempDir(), "json")
 	require.NoError(t, tr.Save(path))
 	tr2, err := New(Config{Enabled: true}, nil)
 	require.NoError(t, err)
@@ -151,10 +151,10 @@ func TestHAConfigValidate(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{ReplicaLabels: []string{""}}, "ha.replica_labels"},
-		{Config{ReplicaLabels: []string{"cluster"}}, "ha.replica_labels"},
-		{Config{FailoverTimeout: -1}, "ha.failover_timeout"},
-		{Config{HistorySize: -1}, "ha.history_size"},
+		{Config{ReplicaLabels: []string{""}}, "replica_labels"},
+		{Config{ReplicaLabels: []string{"cluster"}}, "replica_labels"},
+		{Config{FailoverTimeout: -1}, "failover_timeout"},
+		{Config{HistorySize: -1}, "history_size"},
 	} {
 		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
 	}
@@ -250,7 +250,7 @@ func TestHAElectionAppliesToCachedSeries(t *testing.T) {
 	t.Cleanup(func() { _ = db.Close() })
 	p, err := pipeline.New(pipeline.Config{}, reg, db, nil, nil, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	require.Positive(t, pipeline.DefaultConfig.SeriesCacheBytes, "the series cache is on by default")
+	require.Positive(t, pipeline.DefaultConfig().SeriesCacheBytes, "the series cache is on by default")
 	tr, err := New(Config{Enabled: true, FailoverTimeout: model.Duration(time.Second)}, nil)
 	require.NoError(t, err)
 	clock := time.Now()

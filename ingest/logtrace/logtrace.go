@@ -73,30 +73,32 @@ type Config struct {
 	MovedLogsBurstBytes *int `yaml:"logs_burst_bytes"`
 }
 
-// Validate names the first bad field, in the order of the struct's fields.
+// Validate names the first bad field, in the order of the struct's fields,
+// by its key relative to the section (cmd/fleetgate puts the section's path
+// in front).
 func (c *Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
 	}{
-		{"logs_traces.max_line_bytes", c.MaxLineBytes},
-		{"logs_traces.max_streams_per_request", c.MaxStreamsPerRequest},
-		{"logs_traces.span_metrics_max_series", c.SpanMetricsMaxSeries},
-		{"logs_traces.log_metrics_max_series", c.LogMetricsMaxSeries},
+		{"max_line_bytes", c.MaxLineBytes},
+		{"max_streams_per_request", c.MaxStreamsPerRequest},
+		{"span_metrics_max_series", c.SpanMetricsMaxSeries},
+		{"log_metrics_max_series", c.LogMetricsMaxSeries},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("%s: must not be negative, got %d", f.name, f.v)
 		}
 	}
 	if c.DerivedInterval < 0 {
-		return fmt.Errorf("logs_traces.derived_metrics_interval: must not be negative, got %s", c.DerivedInterval)
+		return fmt.Errorf("derived_metrics_interval: must not be negative, got %s", c.DerivedInterval)
 	}
 	for i, b := range c.SpanDurationBuckets {
 		if math.IsNaN(b) {
-			return fmt.Errorf("logs_traces.span_duration_buckets: NaN is not a bucket boundary")
+			return fmt.Errorf("span_duration_buckets: NaN is not a bucket boundary")
 		}
 		if i > 0 && b <= c.SpanDurationBuckets[i-1] {
-			return fmt.Errorf("logs_traces.span_duration_buckets: must be strictly increasing, %g follows %g", b, c.SpanDurationBuckets[i-1])
+			return fmt.Errorf("span_duration_buckets: must be strictly increasing, %g follows %g", b, c.SpanDurationBuckets[i-1])
 		}
 	}
 	for _, f := range []struct {
@@ -107,34 +109,48 @@ func (c *Config) Validate() error {
 		{"logs_burst_bytes", c.MovedLogsBurstBytes},
 	} {
 		if f.v != nil {
-			return fmt.Errorf("logs_traces.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
+			return fmt.Errorf("%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
 		}
 	}
 	return nil
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{
+		MaxLineBytes:         256 << 10,
+		MaxStreamsPerRequest: 10_000,
+		DerivedInterval:      model.Duration(15 * time.Second),
+		SpanMetricsMaxSeries: 2000,
+		LogMetricsMaxSeries:  1000,
+		// The spanmetrics connector's defaults, in seconds.
+		SpanDurationBuckets: []float64{0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1, 1.4, 2, 5, 10, 15},
+	}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.MaxLineBytes == 0 {
-		c.MaxLineBytes = 256 << 10
+		c.MaxLineBytes = d.MaxLineBytes
 	}
 	if c.MaxStreamsPerRequest == 0 {
-		c.MaxStreamsPerRequest = 10_000
+		c.MaxStreamsPerRequest = d.MaxStreamsPerRequest
 	}
 	if c.DerivedInterval == 0 {
-		c.DerivedInterval = model.Duration(15 * time.Second)
+		c.DerivedInterval = d.DerivedInterval
 	}
 	if c.SpanMetricsMaxSeries == 0 {
-		c.SpanMetricsMaxSeries = 2000
+		c.SpanMetricsMaxSeries = d.SpanMetricsMaxSeries
 	}
 	if c.LogMetricsMaxSeries == 0 {
-		c.LogMetricsMaxSeries = 1000
+		c.LogMetricsMaxSeries = d.LogMetricsMaxSeries
 	}
 	if c.MaxFuture <= 0 {
 		c.MaxFuture = pipeline.DefaultMaxFuture
 	}
 	if len(c.SpanDurationBuckets) == 0 {
-		// The spanmetrics connector's defaults, in seconds.
-		c.SpanDurationBuckets = []float64{0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1, 1.4, 2, 5, 10, 15}
+		c.SpanDurationBuckets = d.SpanDurationBuckets
 	}
 	return c
 }

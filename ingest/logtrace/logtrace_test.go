@@ -135,10 +135,10 @@ func TestConfigValidateNamesField(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{MaxLineBytes: -1}, "logs_traces.max_line_bytes"},
-		{Config{MovedLogsRateBytes: new(int)}, "logs_traces.logs_rate_bytes: moved to limits.logs_rate_bytes"},
-		{Config{SpanDurationBuckets: []float64{1, 0.5}}, "logs_traces.span_duration_buckets"},
-		{Config{DerivedInterval: -1}, "logs_traces.derived_metrics_interval"},
+		{Config{MaxLineBytes: -1}, "max_line_bytes"},
+		{Config{MovedLogsRateBytes: new(int)}, "logs_rate_bytes: moved to limits.logs_rate_bytes"},
+		{Config{SpanDurationBuckets: []float64{1, 0.5}}, "span_duration_buckets"},
+		{Config{DerivedInterval: -1}, "derived_metrics_interval"},
 	} {
 		require.ErrorContains(t, tc.cfg.Validate(), tc.want)
 	}

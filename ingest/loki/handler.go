@@ -31,13 +31,14 @@ type Config struct {
 	MaxDecodedBytes int `yaml:"max_decoded_bytes"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.MaxRequestBytes < 0 {
-		return fmt.Errorf("loki_push.max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
+		return fmt.Errorf("max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
 	}
 	if c.MaxDecodedBytes < 0 {
-		return fmt.Errorf("loki_push.max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
+		return fmt.Errorf("max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
 	}
 	return nil
 }
@@ -50,16 +51,22 @@ type Handler struct {
 	requests *prometheus.CounterVec
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20}
+}
+
 // NewHandler builds the receiver. r may be nil.
 func NewHandler(cfg Config, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = 16 << 20
+		cfg.MaxRequestBytes = DefaultConfig().MaxRequestBytes
 	}
 	if cfg.MaxDecodedBytes == 0 {
-		cfg.MaxDecodedBytes = 64 << 20
+		cfg.MaxDecodedBytes = DefaultConfig().MaxDecodedBytes
 	}
 	h := &Handler{cfg: cfg, sig: sig, logger: logger,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -53,19 +53,20 @@ type Config struct {
 	LogIndexAttributes []string `yaml:"log_index_attributes"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.MaxRequestBytes < 0 {
-		return fmt.Errorf("otlp.max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
+		return fmt.Errorf("max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
 	}
 	if c.MaxDecodedBytes < 0 {
-		return fmt.Errorf("otlp.max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
+		return fmt.Errorf("max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
 	}
 	if c.PromoteAllResourceAttributes && len(c.PromoteResourceAttributes) > 0 {
-		return errors.New("otlp.promote_resource_attributes: cannot be set together with promote_all_resource_attributes")
+		return errors.New("promote_resource_attributes: cannot be set together with promote_all_resource_attributes")
 	}
 	if !c.PromoteAllResourceAttributes && len(c.IgnoreResourceAttributes) > 0 {
-		return errors.New("otlp.ignore_resource_attributes: only valid with promote_all_resource_attributes")
+		return errors.New("ignore_resource_attributes: only valid with promote_all_resource_attributes")
 	}
 	if _, err := c.strategy(); err != nil {
 		return err
@@ -85,7 +86,7 @@ func (c *Config) strategy() (otlptranslator.TranslationStrategyOption, error) {
 			return s, nil
 		}
 	}
-	return "", fmt.Errorf("otlp.translation_strategy: %q is not one of UnderscoreEscapingWithSuffixes, UnderscoreEscapingWithoutSuffixes, NoUTF8EscapingWithSuffixes, NoTranslation", c.TranslationStrategy)
+	return "", fmt.Errorf("translation_strategy: %q is not one of UnderscoreEscapingWithSuffixes, UnderscoreEscapingWithoutSuffixes, NoUTF8EscapingWithSuffixes, NoTranslation", c.TranslationStrategy)
 }
 
 // defaultLogIndexAttributes is Loki's default list of resource attributes
@@ -112,16 +113,22 @@ type Receiver struct {
 	items    *prometheus.CounterVec
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20}
+}
+
 // New builds the receiver. r may be nil.
 func New(cfg Config, pipe *pipeline.Pipeline, sig *logtrace.Hub, r prometheus.Registerer, logger *slog.Logger) (*Receiver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = 16 << 20
+		cfg.MaxRequestBytes = DefaultConfig().MaxRequestBytes
 	}
 	if cfg.MaxDecodedBytes == 0 {
-		cfg.MaxDecodedBytes = 64 << 20
+		cfg.MaxDecodedBytes = DefaultConfig().MaxDecodedBytes
 	}
 	strategy, _ := cfg.strategy()
 	promote := cfg.PromoteResourceAttributes

@@ -80,7 +80,7 @@ func BenchmarkAppend(b *testing.B) {
 // BenchmarkRefCacheGet looks up 1M known series in random order, as a
 // 1M-series remote-write load does.
 func BenchmarkRefCacheGet(b *testing.B) {
-	rc := newRefCache(DefaultConfig.SeriesCacheBytes)
+	rc := newRefCache(DefaultConfig().SeriesCacheBytes)
 	const n = 1 << 20
 	keys := make([]refKey, n)
 	for i := range keys {

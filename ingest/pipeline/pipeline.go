@@ -47,28 +47,33 @@ type Config struct {
 // DefaultMaxFuture is ingest.max_future when not set.
 const DefaultMaxFuture = 10 * time.Minute
 
-// DefaultConfig is used for fields left zero.
-var DefaultConfig = Config{
-	MaxSeriesPerRequest: 100_000,
-	MaxFuture:           model.Duration(DefaultMaxFuture),
-	SeriesCacheBytes:    256 << 20,
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{
+		MaxSeriesPerRequest: 100_000,
+		MaxFuture:           model.Duration(DefaultMaxFuture),
+		SeriesCacheBytes:    256 << 20,
+	}
 }
 
-// Validate names the first bad field, in the order of the struct's fields.
+// Validate names the first bad field, in the order of the struct's fields,
+// by its key relative to the section (cmd/fleetgate puts the section's path
+// in front).
 func (c *Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
 	}{
-		{"ingest.max_series_per_request", c.MaxSeriesPerRequest},
-		{"ingest.series_cache_bytes", c.SeriesCacheBytes},
+		{"max_series_per_request", c.MaxSeriesPerRequest},
+		{"series_cache_bytes", c.SeriesCacheBytes},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("%s: must not be negative, got %d", f.name, f.v)
 		}
 	}
 	if c.MaxFuture < 0 {
-		return fmt.Errorf("ingest.max_future: must not be negative, got %s", c.MaxFuture)
+		return fmt.Errorf("max_future: must not be negative, got %s", c.MaxFuture)
 	}
 	for _, f := range []struct {
 		name string
@@ -79,14 +84,14 @@ func (c *Config) Validate() error {
 		{"max_label_value_length", c.MovedMaxLabelValueLength},
 	} {
 		if f.v != nil {
-			return fmt.Errorf("ingest.%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
+			return fmt.Errorf("%s: moved to limits.%s (a default for every cluster, overridable per cluster)", f.name, f.name)
 		}
 	}
 	return nil
 }
 
 func (c Config) withDefaults() Config {
-	d := DefaultConfig
+	d := DefaultConfig()
 	if c.MaxSeriesPerRequest > 0 {
 		d.MaxSeriesPerRequest = c.MaxSeriesPerRequest
 	}

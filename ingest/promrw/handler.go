@@ -34,13 +34,14 @@ type Config struct {
 	MaxDecodedBytes int `yaml:"max_decoded_bytes"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.MaxRequestBytes < 0 {
-		return fmt.Errorf("remote_write.max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
+		return fmt.Errorf("max_request_bytes: must not be negative, got %d", c.MaxRequestBytes)
 	}
 	if c.MaxDecodedBytes < 0 {
-		return fmt.Errorf("remote_write.max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
+		return fmt.Errorf("max_decoded_bytes: must not be negative, got %d", c.MaxDecodedBytes)
 	}
 	return nil
 }
@@ -158,16 +159,22 @@ func (st *decodeState) labelsV2(refs []uint32, symbols []string) (labels.Labels,
 	return st.ls, nil
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: defaultMaxRequestBytes, MaxDecodedBytes: defaultMaxDecodedBytes}
+}
+
 // NewHandler builds the receiver. r may be nil.
 func NewHandler(cfg Config, p *pipeline.Pipeline, r prometheus.Registerer, logger *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = defaultMaxRequestBytes
+		cfg.MaxRequestBytes = DefaultConfig().MaxRequestBytes
 	}
 	if cfg.MaxDecodedBytes == 0 {
-		cfg.MaxDecodedBytes = defaultMaxDecodedBytes
+		cfg.MaxDecodedBytes = DefaultConfig().MaxDecodedBytes
 	}
 	h := &Handler{
 		cfg: cfg, pipe: p, logger: logger,

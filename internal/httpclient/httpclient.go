@@ -97,14 +97,43 @@ func (e *FieldError) Unwrap() error { return e.Err }
 
 func fieldErr(field string, err error) error { return &FieldError{Field: field, Err: err} }
 
-// Validate checks the block; errors name prefix and the key below it,
-// e.g. "forward.destinations[0] (mimir).tls_config: ...".
-func (c *Config) Validate(prefix string) error {
+// Validate checks the block. The block is inlined in its destination, so a
+// *FieldError names the key relative to the destination ("tls_config: ..."),
+// or none when the error is the block's as a whole; At(path, err) puts the
+// destination's path in front.
+func (c *Config) Validate() error {
 	_, err := c.resolve(false)
-	return At(prefix, err)
+	return err
 }
 
-// At prefixes err with the YAML path of the block it came from.
+// Under puts path in front of err, the error of a Validate() of what sits at
+// path. Validate errors name the key relative to what they check: a
+// *FieldError of this block (its key, or none for the block as a whole, as
+// for At), or an error whose text starts with the relative key or index
+// ("url: ...", "[1].name: ..."). Under("destinations[0] (mimir)", err) gives
+// "destinations[0] (mimir).tls_config: ..." or "destinations[0] (mimir).url: ...";
+// Under("clusters", err) gives "clusters[1].name: ...". Only err itself is
+// looked at, not what it wraps: a FieldError already put under a path is
+// plain text.
+func Under(path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if fe, ok := err.(*FieldError); ok {
+		if fe.Field == "" {
+			return fmt.Errorf("%s: %w", path, fe.Err)
+		}
+		return fmt.Errorf("%s.%s: %w", path, fe.Field, fe.Err)
+	}
+	if strings.HasPrefix(err.Error(), "[") {
+		return fmt.Errorf("%s%w", path, err)
+	}
+	return fmt.Errorf("%s.%w", path, err)
+}
+
+// At prefixes err, an error of the block or of the client built from it,
+// with the path of the destination it came from (e.g. "destinations[0]
+// (mimir)" gives "destinations[0] (mimir).tls_config: ...").
 func At(prefix string, err error) error {
 	if err == nil {
 		return nil
@@ -133,7 +162,7 @@ func (c *Config) resolve(readEnv bool) (config.HTTPClientConfig, error) {
 		case hc.OAuth2 != nil && hc.OAuth2.Validate() != nil:
 			return hc, fieldErr("oauth2", c.decodeErr)
 		}
-		return hc, c.decodeErr
+		return hc, fieldErr("", c.decodeErr)
 	}
 	if c.TLS != nil {
 		if hc.TLSConfig != (config.TLSConfig{}) {

@@ -111,11 +111,11 @@ func TestValidateNamesTheKey(t *testing.T) {
 	} {
 		d, err := load(t, "url: https://x\n"+tc.text)
 		require.NoError(t, err, tc.text)
-		require.ErrorContains(t, d.Client.Validate("d"), tc.want, tc.text)
+		require.ErrorContains(t, Under("d", d.Client.Validate()), tc.want, tc.text)
 	}
 	d, err := load(t, "url: https://x\nbearer_token_env: FG_TEST_UNSET\n")
 	require.NoError(t, err)
-	require.NoError(t, d.Client.Validate("d"), "the environment is read when the client is built, not by check config")
+	require.NoError(t, Under("d", d.Client.Validate()), "the environment is read when the client is built, not by check config")
 	_, err = d.Client.NewClient("t", 0)
 	require.EqualError(t, At("d", err), "d.bearer_token_env: environment variable FG_TEST_UNSET is empty or unset")
 }

@@ -131,8 +131,8 @@ func NewSourceMetrics(r prometheus.Registerer) (*SourceMetrics, error) {
 // cluster's `cluster`, region, zone and extra labels).
 func NewSource(name string, stamp labels.Labels, ep fleet.QueryEndpoint, m *SourceMetrics, logger *slog.Logger) (*Source, error) {
 	prefix := fmt.Sprintf("clusters (%s).query", name)
-	if err := ep.Validate(prefix); err != nil {
-		return nil, err
+	if err := ep.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", prefix, err)
 	}
 	client, err := newHTTPClient(ep)
 	if err != nil {

@@ -26,7 +26,7 @@ func loadEndpoint(t *testing.T, text string) fleet.QueryEndpoint {
 	dec := yaml.NewDecoder(bytes.NewReader([]byte(text)))
 	dec.KnownFields(true)
 	require.NoError(t, dec.Decode(&ep))
-	require.NoError(t, ep.Validate("clusters[0].query"))
+	require.NoError(t, ep.Validate())
 	return ep
 }
 

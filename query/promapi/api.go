@@ -49,36 +49,46 @@ type Config struct {
 	ResultsCache  CacheConfig    `yaml:"results_cache"`
 }
 
-// DefaultConfig matches Prometheus's defaults.
-var DefaultConfig = Config{
-	Timeout:       model.Duration(2 * time.Minute),
-	MaxSamples:    50_000_000,
-	LookbackDelta: model.Duration(5 * time.Minute),
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+// They match Prometheus's.
+func DefaultConfig() Config {
+	return Config{
+		Timeout:       model.Duration(2 * time.Minute),
+		MaxSamples:    50_000_000,
+		LookbackDelta: model.Duration(5 * time.Minute),
+		ResultsCache:  CacheConfig{MaxSizeBytes: 128 << 20, MaxFreshness: model.Duration(10 * time.Minute)},
+	}
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.Timeout < 0 {
-		return fmt.Errorf("query.timeout: must not be negative, got %s", c.Timeout)
+		return fmt.Errorf("timeout: must not be negative, got %s", c.Timeout)
 	}
 	if c.MaxSamples < 0 {
-		return fmt.Errorf("query.max_samples: must not be negative, got %d", c.MaxSamples)
+		return fmt.Errorf("max_samples: must not be negative, got %d", c.MaxSamples)
 	}
 	if c.LookbackDelta < 0 {
-		return fmt.Errorf("query.lookback_delta: must not be negative, got %s", c.LookbackDelta)
+		return fmt.Errorf("lookback_delta: must not be negative, got %s", c.LookbackDelta)
 	}
-	return c.ResultsCache.Validate()
+	if err := c.ResultsCache.Validate(); err != nil {
+		return fmt.Errorf("results_cache.%w", err)
+	}
+	return nil
 }
 
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.Timeout == 0 {
-		c.Timeout = DefaultConfig.Timeout
+		c.Timeout = d.Timeout
 	}
 	if c.MaxSamples == 0 {
-		c.MaxSamples = DefaultConfig.MaxSamples
+		c.MaxSamples = d.MaxSamples
 	}
 	if c.LookbackDelta == 0 {
-		c.LookbackDelta = DefaultConfig.LookbackDelta
+		c.LookbackDelta = d.LookbackDelta
 	}
 	return c
 }

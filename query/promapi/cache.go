@@ -40,16 +40,17 @@ type CacheConfig struct {
 	MaxFreshness model.Duration `yaml:"max_freshness"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *CacheConfig) Validate() error {
 	if c.MaxSizeBytes < 0 {
-		return fmt.Errorf("query.results_cache.max_size_bytes: must not be negative, got %d", c.MaxSizeBytes)
+		return fmt.Errorf("max_size_bytes: must not be negative, got %d", c.MaxSizeBytes)
 	}
 	if c.MaxSizeBytes > 0 && c.MaxSizeBytes < 32<<20 {
-		return fmt.Errorf("query.results_cache.max_size_bytes: must be at least 33554432 (32 MiB, fastcache's minimum), got %d", c.MaxSizeBytes)
+		return fmt.Errorf("max_size_bytes: must be at least 33554432 (32 MiB, fastcache's minimum), got %d", c.MaxSizeBytes)
 	}
 	if c.MaxFreshness < 0 {
-		return fmt.Errorf("query.results_cache.max_freshness: must not be negative, got %s", c.MaxFreshness)
+		return fmt.Errorf("max_freshness: must not be negative, got %s", c.MaxFreshness)
 	}
 	return nil
 }
@@ -84,11 +85,11 @@ func newResultsCache(cfg CacheConfig, engine promql.QueryEngine, q storage.Query
 	}
 	size := cfg.MaxSizeBytes
 	if size == 0 {
-		size = 128 << 20
+		size = DefaultConfig().ResultsCache.MaxSizeBytes
 	}
 	fresh := time.Duration(cfg.MaxFreshness)
 	if fresh == 0 {
-		fresh = 10 * time.Minute
+		fresh = time.Duration(DefaultConfig().ResultsCache.MaxFreshness)
 	}
 	c := &resultsCache{
 		c: fastcache.New(size), engine: engine, queryable: q, parser: p, fresh: fresh, now: time.Now, logger: logger,

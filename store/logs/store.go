@@ -39,29 +39,37 @@ type Config struct {
 	MaxStreams int `yaml:"max_streams"`
 }
 
-// Validate names the first bad field.
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.MaxBytes < 0 {
-		return fmt.Errorf("logs_storage.max_bytes: must not be negative, got %d", c.MaxBytes)
+		return fmt.Errorf("max_bytes: must not be negative, got %d", c.MaxBytes)
 	}
 	if c.Retention < 0 {
-		return fmt.Errorf("logs_storage.retention: must not be negative, got %s", c.Retention)
+		return fmt.Errorf("retention: must not be negative, got %s", c.Retention)
 	}
 	if c.MaxStreams < 0 {
-		return fmt.Errorf("logs_storage.max_streams: must not be negative, got %d", c.MaxStreams)
+		return fmt.Errorf("max_streams: must not be negative, got %d", c.MaxStreams)
 	}
 	return nil
 }
 
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+func DefaultConfig() Config {
+	return Config{MaxBytes: 1 << 30, Retention: model.Duration(7 * 24 * time.Hour), MaxStreams: 100_000}
+}
+
 func (c Config) withDefaults() Config {
+	d := DefaultConfig()
 	if c.MaxBytes == 0 {
-		c.MaxBytes = 1 << 30
+		c.MaxBytes = d.MaxBytes
 	}
 	if c.Retention == 0 {
-		c.Retention = model.Duration(7 * 24 * time.Hour)
+		c.Retention = d.Retention
 	}
 	if c.MaxStreams == 0 {
-		c.MaxStreams = 100_000
+		c.MaxStreams = d.MaxStreams
 	}
 	return c
 }

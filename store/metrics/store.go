@@ -58,28 +58,36 @@ type Config struct {
 	Embedded *bool `yaml:"embedded"`
 }
 
-// Validate names the first bad field.
+// DefaultConfig is the section's defaults: the value a key left out (or
+// set to 0) keeps.
+// Retention is also the --storage.retention flag's default.
+func DefaultConfig() Config {
+	return Config{Retention: model.Duration(15 * 24 * time.Hour), MaxExemplars: 100_000}
+}
+
+// Validate names the first bad field by its key relative to the section
+// (cmd/fleetgate puts the section's path in front).
 func (c *Config) Validate() error {
 	if c.Path == "" {
-		return errors.New("storage.path: must be set")
+		return errors.New("path: must be set")
 	}
 	if c.Retention < 0 {
-		return fmt.Errorf("storage.retention: must not be negative, got %s", c.Retention)
+		return fmt.Errorf("retention: must not be negative, got %s", c.Retention)
 	}
 	if c.RetentionSize < 0 {
-		return fmt.Errorf("storage.retention_size_bytes: must not be negative, got %d", c.RetentionSize)
+		return fmt.Errorf("retention_size_bytes: must not be negative, got %d", c.RetentionSize)
 	}
 	if c.OutOfOrderWindow < 0 {
-		return fmt.Errorf("storage.out_of_order_window: must not be negative, got %s", c.OutOfOrderWindow)
+		return fmt.Errorf("out_of_order_window: must not be negative, got %s", c.OutOfOrderWindow)
 	}
 	if c.BlockDuration < 0 {
-		return fmt.Errorf("storage.block_duration: must not be negative, got %s", c.BlockDuration)
+		return fmt.Errorf("block_duration: must not be negative, got %s", c.BlockDuration)
 	}
 	if c.MinFreeBytes < 0 {
-		return fmt.Errorf("storage.min_free_bytes: must not be negative, got %d", c.MinFreeBytes)
+		return fmt.Errorf("min_free_bytes: must not be negative, got %d", c.MinFreeBytes)
 	}
 	if c.MaxExemplars < 0 {
-		return fmt.Errorf("storage.max_exemplars: must not be negative, got %d", c.MaxExemplars)
+		return fmt.Errorf("max_exemplars: must not be negative, got %d", c.MaxExemplars)
 	}
 	return nil
 }

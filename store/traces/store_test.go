@@ -65,9 +65,9 @@ func TestTraceStoreConfigErrorsNameTheField(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{MaxBytes: -1}, "traces_storage.max_bytes"},
-		{Config{Retention: -1}, "traces_storage.retention"},
-		{Config{MaxTraces: -1}, "traces_storage.max_traces"},
+		{Config{MaxBytes: -1}, "max_bytes"},
+		{Config{Retention: -1}, "retention"},
+		{Config{MaxTraces: -1}, "max_traces"},
 	} {
 		require.ErrorContains(t, c.cfg.Validate(), c.want)
 	}
