@@ -90,12 +90,12 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("%s.clusters: must be set (a list of cluster names, or [\"*\"] for every cluster)", field)
 		}
 		for j, cl := range p.Clusters {
-			switch {
-			case cl == "*":
+			switch cl {
+			case "*":
 				if len(p.Clusters) > 1 {
 					return fmt.Errorf("%s.clusters[%d]: \"*\" must be the only entry", field, j)
 				}
-			case cl == "":
+			case "":
 				return fmt.Errorf("%s.clusters[%d]: must not be empty", field, j)
 			}
 		}
