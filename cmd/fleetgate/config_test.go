@@ -12,6 +12,7 @@ import (
 	"github.com/fleetgate/fleetgate/fleet"
 	"github.com/fleetgate/fleetgate/ingest/logtrace"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/store/metrics"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -108,6 +109,26 @@ func TestFlagsOverrideConfig(t *testing.T) {
 	f, err = parseFlags([]string{"--storage.retention=soon"})
 	require.NoError(t, err)
 	require.ErrorContains(t, applyFlags(&Config{}, f), "--storage.retention")
+}
+
+// TestMaxExemplarsZeroDisables: storage.max_exemplars: 0 disables exemplars
+// as documented (applyFlags used to turn 0 back into the default); a file
+// without the key keeps the default.
+func TestMaxExemplarsZeroDisables(t *testing.T) {
+	f, err := parseFlags([]string{"--storage.path=" + t.TempDir()})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		file string
+		want int64
+	}{
+		{"storage: {max_exemplars: 0}\n", 0},
+		{"storage: {retention: 2d}\n", metrics.DefaultConfig().MaxExemplars},
+	} {
+		cfg, err := loadConfig(writeFile(t, "c.yml", tc.file))
+		require.NoError(t, err)
+		require.NoError(t, applyFlags(cfg, f))
+		require.Equal(t, tc.want, cfg.Storage.MaxExemplars, tc.file)
+	}
 }
 
 func TestExampleConfigIsValid(t *testing.T) {

@@ -200,9 +200,6 @@ func applyFlags(cfg *Config, f *flags) error {
 	if cfg.Storage.Retention == 0 {
 		cfg.Storage.Retention = metrics.DefaultConfig().Retention
 	}
-	if cfg.Storage.MaxExemplars == 0 {
-		cfg.Storage.MaxExemplars = metrics.DefaultConfig().MaxExemplars
-	}
 	if f.queryTimeout != "" {
 		d, err := model.ParseDuration(f.queryTimeout)
 		if err != nil {
