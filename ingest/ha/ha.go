@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/fleetgate/fleetgate/fleet"
+	"github.com/fleetgate/fleetgate/internal/durable"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
 )
 
@@ -587,11 +588,10 @@ func (t *Tracker) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	if err := durable.WriteFile(path, b, 0o644); err != nil {
 		return fmt.Errorf("writing HA state: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 // Load restores the elections saved by Save; a missing file is no error.
