@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/fleetgate/fleetgate/fleet"
-	"github.com/fleetgate/fleetgate/internal/durable"
 	"github.com/fleetgate/fleetgate/ingest/pipeline"
+	"github.com/fleetgate/fleetgate/internal/durable"
 )
 
 // Config is the HA tracker (the `ha` section): Prometheus HA pairs send the same
